@@ -1,0 +1,47 @@
+# GridLink — the two commands a newcomer needs are `make run` and `make test`.
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+export PYTHONWARNINGS := ignore::DeprecationWarning
+
+.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format bench clean
+
+run: install ## install what is missing, start everything with demo data, Ctrl-C stops
+	$(PY) deploy/local/stack.py up
+
+start: install ## the same, in the background (`make stop` stops it)
+	$(PY) deploy/local/stack.py start
+
+stop: ## stop what `make run`/`make start` started
+	@[ -x $(PY) ] && $(PY) deploy/local/stack.py stop || true
+
+install: ## virtualenv, RabbitMQ and FerretDB, each only if missing
+	@bash deploy/local/bootstrap.sh
+
+infra: install
+	$(PY) deploy/local/stack.py infra
+
+test: infra lint ## the whole suite against the real broker and database
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+test-integration: infra
+	$(PY) -m pytest tests/integration
+
+test-e2e: infra
+	$(PY) -m pytest tests/e2e
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: install
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+bench: infra ## throughput and latency figures of the volunteer-act flow
+	$(PY) tests/bench/bench_flow.py
+
+clean: stop
+	rm -rf .data

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what GridLink needs on a development or CI machine, skipping what is already there:
+# a Python 3.11 virtual environment with the pinned dependencies, RabbitMQ from Debian, and
+# FerretDB 1.24.2 built from its Go module. Safe to run again; the second run takes a second.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+FERRETDB_VERSION=v1.24.2
+VENV=.venv
+TOOLS=.tools/bin
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+
+# --- Python ---------------------------------------------------------------------------
+python=$(command -v python3.11 || command -v python3)
+"$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || { echo "GridLink needs Python 3.11; found $("$python" --version)" >&2; exit 1; }
+stamp="$VENV/.requirements.sha"
+wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  say "installing Python dependencies into $VENV"
+  [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$wanted" > "$stamp"
+fi
+
+# --- RabbitMQ -------------------------------------------------------------------------
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  say "installing rabbitmq-server from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+
+# --- FerretDB -------------------------------------------------------------------------
+if [ ! -x "$TOOLS/ferretdb" ] || ! "$TOOLS/ferretdb" --version 2>/dev/null | grep -q "$FERRETDB_VERSION"; then
+  command -v go >/dev/null || { echo "Go is needed to build FerretDB" >&2; exit 1; }
+  say "building FerretDB $FERRETDB_VERSION (a few minutes, once)"
+  # `go install …@version` asks the module proxy for the version list, which may be refused;
+  # downloading the pinned module and building it needs only the module itself. The module
+  # zip leaves build/version/version.txt empty (it is generated in FerretDB's own repo), so it
+  # is filled in before building, in a scratch copy.
+  dir=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  scratch=$(mktemp -d)
+  cp -r "$dir/." "$scratch"
+  chmod -R u+w "$scratch"
+  echo "$FERRETDB_VERSION" > "$scratch/build/version/version.txt"
+  mkdir -p "$TOOLS"
+  (cd "$scratch" && GOFLAGS=-mod=mod go build -o "$OLDPWD/$TOOLS/ferretdb" ./cmd/ferretdb)
+  rm -rf "$scratch"
+fi
+rabbitmq_version=$(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo "?")
+say "ready: $("$VENV/bin/python" --version), RabbitMQ $rabbitmq_version, FerretDB $("$TOOLS/ferretdb" --version | head -1)"

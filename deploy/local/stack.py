@@ -1,0 +1,276 @@
+"""Runs the whole suite on one machine: broker, database, four services, gateway, demo data.
+
+    python deploy/local/stack.py up      # start everything, print URLs, stop on Ctrl-C
+    python deploy/local/stack.py start   # start everything in the background
+    python deploy/local/stack.py infra   # only RabbitMQ and FerretDB (what the tests need)
+    python deploy/local/stack.py stop    # stop what start/up started
+
+The tests use the same `Stack` class to run the suite under their own names and ports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+VENV_BIN = ROOT / ".venv" / "bin"
+FERRETDB = ROOT / ".tools" / "bin" / "ferretdb"
+DATA = ROOT / ".data"
+
+# nameko service name → "module:Class" that `nameko run` starts.
+SERVICES = {
+    "registry": "services.registry.service:OrganisationRegistry",
+    "issue_intake": "services.intake.service:IssueIntake",
+    "points_bank": "services.points.service:PointsBank",
+    "cadre_evaluation": "services.cadres.service:CadreEvaluation",
+}
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(check, what: str, timeout: float = 60.0, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rabbitmq_running() -> bool:
+    return subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True).returncode == 0
+
+
+def ensure_rabbitmq() -> bool:
+    """Start the machine's RabbitMQ if it is not running. Returns True if this call started it."""
+    if rabbitmq_running():
+        return False
+    subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "await_startup", "--timeout", "120"], check=True, capture_output=True)
+    return True
+
+
+def ensure_vhost(vhost: str, fresh: bool = False) -> None:
+    """A RabbitMQ virtual host for the guest user; `fresh` empties it first (tests)."""
+    if vhost == "/":
+        return
+    if fresh:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+
+
+@dataclass
+class Stack:
+    """Processes of one GridLink installation: data, logs and pid files under `home`."""
+
+    home: Path = DATA
+    env: dict[str, str] = field(default_factory=dict)
+    gateway_port: int = 8000
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def mongo_url(self) -> str:
+        return self._env().get("MONGO_URL", "mongodb://127.0.0.1:27017/")
+
+    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, **self.env, **(extra or {})}
+        env["PYTHONPATH"] = str(ROOT)
+        env.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+        return env
+
+    def _spawn(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> None:
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=self._env(extra_env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[name] = process
+        (self.home / "run").mkdir(parents=True, exist_ok=True)
+        (self.home / "run" / f"{name}.pid").write_text(str(process.pid))
+
+    # --- infrastructure -------------------------------------------------------------
+
+    def start_database(self) -> None:
+        parsed = urlparse(self.mongo_url)
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 27017
+        if port_open(host, port):
+            return
+        if host not in ("127.0.0.1", "localhost"):
+            raise RuntimeError(f"no database answers at {self.mongo_url}")
+        data = self.home / "ferretdb"
+        data.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "ferretdb",
+            [
+                str(FERRETDB),
+                "--handler=sqlite",
+                f"--sqlite-url=file:{data}/",
+                f"--state-dir={data}",
+                f"--listen-addr=127.0.0.1:{port}",
+                "--telemetry=disable",
+                "--log-level=warn",
+                "--debug-addr=-",
+            ],
+        )
+        wait_for(lambda: port_open(host, port), f"FerretDB on port {port}", timeout=30)
+
+    def start_infrastructure(self) -> None:
+        local_broker = urlparse(self._env().get("AMQP_URI", "pyamqp://127.0.0.1")).hostname in ("127.0.0.1", "localhost")
+        if local_broker and ensure_rabbitmq():
+            (self.home / "run").mkdir(parents=True, exist_ok=True)
+            (self.home / "run" / "rabbitmq.started").write_text("started by GridLink\n")
+        self.start_database()
+
+    # --- GridLink processes ---------------------------------------------------------
+
+    def start_service(self, service: str, extra_env: Mapping[str, str] | None = None) -> None:
+        self._spawn(
+            service,
+            [str(VENV_BIN / "nameko"), "run", "--config", "deploy/nameko.yaml", SERVICES[service]],
+            extra_env,
+        )
+
+    def start_gateway(self) -> None:
+        self._spawn(
+            "gateway",
+            [str(VENV_BIN / "gunicorn"), "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"],
+            {"GATEWAY_BIND": f"127.0.0.1:{self.gateway_port}"},
+        )
+
+    def wait_until_healthy(self, services: list[str] | None = None, timeout: float = 60) -> None:
+        from shared.healthcheck import service_is_healthy
+
+        for service in services or list(SERVICES):
+            wait_for(lambda s=service: self._alive(s) and service_is_healthy(s, 2), service, timeout)
+        if "gateway" in self.processes:
+            wait_for(lambda: port_open("127.0.0.1", self.gateway_port), "gateway", timeout)
+
+    def _alive(self, name: str) -> bool:
+        process = self.processes.get(name)
+        if process is not None and process.poll() is not None:
+            log = (self.home / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+        return True
+
+    def start_all(self) -> None:
+        self.start_infrastructure()
+        for service in SERVICES:
+            self.start_service(service)
+        self.start_gateway()
+        self.wait_until_healthy()
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        process = self.processes.pop(name, None)
+        pid_file = self.home / "run" / f"{name}.pid"
+        pid = process.pid if process else (int(pid_file.read_text()) if pid_file.exists() else None)
+        pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                return
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        names = [*self.processes] or [p.stem for p in (self.home / "run").glob("*.pid")]
+        for name in ["gateway", *SERVICES, "ferretdb"]:
+            if name in names:
+                self.stop_process(name)
+        marker = self.home / "run" / "rabbitmq.started"
+        if marker.exists():
+            subprocess.run(["rabbitmqctl", "-q", "stop"], capture_output=True)
+            marker.unlink()
+
+
+def main(command: str) -> None:
+    # Late publisher-confirm acks on closed healthcheck proxies are harmless; keep them quiet.
+    logging.getLogger("amqp").setLevel(logging.ERROR)
+    stack = Stack(env={}, gateway_port=int(os.environ.get("GATEWAY_PORT", "8000")))
+    if command == "stop":
+        stack.stop_all()
+        print("GridLink stopped.")
+        return
+    if command == "infra":
+        stack.start_infrastructure()
+        print(f"RabbitMQ and FerretDB are up (database at {stack.mongo_url}).")
+        return
+    try:
+        stack.start_all()
+    except Exception:
+        stack.stop_all()
+        raise
+    from deploy.local.demo_data import load_demo_data
+    from gateway.keys import ensure_demo_key
+
+    load_demo_data()
+    key = ensure_demo_key(DATA / "demo-api-key")
+    base = f"http://127.0.0.1:{stack.gateway_port}"
+    print(
+        f"""
+GridLink is running.
+  Portal (staff, 中文):  {base}/portal/#key={key}
+  Gateway API:          {base}/api/v1/
+  API documentation:    {base}/docs   (OpenAPI: {base}/openapi.json)
+  Demo API key:         {key}
+  Try:  curl -H 'X-API-Key: {key}' {base}/api/v1/people
+  Logs: {DATA / "logs"}/
+"""
+    )
+    if command == "start":
+        print("Stop it with `make stop`.")
+        return
+    print("Press Ctrl-C to stop.")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stack.stop_all()
+        print("GridLink stopped.")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "up")

@@ -1,0 +1,375 @@
+"""The HTTP gateway: other government systems and the staff portal reach GridLink here.
+
+It authenticates, validates (so bad input never reaches a service), calls the owning service
+over RPC and maps the answer, or the failure, to HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory
+from nameko.exceptions import RemoteError
+from pydantic import BaseModel
+from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import HTTPException
+
+from gateway import responses as r
+from gateway.keys import ApiKeys, api_keys
+from gateway.openapi import OpenApi, Operation
+from gateway.rpc import RpcPool, ServiceTimeout, ServiceUnavailable
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.events import CADRE_EVALUATION, ISSUE_INTAKE, POINTS_BANK, REGISTRY
+from shared.schemas import VolunteerActBatch, VolunteerActInput, validated
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("gridlink.gateway")
+
+PORTAL = Path(__file__).parent / "portal"
+DATABASE_ERRORS = {
+    "ServerSelectionTimeoutError",
+    "AutoReconnect",
+    "NetworkTimeout",
+    "ConnectionFailure",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields or []
+
+
+def create_app(
+    settings: Settings | None = None, keys: ApiKeys | None = None, rpc: RpcPool | None = None
+) -> Flask:
+    settings = settings or get_settings()
+    keys = keys or api_keys()
+    rpc = rpc or RpcPool(settings.amqp_uri, settings.rpc_timeout_seconds)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.ensure_ascii = False  # names and places are Chinese; send them readable
+    docs = OpenApi(
+        "GridLink API",
+        "1.0.0",
+        "党建引领基层治理 — organisation registry, issue intake, points bank, cadre evaluation. "
+        "Every /api/v1 call carries an `X-API-Key` header.",
+    )
+
+    def route(operation: Operation) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(view: Callable[..., Any]) -> Callable[..., Any]:
+            docs.add(operation)
+            app.add_url_rule(operation.path, view.__name__, view, methods=[operation.method])
+            return view
+
+        return register
+
+    # --- requests in -----------------------------------------------------------------
+
+    @app.before_request
+    def authenticate() -> None:
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        if not request.path.startswith("/api/"):
+            return
+        key = request.headers.get("X-API-Key", "")
+        record = keys.authenticate(key) if key else None
+        if record is None:
+            raise ApiError(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
+        g.client_id = record["client_id"]
+
+    @app.after_request
+    def tag_response(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+    def json_body(model: type[BaseModel]) -> Any:
+        if request.mimetype != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        try:
+            payload = json.loads(request.get_data(cache=False) or b"null")
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise ApiError(
+                400,
+                "malformed_json",
+                "body must be a JSON object",
+                [{"field": "body", "message": "must be an object"}],
+            )
+        return validated(model, payload)
+
+    def idempotency_key() -> str:
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key or len(key) > 200:
+            raise ApiError(
+                400,
+                "missing_idempotency_key",
+                "an Idempotency-Key header (1 to 200 characters) is required",
+                [{"field": "Idempotency-Key", "message": "required header, 1 to 200 characters"}],
+            )
+        return key
+
+    def int_arg(name: str, default: int, low: int, high: int) -> int:
+        raw = request.args.get(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"{name} must be a whole number from {low} to {high}",
+                [{"field": name, "message": f"whole number from {low} to {high}"}],
+            )
+        return int(raw)
+
+    # --- volunteer acts ----------------------------------------------------------------
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/volunteer-acts",
+            "Record a volunteer act",
+            r.VolunteerActAccepted,
+            status=202,
+            request=VolunteerActInput,
+            headers={"Idempotency-Key": "your unique key for this act; a retry with it records nothing new"},
+            errors={
+                400: "malformed body or missing Idempotency-Key",
+                404: "unknown person",
+                409: "Idempotency-Key already used for a different act",
+                422: "invalid field",
+            },
+            tag="Volunteer acts",
+        )
+    )
+    def record_volunteer_act() -> Any:
+        key = idempotency_key()
+        act = json_body(VolunteerActInput)
+        result = rpc.call(ISSUE_INTAKE, "record_volunteer_act", g.client_id, key, act.model_dump(mode="json"))
+        return jsonify(result), 202
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/volunteer-acts:batch",
+            "Record up to 500 volunteer acts at once",
+            r.VolunteerActBatchAccepted,
+            status=202,
+            request=VolunteerActBatch,
+            errors={
+                400: "malformed body",
+                422: "an invalid item (named by index); nothing is recorded",
+            },
+            tag="Volunteer acts",
+        )
+    )
+    def record_volunteer_acts() -> Any:
+        batch = json_body(VolunteerActBatch)
+        if len(batch.items) > settings.batch_max_items:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"at most {settings.batch_max_items} items per batch",
+                [{"field": "items", "message": f"at most {settings.batch_max_items} items"}],
+            )
+        items = [item.model_dump(mode="json") for item in batch.items]
+        return jsonify(rpc.call(ISSUE_INTAKE, "record_volunteer_acts", g.client_id, items)), 202
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/volunteer-acts/<act_id>",
+            "A recorded volunteer act",
+            r.VolunteerAct,
+            errors={404: "unknown act"},
+            tag="Volunteer acts",
+        )
+    )
+    def get_volunteer_act(act_id: str) -> Any:
+        return jsonify(rpc.call(ISSUE_INTAKE, "get_volunteer_act", act_id))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/volunteer-act-types",
+            "The catalogue of volunteer act types",
+            r.ActTypes,
+            tag="Volunteer acts",
+        )
+    )
+    def list_volunteer_act_types() -> Any:
+        return jsonify({"items": rpc.call(ISSUE_INTAKE, "list_volunteer_act_types")})
+
+    # --- points, cadres, people --------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/accounts/<person_id>",
+            "A person's points balance and latest entries",
+            r.Account,
+            errors={404: "unknown person"},
+            tag="Points bank",
+        )
+    )
+    def get_points_account(person_id: str) -> Any:
+        rpc.call(REGISTRY, "get_person", person_id)  # 404 for people the registry does not know
+        return jsonify(rpc.call(POINTS_BANK, "get_account", person_id))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/cadres/<person_id>/dossier",
+            "A cadre's dossier of community records",
+            r.Dossier,
+            errors={404: "unknown person, or not a cadre"},
+            tag="Cadre evaluation",
+        )
+    )
+    def get_cadre_dossier(person_id: str) -> Any:
+        return jsonify(rpc.call(CADRE_EVALUATION, "get_dossier", person_id))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/people",
+            "People in the registry, a page at a time",
+            r.PeoplePage,
+            errors={422: "invalid query parameter"},
+            query={
+                "community_id": ("string", "only people of this community"),
+                "offset": ("integer", "skip this many (default 0)"),
+                "limit": ("integer", "page size, 1 to 200 (default 50)"),
+            },
+            tag="Organisation registry",
+        )
+    )
+    def list_people() -> Any:
+        community = request.args.get("community_id") or None
+        page = rpc.call(
+            REGISTRY,
+            "list_people",
+            community,
+            int_arg("offset", 0, 0, 10**9),
+            int_arg("limit", 50, 1, 200),
+        )
+        return jsonify(page)
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/organisations",
+            "The organisation tree, flat, parents first",
+            r.Organisations,
+            tag="Organisation registry",
+        )
+    )
+    def list_organisations() -> Any:
+        return jsonify(rpc.call(REGISTRY, "list_organisations"))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/ping",
+            "Round trip gateway → issue intake (no work done)",
+            r.Pong,
+            tag="Operations",
+        )
+    )
+    def ping() -> Any:
+        return jsonify({"service": ISSUE_INTAKE, "answer": rpc.call(ISSUE_INTAKE, "ping")})
+
+    # --- documents and pages -----------------------------------------------------------
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify({"status": "ok"})
+
+    @app.get("/openapi.json")
+    def openapi() -> Any:
+        return jsonify(docs.document())
+
+    @app.get("/docs")
+    def swagger_ui() -> Any:
+        return Response(SWAGGER_PAGE, mimetype="text/html")
+
+    @app.get("/docs/static/<path:name>")
+    def swagger_assets(name: str) -> Any:
+        return send_from_directory(swagger_ui_path, name)
+
+    @app.get("/")
+    def home() -> Any:
+        return redirect("/portal/")
+
+    @app.get("/portal/")
+    def portal() -> Any:
+        return send_from_directory(PORTAL, "index.html")
+
+    # --- failures out --------------------------------------------------------------------
+
+    def error(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> Any:
+        body = {
+            "error": {"code": code, "message": message, "fields": fields or []},
+            "request_id": g.get("request_id", ""),
+        }
+        return jsonify(body), status
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Any:
+        return error(exc.status, exc.code, exc.message, exc.fields)
+
+    @app.errorhandler(InvalidInput)
+    def invalid_input(exc: InvalidInput) -> Any:
+        return error(422, "validation_error", str(exc), exc.errors)
+
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound) -> Any:
+        return error(404, "not_found", str(exc))
+
+    @app.errorhandler(Conflict)
+    def conflict(exc: Conflict) -> Any:
+        return error(409, exc.code, exc.message)
+
+    @app.errorhandler(ServiceUnavailable)
+    def unavailable(exc: ServiceUnavailable) -> Any:
+        return error(503, "service_unavailable", str(exc))
+
+    @app.errorhandler(ServiceTimeout)
+    def timeout(exc: ServiceTimeout) -> Any:
+        return error(504, "service_timeout", str(exc))
+
+    @app.errorhandler(RemoteError)
+    def remote_error(exc: RemoteError) -> Any:
+        if exc.exc_type in DATABASE_ERRORS:
+            return error(
+                503,
+                "database_unavailable",
+                "the service's database is unavailable; nothing was changed",
+            )
+        log.error("service error %s: %s (request %s)", exc.exc_type, exc.value, g.get("request_id"))
+        return error(500, "internal_error", "the service failed; the request id helps trace it")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.exception("unexpected gateway error (request %s)", g.get("request_id"))
+        return error(500, "internal_error", "unexpected error; the request id helps trace it")
+
+    return app
+
+
+SWAGGER_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>GridLink API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>"""

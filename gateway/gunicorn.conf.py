@@ -1,0 +1,15 @@
+"""gunicorn settings for the gateway, overridable by environment."""
+
+import os
+
+bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
+worker_class = "gthread"
+workers = int(os.environ.get("GATEWAY_WORKERS", "2"))
+# Each thread keeps its own RPC proxy (see gateway/rpc.py), so threads × workers AMQP clients.
+threads = int(os.environ.get("GATEWAY_THREADS", "8"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")

@@ -1,0 +1,94 @@
+"""API keys: stored as SHA-256 hashes in the gateway's own database, shown once.
+
+`python -m gateway.keys create <name>` prints a new key;
+`python -m gateway.keys ensure-demo <file>` makes sure the demo key exists (GRIDLINK_DEMO_API_KEY
+if set, else the one saved in <file>, else a new one saved there) and prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo.collection import Collection
+
+from shared.mongo import connect
+from shared.settings import get_settings
+
+GATEWAY = "gateway"
+CACHE_SECONDS = 30.0  # a revoked key stops working within this time
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, name: str, key: str | None = None) -> str:
+        key = key or f"glk_{secrets.token_urlsafe(32)}"
+        digest = key_hash(key)
+        self.collection.update_one(
+            {"_id": digest},
+            {
+                "$setOnInsert": {
+                    "client_id": f"client_{digest[:16]}",
+                    "created_at": datetime.now(UTC),
+                },
+                "$set": {"name": name, "revoked": False},
+            },
+            upsert=True,
+        )
+        return key
+
+    def authenticate(self, key: str) -> dict[str, Any] | None:
+        """The key's record if it is valid; cached briefly so a request costs no database trip."""
+        digest = key_hash(key)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached and cached[0] > now:
+            return cached[1]
+        record = self.collection.find_one({"_id": digest})
+        valid = record if record and not record.get("revoked") else None
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now + CACHE_SECONDS, valid)
+        return valid
+
+
+def api_keys() -> ApiKeys:
+    _, db = connect(GATEWAY)
+    return ApiKeys(db["api_keys"])
+
+
+def ensure_demo_key(saved: Path) -> str:
+    key = get_settings().demo_api_key
+    if not key and saved.exists():
+        key = saved.read_text().strip()
+    key = api_keys().create("demo", key or None)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(key + "\n")
+    saved.chmod(0o600)
+    return key
+
+
+if __name__ == "__main__":
+    command = sys.argv[1:2]
+    if command == ["create"] and len(sys.argv) == 3:
+        print(api_keys().create(sys.argv[2]))
+    elif command == ["ensure-demo"] and len(sys.argv) == 3:
+        print(ensure_demo_key(Path(sys.argv[2])))
+    else:
+        sys.exit("usage: python -m gateway.keys create <name> | ensure-demo <file>")

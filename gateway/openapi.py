@@ -1,0 +1,128 @@
+"""OpenAPI 3.1 document built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from gateway.responses import ErrorResponse
+
+STANDARD_ERRORS = {
+    401: "missing or unknown API key",
+    413: "request body too large",
+    503: "a service or the message broker is unavailable",
+    504: "a service did not answer in time",
+}
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    summary: str
+    response: type[BaseModel] | None
+    status: int = 200
+    request: type[BaseModel] | None = None
+    errors: dict[int, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (type, description)
+    tag: str = "GridLink"
+
+
+class OpenApi:
+    def __init__(self, title: str, version: str, description: str) -> None:
+        self.info = {"title": title, "version": version, "description": description}
+        self.operations: list[Operation] = []
+
+    def add(self, operation: Operation) -> None:
+        self.operations.append(operation)
+
+    def document(self) -> dict[str, Any]:
+        schemas: dict[str, Any] = {}
+        paths: dict[str, dict[str, Any]] = {}
+        for op in self.operations:
+            paths.setdefault(_openapi_path(op.path), {})[op.method.lower()] = self._operation(op, schemas)
+        return {
+            "openapi": "3.1.0",
+            "info": self.info,
+            "servers": [{"url": "/"}],
+            "security": [{"ApiKey": []}],
+            "paths": paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            },
+        }
+
+    def _operation(self, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _path_parameters(op.path)
+        ]
+        parameters += [
+            {
+                "name": name,
+                "in": "header",
+                "required": True,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+            for name, text in op.headers.items()
+        ]
+        parameters += [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": text,
+                "schema": {"type": kind},
+            }
+            for name, (kind, text) in op.query.items()
+        ]
+        responses: dict[str, Any] = {
+            str(op.status): {"description": op.summary}
+            | ({"content": _json(_ref(op.response, schemas))} if op.response else {})
+        }
+        for status, text in {**STANDARD_ERRORS, **op.errors}.items():
+            responses[str(status)] = {
+                "description": text,
+                "content": _json(_ref(ErrorResponse, schemas)),
+            }
+        operation: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": f"{op.method.lower()}_{op.path.strip('/').replace('/', '_').replace('-', '_')}",
+            "tags": [op.tag],
+            "parameters": parameters,
+            "responses": responses,
+        }
+        if op.request:
+            operation["requestBody"] = {
+                "required": True,
+                "content": _json(_ref(op.request, schemas)),
+            }
+        return operation
+
+
+def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _path_parameters(flask_path: str) -> list[str]:
+    return [part[1:-1].split(":")[-1] for part in flask_path.split("/") if part.startswith("<")]
+
+
+def _openapi_path(flask_path: str) -> str:
+    parts = [
+        "{" + part[1:-1].split(":")[-1] + "}" if part.startswith("<") else part
+        for part in flask_path.split("/")
+    ]
+    return "/".join(parts)

@@ -1,0 +1,50 @@
+"""Cadre evaluation domain (干部考察): what a cadre's dossier records. No I/O here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from shared.events import Envelope, VolunteerActRecorded
+
+# How many latest acts the dossier document lists in full; totals count every act.
+RECENT_ACTS = 100
+
+
+def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": envelope.id,
+        "act_id": act.act_id,
+        "act_type": act.act_type,
+        "hours": str(act.hours),
+        "occurred_on": act.occurred_on.isoformat(),
+        "community_id": act.community_id,
+        "applied_at": applied_at,
+    }
+
+
+def with_act(dossier: dict[str, Any], act: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **dossier,
+        "acts_total": dossier["acts_total"] + 1,
+        "hours_total": str(Decimal(dossier["hours_total"]) + Decimal(act["hours"])),
+        "volunteer_acts": [act, *dossier["volunteer_acts"]][:RECENT_ACTS],
+    }
+
+
+def empty_dossier(person_id: str) -> dict[str, Any]:
+    return {"_id": person_id, "acts_total": 0, "hours_total": "0", "volunteer_acts": []}
+
+
+def dossier_view(person: dict[str, Any], dossier: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "person_id": person["_id"],
+        "name": person["name"],
+        "employer": person.get("employer"),
+        "acts_total": dossier["acts_total"],
+        "hours_total": dossier["hours_total"],
+        "volunteer_acts": [
+            {**act, "applied_at": act["applied_at"].isoformat()} for act in dossier["volunteer_acts"]
+        ],
+    }

@@ -1,0 +1,41 @@
+"""Cadre evaluation service (干部考察): nameko entrypoints, kept thin."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from nameko.rpc import rpc
+
+from services.cadres import domain
+from services.cadres.store import CadreStore
+from shared.consumer import consumes
+from shared.errors import DOMAIN_ERRORS, NotFound
+from shared.events import CADRE_EVALUATION, Envelope, PersonRegistered, VolunteerActRecorded
+from shared.health import HealthEntrypoints
+from shared.mongo import StoreProvider
+
+
+class CadreEvaluation(HealthEntrypoints):
+    name = CADRE_EVALUATION
+
+    store: CadreStore = StoreProvider(CADRE_EVALUATION, CadreStore)
+
+    @consumes(PersonRegistered)
+    def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
+        self.store.remember_person(data)
+
+    @consumes(VolunteerActRecorded)
+    def add_act_to_dossier(self, envelope: Envelope, act: VolunteerActRecorded) -> None:
+        person = self.store.person(act.person_id)
+        if person is not None and not person["is_cadre"]:
+            return
+        self.store.add_act(act.person_id, domain.dossier_act(envelope, act, datetime.now(UTC)))
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def get_dossier(self, person_id: str) -> dict[str, Any]:
+        person = self.store.person(person_id)
+        if person is None or not person["is_cadre"]:
+            raise NotFound("cadre", person_id)
+        dossier = self.store.dossier(person_id) or domain.empty_dossier(person_id)
+        return domain.dossier_view(person, dossier)

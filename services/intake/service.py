@@ -1,0 +1,136 @@
+"""Issue intake service (诉求受理): nameko entrypoints, kept thin."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from nameko.rpc import rpc
+
+from services.intake import domain
+from services.intake.store import IntakeStore
+from shared.consumer import consumes
+from shared.errors import DOMAIN_ERRORS, Conflict, InvalidInput, NotFound
+from shared.events import ISSUE_INTAKE, Envelope, OrganisationCreated, PersonRegistered
+from shared.health import HealthEntrypoints
+from shared.mongo import StoreProvider
+from shared.outbox import OutboxRelay
+from shared.schemas import VolunteerActBatch, VolunteerActInput, validated
+from shared.settings import get_settings
+
+
+class IssueIntake(HealthEntrypoints):
+    name = ISSUE_INTAKE
+
+    store: IntakeStore = StoreProvider(ISSUE_INTAKE, IntakeStore)
+    relay: OutboxRelay = OutboxRelay(ISSUE_INTAKE)
+
+    @rpc
+    def list_volunteer_act_types(self) -> list[dict[str, str]]:
+        return [
+            {"code": t.code, "name_zh": t.name_zh, "name_en": t.name_en, "source": t.source}
+            for t in domain.ACT_TYPES.values()
+        ]
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def record_volunteer_act(
+        self, client_id: str, idempotency_key: str, act: dict[str, Any]
+    ) -> dict[str, Any]:
+        if not idempotency_key or len(idempotency_key) > 200:
+            raise InvalidInput.single("Idempotency-Key", "required, 1 to 200 characters")
+        act_input = validated(VolunteerActInput, act)
+        [result] = self._record(client_id, [(idempotency_key, act_input)], batch=False)
+        if result["status"] == "conflict":
+            raise Conflict(
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different volunteer act",
+            )
+        return result
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def record_volunteer_acts(self, client_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = validated(VolunteerActBatch, {"items": items})
+        first_use: dict[str, int] = {}
+        repeats = []
+        for index, item in enumerate(batch.items):
+            if item.idempotency_key in first_use:
+                repeats.append(
+                    {
+                        "field": f"items[{index}].idempotency_key",
+                        "message": f"repeats items[{first_use[item.idempotency_key]}]",
+                    }
+                )
+            first_use.setdefault(item.idempotency_key, index)
+        if repeats:
+            raise InvalidInput(repeats)
+        keyed = [
+            (
+                item.idempotency_key,
+                VolunteerActInput(**item.model_dump(exclude={"idempotency_key"})),
+            )
+            for item in batch.items
+        ]
+        return {"items": self._record(client_id, keyed, batch=True)}
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def get_volunteer_act(self, act_id: str) -> dict[str, Any]:
+        document = self.store.act(act_id)
+        if document is None:
+            raise NotFound("volunteer act", act_id)
+        return domain.act_view(document)
+
+    @consumes(PersonRegistered)
+    def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
+        self.store.remember_person(data)
+
+    @consumes(OrganisationCreated)
+    def remember_organisation(self, envelope: Envelope, data: OrganisationCreated) -> None:
+        self.store.remember_organisation(data)
+
+    def _record(
+        self, client_id: str, keyed: list[tuple[str, VolunteerActInput]], *, batch: bool
+    ) -> list[dict[str, Any]]:
+        settings = get_settings()
+        today = datetime.now(ZoneInfo(settings.local_timezone)).date()
+        if batch:
+            people = self.store.people_by_id(act.person_id for _, act in keyed)
+            communities = self.store.organisations_by_id(act.community_id for _, act in keyed)
+        else:
+            act = keyed[0][1]
+            people = {act.person_id: self.store.person(act.person_id)}
+            communities = {act.community_id: self.store.organisation(act.community_id)}
+        errors = []
+        for index, (_, act) in enumerate(keyed):
+            try:
+                domain.check_volunteer_act(
+                    act,
+                    person=people.get(act.person_id),
+                    community=communities.get(act.community_id),
+                    today=today,
+                    field_prefix=f"items[{index}]." if batch else "",
+                )
+            except InvalidInput as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise InvalidInput(errors)
+
+        recorded_at = datetime.now(UTC)
+        changes = [
+            domain.new_act(
+                domain.act_id_for(client_id, key), act, client_id=client_id, recorded_at=recorded_at
+            )
+            for key, act in keyed
+        ]
+        records, existing = self.store.insert_acts(changes)
+        self.relay.publish_soon(records)
+        results = []
+        for (document, _), (_, act) in zip(changes, keyed, strict=True):
+            act_id = document["_id"]
+            if act_id not in existing:
+                results.append({"act_id": act_id, "status": "accepted", "replayed": False})
+                continue
+            earlier = self.store.act(act_id)
+            same = earlier is not None and earlier["fingerprint"] == domain.fingerprint(act)
+            results.append({"act_id": act_id, "status": "accepted" if same else "conflict", "replayed": same})
+        return results

@@ -1,0 +1,41 @@
+"""Points bank domain (积分银行): how volunteer acts become points. No I/O here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from shared.events import Envelope, VolunteerActRecorded
+
+# How many of an account's latest entries its summary document carries.
+RECENT_ENTRIES = 50
+
+
+def points_for_hours(hours: Decimal, points_per_hour: Decimal) -> int:
+    """Points are whole numbers; half a point rounds up (2.25 h × 10 = 22.5 → 23)."""
+    return int((hours * points_per_hour).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def volunteer_act_credit(
+    envelope: Envelope, act: VolunteerActRecorded, points_per_hour: Decimal, applied_at: datetime
+) -> dict[str, Any]:
+    """The ledger entry crediting a volunteer act (without its place in the account's chain)."""
+    return {
+        "kind": "volunteer_act",
+        "event_id": envelope.id,
+        "act_id": act.act_id,
+        "act_type": act.act_type,
+        "hours": str(act.hours),
+        "occurred_on": act.occurred_on.isoformat(),
+        "community_id": act.community_id,
+        "points": points_for_hours(act.hours, points_per_hour),
+        "rule": f"{points_per_hour} points per hour",
+        "applied_at": applied_at,
+    }
+
+
+def entry_view(entry: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in entry.items() if k not in ("_id", "guard", "account")}
+    view["applied_at"] = entry["applied_at"].isoformat()
+    return view

@@ -1,0 +1,1 @@
+"""GridLink's own common library: settings, event contracts, outbox relay, consumers."""

@@ -1,0 +1,76 @@
+"""Event consumers: at-least-once delivery in, exactly-once effects out.
+
+`@consumes(Contract)` turns a service method into a nameko SERVICE_POOL event handler that
+- validates the CloudEvent and its data; an invalid event is parked at once (no retry can fix
+  it) and acknowledged, so it never loops;
+- retries a failing handler in place with exponential backoff; if the database is still down
+  after the last attempt the message goes back to the queue (after the backoff, so this is no
+  hot loop), any other persistent failure parks the event so the others keep flowing.
+The handler itself must be idempotent by event id (the stores guard with unique keys).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import eventlet
+from nameko.events import SERVICE_POOL, event_handler
+from pymongo.errors import ConnectionFailure, OperationFailure
+
+from shared.events import ContractT, Envelope, InvalidEvent, parse_event
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Envelope, Any], Any]
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionFailure) or (
+        isinstance(exc, OperationFailure) and exc.code in (91, 189, 11600, 11602)
+    )
+
+
+def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[[Any, Any], None]]:
+    def decorator(handler: Handler) -> Callable[[Any, Any], None]:
+        @functools.wraps(handler)
+        def entrypoint(self: Any, payload: Any) -> None:
+            try:
+                envelope, data = parse_event(payload, contract)
+            except InvalidEvent as exc:
+                log.error("parking invalid %s event: %s", contract.event_name, exc)
+                self.store.park_event(payload, str(exc), handler.__name__)
+                return
+            settings = get_settings()
+            for attempt in range(1, settings.consumer_attempts + 1):
+                try:
+                    handler(self, envelope, data)
+                    return
+                except Exception as exc:
+                    if attempt < settings.consumer_attempts:
+                        eventlet.sleep(settings.consumer_backoff_seconds * 2 ** (attempt - 1))
+                        continue
+                    if is_database_outage(exc):
+                        log.warning(
+                            "database down; %s %s goes back to the queue",
+                            contract.event_name,
+                            envelope.id,
+                        )
+                        raise
+                    log.exception(
+                        "parking %s %s after %d attempts", contract.event_name, envelope.id, attempt
+                    )
+                    self.store.park_event(payload, f"{exc.__class__.__name__}: {exc}", handler.__name__)
+
+        return event_handler(
+            contract.source_service,
+            contract.event_name,
+            handler_type=SERVICE_POOL,
+            reliable_delivery=True,
+            requeue_on_error=True,
+        )(entrypoint)
+
+    return decorator

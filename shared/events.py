@@ -1,0 +1,191 @@
+"""Event contracts: defined once here, used by every publisher and consumer.
+
+Every event travels inside a CloudEvents 1.0 envelope. `data` follows one versioned contract
+model; a breaking change adds a new model with `version = 2` beside the old one, so consumers
+can move over one at a time.
+
+Routing follows nameko's conventions so that plain `@event_handler` entrypoints receive what
+the outbox relay publishes: exchange `<source service>.events` (topic), routing key = event
+name, one durable queue per subscribing handler.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+
+# nameko service names; they name exchanges and queues, so they never change.
+REGISTRY = "registry"
+ISSUE_INTAKE = "issue_intake"
+POINTS_BANK = "points_bank"
+CADRE_EVALUATION = "cadre_evaluation"
+
+# Decimals travel as strings so that 2.25 hours stays exactly 2.25 hours.
+ExactDecimal = Annotated[Decimal, PlainSerializer(lambda value: str(value), return_type=str)]
+
+
+class EventData(BaseModel):
+    """Base of every event payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_name: ClassVar[str]
+    version: ClassVar[int] = 1
+    source_service: ClassVar[str]
+
+    @classmethod
+    def cloudevent_type(cls) -> str:
+        return f"cn.gridlink.{cls.event_name}.v{cls.version}"
+
+
+class Envelope(BaseModel):
+    """CloudEvents 1.0 attributes, JSON format."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=100)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    subject: str = Field(min_length=1)
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+class OrganisationCreated(EventData):
+    event_name: ClassVar[str] = "organisation.created"
+    source_service: ClassVar[str] = REGISTRY
+
+    organisation_id: str
+    code: str
+    name: str
+    classification: str
+    parent_id: str | None
+
+
+class PersonRegistered(EventData):
+    """A person entered the registry. Carries no phone or ID number, by design."""
+
+    event_name: ClassVar[str] = "person.registered"
+    source_service: ClassVar[str] = REGISTRY
+
+    person_id: str
+    name: str
+    community_id: str
+    is_party_member: bool
+    is_cadre: bool
+    employer: str | None = None
+
+
+# --- issue intake -----------------------------------------------------------------------
+
+
+class VolunteerActRecorded(EventData):
+    event_name: ClassVar[str] = "volunteer_act.recorded"
+    source_service: ClassVar[str] = ISSUE_INTAKE
+
+    act_id: str
+    person_id: str
+    act_type: str
+    hours: ExactDecimal
+    occurred_on: date
+    community_id: str
+    recorded_at: datetime
+
+
+ContractT = TypeVar("ContractT", bound=EventData)
+
+
+def new_event(data: EventData, subject: str) -> Envelope:
+    return Envelope(
+        id=str(uuid.uuid4()),
+        source=f"/gridlink/{data.source_service}",
+        type=data.cloudevent_type(),
+        subject=subject,
+        time=datetime.now(UTC),
+        data=data.model_dump(mode="json"),
+    )
+
+
+class InvalidEvent(ValueError):
+    """A message that no retry can make valid; consumers park it."""
+
+
+def parse_event(payload: Any, contract: type[ContractT]) -> tuple[Envelope, ContractT]:
+    try:
+        envelope = Envelope.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidEvent(f"not a GridLink CloudEvent: {exc.errors(include_url=False)}") from exc
+    if envelope.type != contract.cloudevent_type():
+        raise InvalidEvent(f"expected type {contract.cloudevent_type()}, got {envelope.type}")
+    try:
+        return envelope, contract.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {envelope.type} data: {exc.errors(include_url=False)}") from exc
+
+
+# --- topology ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscription:
+    contract: type[EventData]
+    service: str
+    handler: str
+
+    @property
+    def source(self) -> str:
+        return self.contract.source_service
+
+    @property
+    def exchange(self) -> str:
+        return exchange_name(self.source)
+
+    @property
+    def routing_key(self) -> str:
+        return self.contract.event_name
+
+    @property
+    def queue(self) -> str:
+        # nameko's SERVICE_POOL queue name: one queue per (event, consuming handler).
+        return f"evt-{self.source}-{self.contract.event_name}--{self.service}.{self.handler}"
+
+
+def exchange_name(source_service: str) -> str:
+    return f"{source_service}.events"
+
+
+# Who listens to what. The relay declares these queues before its first publish, so an event
+# published while a consumer is down waits in the consumer's queue instead of being dropped.
+SUBSCRIPTIONS: tuple[Subscription, ...] = (
+    Subscription(OrganisationCreated, ISSUE_INTAKE, "remember_organisation"),
+    Subscription(PersonRegistered, ISSUE_INTAKE, "remember_person"),
+    Subscription(PersonRegistered, CADRE_EVALUATION, "remember_person"),
+    Subscription(VolunteerActRecorded, POINTS_BANK, "credit_volunteer_act"),
+    Subscription(VolunteerActRecorded, CADRE_EVALUATION, "add_act_to_dossier"),
+)
+
+
+def subscriptions_from(source_service: str) -> list[Subscription]:
+    return [s for s in SUBSCRIPTIONS if s.source == source_service]
+
+
+CONTRACTS: tuple[type[EventData], ...] = (
+    OrganisationCreated,
+    PersonRegistered,
+    VolunteerActRecorded,
+)
+_CONTRACT_BY_TYPE = {contract.cloudevent_type(): contract for contract in CONTRACTS}
+
+
+def routing_key(envelope: Envelope) -> str:
+    return _CONTRACT_BY_TYPE[envelope.type].event_name

@@ -1,0 +1,386 @@
+"""Transactional outbox: events are stored with the change that causes them, then relayed.
+
+A producer's store writes, for one change:
+1. a pending record per event into its small `outbox` collection (what still has to be sent);
+2. the aggregate document itself, with the same events embedded (the permanent record).
+
+The pending record goes first: if the process dies between the two writes, the relay finds a
+record whose event is not in any aggregate and drops it, so an unwritten change never emits an
+event; the other order could lose an event. `outbox` stays small (published records are
+deleted), which matters because FerretDB scans a collection for any filter but `_id`.
+
+The relay publishes in batches on a channel with publisher confirms and `mandatory`, waits
+(with a timeout) for the broker's acks, and only then deletes the records. It declares every
+subscriber's queue before its first publish, so nothing is dropped for want of a queue.
+Publishing twice is harmless: consumers apply each event id once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import eventlet
+import eventlet.queue
+from amqp import Message
+from kombu import Connection, Exchange, Queue
+from nameko.extensions import DependencyProvider
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from shared.events import Envelope, exchange_name, routing_key, subscriptions_from
+from shared.mongo import connect
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+OUTBOX = "outbox"
+DUPLICATE_KEY = 11000
+# A pending record older than this whose event is in no aggregate belongs to a change that was
+# never written (the writer died or the write was refused); it is dropped, never published.
+ORPHAN_GRACE = timedelta(seconds=60)
+
+
+def pending_records(
+    envelopes: Sequence[Envelope],
+    *,
+    aggregate_collection: str,
+    aggregate_id: str,
+    lease_seconds: float,
+) -> list[dict[str, Any]]:
+    """Outbox records for a change about to be written; leased to the writing process.
+
+    The lease keeps the sweep away while the writer publishes the events itself right after
+    its write; if the writer dies, the lease runs out and any relay takes over.
+    """
+    now = datetime.now(UTC)
+    return [
+        {
+            "_id": envelope.id,
+            "aggregate_collection": aggregate_collection,
+            "aggregate_id": aggregate_id,
+            "routing_key": routing_key(envelope),
+            "envelope": envelope.model_dump(mode="json"),
+            "created_at": now,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+        }
+        for envelope in envelopes
+    ]
+
+
+def insert_with_events(
+    db: Database, collection: str, changes: Sequence[tuple[dict[str, Any], Sequence[Envelope]]]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """Insert new aggregate documents, each with the events it causes, outbox-first.
+
+    Returns the outbox records written (hand them to `OutboxRelay.publish_soon`) and the ids of
+    documents that already existed (`_id` is the idempotency key; their records are withdrawn).
+    """
+    lease = get_settings().relay_lease_seconds
+    records_by_doc = {
+        document["_id"]: pending_records(
+            envelopes,
+            aggregate_collection=collection,
+            aggregate_id=document["_id"],
+            lease_seconds=lease,
+        )
+        for document, envelopes in changes
+    }
+    all_records = [r for records in records_by_doc.values() for r in records]
+    if all_records:
+        db[OUTBOX].insert_many(all_records, ordered=False)
+    documents = [
+        {**document, "events": [e.model_dump(mode="json") for e in envelopes]}
+        for document, envelopes in changes
+    ]
+    existing: set[str] = set()
+    try:
+        db[collection].insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        for error in exc.details.get("writeErrors", []):
+            if error.get("code") != DUPLICATE_KEY:
+                _withdraw(db, all_records)
+                raise
+            existing.add(documents[error["index"]]["_id"])
+    except Exception:
+        _withdraw(db, all_records)
+        raise
+    withdrawn = [r for doc_id in existing for r in records_by_doc[doc_id]]
+    _withdraw(db, withdrawn)
+    return [r for r in all_records if r["aggregate_id"] not in existing], existing
+
+
+def _withdraw(db: Database, records: Sequence[dict[str, Any]]) -> None:
+    """Best effort: a record left behind is dropped by the sweep as an orphan."""
+    if records:
+        try:
+            db[OUTBOX].delete_many({"_id": {"$in": [r["_id"] for r in records]}})
+        except Exception:
+            log.warning("could not withdraw %d outbox records; the sweep will drop them", len(records))
+
+
+class PublishFailed(Exception):
+    pass
+
+
+class EventPublisher:
+    """Publishes batches of events with publisher confirms, `mandatory` and a timeout."""
+
+    def __init__(self, amqp_uri: str, source_service: str, timeout: float) -> None:
+        self.amqp_uri = amqp_uri
+        self.source_service = source_service
+        self.timeout = timeout
+        self.exchange = Exchange(exchange_name(source_service), type="topic", durable=True)
+        self._connection: Connection | None = None
+        self._channel: Any = None
+        self._acked: set[int] = set()
+        self._nacked: set[int] = set()
+        self._returned: set[str] = set()
+        self._next_tag = 1
+        self._outstanding: dict[int, str] = {}
+
+    def _open(self) -> None:
+        connection = Connection(
+            self.amqp_uri,
+            connect_timeout=self.timeout,
+            # Publisher connections carry no heartbeats: socket timeouts bound every read and
+            # write, so a black-holed broker fails the publish instead of hanging it.
+            transport_options={"read_timeout": self.timeout, "write_timeout": self.timeout},
+        )
+        connection.connect()
+        channel = connection.channel()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
+        self.exchange.declare(channel=channel)
+        for subscription in subscriptions_from(self.source_service):
+            Queue(
+                subscription.queue,
+                exchange=self.exchange,
+                routing_key=subscription.routing_key,
+                durable=True,
+                auto_delete=False,
+            ).declare(channel=channel)
+        self._connection, self._channel = connection, channel
+        self._acked.clear()
+        self._nacked.clear()
+        self._returned.clear()
+        self._next_tag = 1
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # closing a broken connection may fail; it is gone either way
+                log.debug("closing publisher connection failed", exc_info=True)
+        self._connection = self._channel = None
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(self._acked, delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(self._nacked, delivery_tag, multiple)
+
+    def _settle(self, into: set[int], delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            into.update(t for t in self._outstanding if t <= delivery_tag)
+        else:
+            into.add(delivery_tag)
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        self._returned.add(message.properties.get("message_id", ""))
+
+    def publish(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """Publish records; return the ids the broker confirmed and routed to a queue."""
+        if not records:
+            return []
+        try:
+            if self._connection is None:
+                self._open()
+            return self._publish_confirmed(records)
+        except (OSError, TimeoutError, PublishFailed) as exc:
+            self.close()
+            raise PublishFailed(str(exc) or exc.__class__.__name__) from exc
+        except Exception as exc:  # amqp errors: connection or channel closed by the broker
+            self.close()
+            raise PublishFailed(f"{exc.__class__.__name__}: {exc}") from exc
+
+    def _publish_confirmed(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        tags: dict[int, str] = {}
+        self._outstanding = tags
+        for record in records:
+            tag = self._next_tag
+            self._next_tag += 1
+            tags[tag] = record["_id"]
+            self._channel.basic_publish(
+                Message(
+                    body=_json_body(record["envelope"]),
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    message_id=record["_id"],
+                ),
+                exchange=self.exchange.name,
+                routing_key=record["routing_key"],
+                mandatory=True,
+            )
+        deadline = time.monotonic() + self.timeout
+        while not set(tags) <= self._acked | self._nacked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishFailed(f"no confirm within {self.timeout}s")
+            self._connection.drain_events(timeout=remaining)
+        confirmed = [
+            event_id
+            for tag, event_id in tags.items()
+            if tag in self._acked and event_id not in self._returned
+        ]
+        self._acked.difference_update(tags)
+        self._nacked.difference_update(tags)
+        if self._returned:
+            log.error("events unroutable (no queue bound): %s", sorted(self._returned))
+            self._returned.clear()
+        return confirmed
+
+
+def _json_body(envelope: dict[str, Any]) -> bytes:
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class OutboxRelay(DependencyProvider):
+    """Runs inside the producing service: publishes its own fresh events at once, and sweeps
+    for records whose lease ran out (broker was down, a relay died) every few seconds."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def setup(self) -> None:
+        self.settings: Settings = get_settings()
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self.client, db = connect(self.service)
+        self.outbox: Collection = db[OUTBOX]
+        self.db = db
+        self.queue: eventlet.queue.LightQueue = eventlet.queue.LightQueue()
+        self.publisher = EventPublisher(
+            self.settings.amqp_uri, self.service, self.settings.publish_timeout_seconds
+        )
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+        self.container.spawn_managed_thread(self._run, identifier=f"{self.service}.outbox_relay")
+
+    def stop(self) -> None:
+        self.running = False
+        self.publisher.close()
+        self.client.close()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx: Any) -> OutboxRelay:
+        return self
+
+    def publish_soon(self, records: Iterable[dict[str, Any]]) -> None:
+        """Hand freshly written records to the relay; the caller does not wait."""
+        for record in records:
+            self.queue.put(record)
+
+    def _run(self) -> None:
+        next_sweep = 0.0
+        failures = 0
+        while self.running:
+            batch = self._take_batch(timeout=self.settings.relay_sweep_seconds)
+            try:
+                if batch:
+                    self._publish_and_forget(batch)
+                if time.monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
+                failures = 0
+            except PublishFailed as exc:
+                failures += 1
+                log.warning("outbox relay could not publish (%s); will retry", exc)
+                self._release(batch)
+                eventlet.sleep(min(10.0, 0.5 * 2**failures))
+            except Exception:
+                failures += 1
+                log.exception("outbox relay failed; will retry")
+                eventlet.sleep(min(10.0, 0.5 * 2**failures))
+
+    def _take_batch(self, timeout: float) -> list[dict[str, Any]]:
+        try:
+            batch = [self.queue.get(timeout=timeout)]
+        except eventlet.queue.Empty:
+            return []
+        while len(batch) < self.settings.relay_batch_size:
+            try:
+                batch.append(self.queue.get_nowait())
+            except eventlet.queue.Empty:
+                break
+        return batch
+
+    def _publish_and_forget(self, records: Sequence[dict[str, Any]]) -> int:
+        published = self.publisher.publish(records)
+        if published:
+            self.outbox.delete_many({"_id": {"$in": published}})
+        return len(published)
+
+    def _release(self, records: Sequence[dict[str, Any]]) -> None:
+        """Let the sweep retry records at once instead of after their lease."""
+        if records:
+            try:
+                self.outbox.update_many(
+                    {"_id": {"$in": [r["_id"] for r in records]}},
+                    {"$set": {"lease_until": datetime.now(UTC)}},
+                )
+            except Exception:
+                log.warning("could not release outbox records; their lease will run out")
+
+    def sweep(self) -> int:
+        """Publish every record whose lease ran out. Returns how many were published."""
+        now = datetime.now(UTC)
+        due = list(self.outbox.find({"lease_until": {"$lte": now}}).limit(self.settings.relay_batch_size))
+        if not due:
+            return 0
+        # Claim them; if two relays claim the same record both publish it, which consumers
+        # absorb (they apply each event id once).
+        self.outbox.update_many(
+            {"_id": {"$in": [r["_id"] for r in due]}},
+            {
+                "$set": {
+                    "lease_until": now + timedelta(seconds=self.settings.relay_lease_seconds),
+                    "relay": self.instance,
+                }
+            },
+        )
+        publishable, orphans = self._split_orphans(due, now)
+        if orphans:
+            log.warning("dropping %d outbox records of changes never written", len(orphans))
+            self.outbox.delete_many({"_id": {"$in": orphans}})
+        return self._publish_and_forget(publishable)
+
+    def _split_orphans(
+        self, records: list[dict[str, Any]], now: datetime
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        publishable, orphans = [], []
+        for record in records:
+            aggregate = self.db[record["aggregate_collection"]].find_one(
+                {"_id": record["aggregate_id"]}, {"events.id": 1}
+            )
+            written = aggregate is not None and any(
+                event.get("id") == record["_id"] for event in aggregate.get("events", [])
+            )
+            if written:
+                publishable.append(record)
+            elif now - record["created_at"] > ORPHAN_GRACE:
+                orphans.append(record["_id"])
+        return publishable, orphans

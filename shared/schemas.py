@@ -1,0 +1,61 @@
+"""Payloads that cross the gateway → service RPC boundary.
+
+The gateway validates requests with these models (and documents them in OpenAPI); the owning
+service validates again, because RPC callers other than the gateway exist (tests, tools).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import InvalidInput
+
+Identifier = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+class VolunteerActInput(BaseModel):
+    """One volunteer act as a community reports it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    person_id: str = Identifier
+    act_type: str = Field(min_length=1, max_length=40, description="code from /volunteer-act-types")
+    hours: Decimal = Field(gt=0, le=24, decimal_places=2, description="0 < hours ≤ 24, two decimals at most")
+    occurred_on: date = Field(description="the day of the act; not in the future (China Standard Time)")
+    community_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description="the verifying community",
+    )
+
+
+class VolunteerActBatchItem(VolunteerActInput):
+    idempotency_key: str = Field(min_length=1, max_length=200)
+
+
+class VolunteerActBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[VolunteerActBatchItem] = Field(min_length=1, max_length=500)
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """pydantic errors as [{"field": "items[3].hours", "message": ...}]."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        path = prefix
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        errors.append({"field": path or "body", "message": error["msg"]})
+    return errors
+
+
+def validated(model: type[BaseModel], payload: object, prefix: str = "") -> BaseModel:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidInput(field_errors(exc, prefix)) from exc

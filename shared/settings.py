@@ -1,0 +1,55 @@
+"""Typed settings, read once from the environment.
+
+Every process (the four services, the gateway, the local stack runner, the tests) reads the
+same variables, so an operator configures the suite in one place (`deploy/.env.example`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    environment: Literal["development", "test", "production"] = Field("development", alias="GRIDLINK_ENV")
+    mongo_url: str = Field("mongodb://127.0.0.1:27017/", alias="MONGO_URL")
+    amqp_uri: str = Field("pyamqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URI")
+    # Each service owns one database named "<prefix>_<service>"; tests use their own prefix.
+    db_prefix: str = Field("gridlink", alias="GRIDLINK_DB_PREFIX")
+    mongo_timeout_ms: int = Field(3000, alias="GRIDLINK_MONGO_TIMEOUT_MS")
+
+    # Gateway
+    rpc_timeout_seconds: float = Field(5.0, alias="GRIDLINK_RPC_TIMEOUT")
+    demo_api_key: str | None = Field(None, alias="GRIDLINK_DEMO_API_KEY")
+    max_body_bytes: int = Field(1_048_576, alias="GRIDLINK_MAX_BODY_BYTES")
+    batch_max_items: int = Field(500, alias="GRIDLINK_BATCH_MAX_ITEMS")
+
+    # Outbox relay
+    publish_timeout_seconds: float = Field(5.0, alias="GRIDLINK_PUBLISH_TIMEOUT")
+    relay_sweep_seconds: float = Field(2.0, alias="GRIDLINK_RELAY_SWEEP_SECONDS")
+    relay_lease_seconds: float = Field(15.0, alias="GRIDLINK_RELAY_LEASE_SECONDS")
+    relay_batch_size: int = Field(500, alias="GRIDLINK_RELAY_BATCH_SIZE")
+
+    # Consumers: how often a failing event is retried in place before it is parked.
+    consumer_attempts: int = Field(5, alias="GRIDLINK_CONSUMER_ATTEMPTS")
+    consumer_backoff_seconds: float = Field(0.2, alias="GRIDLINK_CONSUMER_BACKOFF")
+
+    # Points bank earning rule for volunteer acts (issue 4 makes rules per community).
+    points_per_hour: Decimal = Field(Decimal(10), alias="GRIDLINK_POINTS_PER_HOUR")
+
+    # The time zone that decides what "today" is for dates people enter.
+    local_timezone: str = Field("Asia/Shanghai", alias="GRIDLINK_TIMEZONE")
+
+    def database_name(self, service: str) -> str:
+        return f"{self.db_prefix}_{service}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
