@@ -17,19 +17,21 @@ stop: ## stop what `make run`/`make start` started
 install: ## virtualenv, RabbitMQ and FerretDB, each only if missing
 	@bash deploy/local/bootstrap.sh
 
-infra: install
+infra: install ## RabbitMQ and FerretDB only
 	$(PY) deploy/local/stack.py infra
 
-test: infra lint ## the whole suite against the real broker and database
+# The tests start their own FerretDB and services (see tests/conftest.py); they need the
+# installs and a running RabbitMQ, which they also start if it is down.
+test: install lint ## the whole suite against the real broker and database
 	$(PY) -m pytest tests/unit tests/integration tests/e2e
 
 test-unit: install
 	$(PY) -m pytest tests/unit
 
-test-integration: infra
+test-integration: install
 	$(PY) -m pytest tests/integration
 
-test-e2e: infra
+test-e2e: install
 	$(PY) -m pytest tests/e2e
 
 lint: install

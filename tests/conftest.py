@@ -1,0 +1,136 @@
+"""Test set-up shared by every tier.
+
+Tests never touch the development data: they use their own RabbitMQ virtual host, their own
+database names and their own gateway port, and the relay and consumers run with short
+timings so that recovery paths (lease expiry, retries) show within a test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TEST_VHOST = "gridlink-test"
+# The tests run their own FerretDB, so fault tests can stop and restart it.
+TEST_ENV = {
+    "MONGO_URL": f"mongodb://127.0.0.1:{_free_port()}/",
+    "GRIDLINK_ENV": "test",
+    "GRIDLINK_DB_PREFIX": "gltest",
+    "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}",
+    "GRIDLINK_RPC_TIMEOUT": "3",
+    "GRIDLINK_PUBLISH_TIMEOUT": "2",
+    "GRIDLINK_RELAY_SWEEP_SECONDS": "0.5",
+    "GRIDLINK_RELAY_LEASE_SECONDS": "3",
+    "GRIDLINK_CONSUMER_ATTEMPTS": "3",
+    "GRIDLINK_CONSUMER_BACKOFF": "0.05",
+    "GRIDLINK_MONGO_TIMEOUT_MS": "1500",
+    "GATEWAY_WORKERS": "1",
+    "GATEWAY_THREADS": "4",
+}
+os.environ.update(TEST_ENV)
+
+from shared.settings import get_settings  # noqa: E402  (after the environment is set)
+
+get_settings.cache_clear()
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def settings():
+    return get_settings()
+
+
+def new_id(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def unique() -> Iterator[str]:
+    yield uuid.uuid4().hex[:10]
+
+
+class Api:
+    """The gateway as a client system sees it."""
+
+    def __init__(self, base_url: str, key: str) -> None:
+        import requests
+
+        self.base_url = base_url
+        self.key = key
+        self.http = requests.Session()
+        self.http.headers["X-API-Key"] = key
+
+    def get(self, path: str, **kwargs):
+        return self.http.get(f"{self.base_url}{path}", timeout=15, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        return self.http.post(f"{self.base_url}{path}", timeout=30, **kwargs)
+
+    def record_act(self, act: dict, key: str | None = None):
+        return self.post(
+            "/api/v1/volunteer-acts", json=act, headers={"Idempotency-Key": key or new_id("idem")}
+        )
+
+
+SERVICE_DATABASES = ("registry", "issue_intake", "points_bank", "cadre_evaluation", "gateway")
+
+
+@pytest.fixture(scope="session")
+def stack(settings):
+    """The whole suite running as separate processes on the real broker and database."""
+    from deploy.local.demo_data import load_demo_data
+    from deploy.local.stack import Stack, ensure_rabbitmq, ensure_vhost, free_port
+    from gateway.keys import api_keys
+
+    ensure_rabbitmq()
+    ensure_vhost(TEST_VHOST, fresh=True)
+    home = ROOT / ".data" / "test"
+    shutil.rmtree(home, ignore_errors=True)
+    running = Stack(home=home, env=dict(TEST_ENV), gateway_port=free_port())
+    try:
+        running.start_infrastructure()
+        running.start_all()
+        load_demo_data()
+        running.api_key = api_keys().create("tests")
+        running.base_url = f"http://127.0.0.1:{running.gateway_port}"
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture(scope="session")
+def api(stack) -> Api:
+    return Api(stack.base_url, stack.api_key)
+
+
+@pytest.fixture(scope="session")
+def databases(settings, stack):
+    """Each service's own database, for asserting on what was (or was not) stored."""
+    from pymongo import MongoClient
+
+    client = MongoClient(settings.mongo_url, tz_aware=True)
+    yield {service: client[settings.database_name(service)] for service in SERVICE_DATABASES}
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def rpc(stack):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    with ClusterRpcProxy({"AMQP_URI": TEST_ENV["AMQP_URI"]}, timeout=10) as proxy:
+        yield proxy

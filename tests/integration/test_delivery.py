@@ -1,0 +1,233 @@
+"""Delivery guarantees of the volunteer-act flow, on the real broker and database.
+
+Each test breaks something real (the broker, a consumer process, the database, the message
+itself) and checks that every act is applied exactly once when it heals.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from amqp import Message
+from kombu import Connection
+
+from deploy.local.demo_data import STREET
+from services.intake import domain
+from services.intake.store import IntakeStore
+from shared.events import VolunteerActRecorded, new_event
+from shared.outbox import EventPublisher, pending_records
+from shared.schemas import VolunteerActInput
+from tests.conftest import TEST_ENV, new_id
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+COMMUNITY = f"{STREET}-001"
+
+
+@pytest.fixture
+def cadre(rpc, databases):
+    """A fresh cadre, known to issue intake and cadre evaluation."""
+    person = rpc.registry.register_person(
+        {
+            "person_id": new_id("cadre"),
+            "name": "测试干部",
+            "community_id": COMMUNITY,
+            "is_party_member": True,
+            "is_cadre": True,
+            "employer": "十堰经开区测试局",
+        }
+    )
+    eventually(lambda: databases["issue_intake"].people.find_one({"_id": person["id"]}))
+    eventually(lambda: databases["cadre_evaluation"].people.find_one({"_id": person["id"]}))
+    return person["id"]
+
+
+def account(databases, person_id):
+    return databases["points_bank"].accounts.find_one({"_id": person_id}) or {"balance": 0, "seq": 0}
+
+
+def dossier_acts(databases, person_id) -> int:
+    return databases["cadre_evaluation"].dossier_acts.count_documents({"person_id": person_id})
+
+
+def an_act(person_id: str, hours: str = "1") -> dict:
+    return {
+        "person_id": person_id,
+        "act_type": "patrol_duty",
+        "hours": hours,
+        "occurred_on": "2026-11-20",
+        "community_id": COMMUNITY,
+    }
+
+
+def recorded_event(person_id: str, hours: str = "1"):
+    act_id = new_id("va")
+    data = VolunteerActRecorded(
+        act_id=act_id,
+        person_id=person_id,
+        act_type="clean_up",
+        hours=Decimal(hours),
+        occurred_on=date(2026, 11, 20),
+        community_id=COMMUNITY,
+        recorded_at=datetime.now(UTC),
+    )
+    return new_event(data, subject=act_id)
+
+
+def test_the_same_event_delivered_many_times_credits_once(cadre, databases):
+    event = recorded_event(cadre, hours="2")
+    [record] = pending_records(
+        [event], aggregate_collection="volunteer_acts", aggregate_id=event.subject, lease_seconds=0
+    )
+    publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
+    try:
+        assert publisher.publish([record] * 8) == [record["_id"]] * 8
+        assert publisher.publish([record] * 4) == [record["_id"]] * 4
+    finally:
+        publisher.close()
+    eventually(lambda: account(databases, cadre)["balance"] == 20 and dossier_acts(databases, cadre) == 1)
+    time.sleep(1.0)  # let any straggling duplicate land before counting
+    assert account(databases, cadre)["balance"] == 20
+    assert databases["points_bank"].ledger_entries.count_documents({"account": cadre}) == 1
+    assert dossier_acts(databases, cadre) == 1
+
+
+def test_a_malformed_event_is_parked_and_the_rest_keep_flowing(cadre, databases):
+    poison = {
+        "id": new_id("poison"),
+        "specversion": "1.0",
+        "type": "cn.gridlink.volunteer_act.recorded.v1",
+        "data": {"person_id": cadre, "hours": "a lot"},
+    }
+    with Connection(TEST_ENV["AMQP_URI"]) as connection:
+        channel = connection.channel()
+        channel.basic_publish(
+            Message(json.dumps(poison), content_type="application/json"),
+            exchange="issue_intake.events",
+            routing_key="volunteer_act.recorded",
+        )
+    event = recorded_event(cadre, hours="3")
+    publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
+    try:
+        publisher.publish(
+            pending_records(
+                [event], aggregate_collection="volunteer_acts", aggregate_id=event.subject, lease_seconds=0
+            )
+        )
+    finally:
+        publisher.close()
+    eventually(lambda: account(databases, cadre)["balance"] == 30)
+    parked = eventually(lambda: databases["points_bank"].parked_events.find_one({"payload.id": poison["id"]}))
+    assert parked["handler"] == "credit_volunteer_act"
+    assert "hours" in parked["reason"]
+    assert eventually(
+        lambda: databases["cadre_evaluation"].parked_events.find_one({"payload.id": poison["id"]})
+    )
+
+
+def test_acts_recorded_while_the_broker_is_down_are_credited_once_it_is_back(cadre, databases, api, settings):
+    store = IntakeStore(databases["issue_intake"])
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True)
+    try:
+        # The gateway cannot reach any service now: a quick 503, never a hung request.
+        started = time.monotonic()
+        response = api.record_act(an_act(cadre))
+        assert response.status_code == 503
+        assert time.monotonic() - started < settings.rpc_timeout_seconds + 2
+
+        # Acts stored by issue intake whose events could not be published (the broker went
+        # away between the write and the publish): written with their outbox records only.
+        changes = [
+            domain.new_act(
+                domain.act_id_for("outage-test", new_id("k")),
+                VolunteerActInput.model_validate(an_act(cadre, hours="1.5")),
+                client_id="outage-test",
+                recorded_at=datetime.now(UTC),
+            )
+            for _ in range(20)
+        ]
+        records, existing = store.insert_acts(changes)
+        assert len(records) == 20 and not existing
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True)
+
+    eventually(lambda: account(databases, cadre)["seq"] == 20, timeout=60)
+    eventually(lambda: dossier_acts(databases, cadre) == 20, timeout=30)
+    eventually(lambda: databases["issue_intake"].outbox.count_documents({}) == 0, timeout=30)
+    assert account(databases, cadre)["balance"] == 20 * 15
+    # Gateway and services reconnected by themselves.
+    assert eventually(lambda: api.record_act(an_act(cadre)).status_code == 202, timeout=30)
+
+
+def test_events_wait_for_an_absent_consumer(cadre, databases, api, stack):
+    stack.stop_process("points_bank")
+    try:
+        for _ in range(10):
+            assert api.record_act(an_act(cadre, hours="2")).status_code == 202
+        eventually(lambda: dossier_acts(databases, cadre) == 10)
+        assert account(databases, cadre)["balance"] == 0
+    finally:
+        stack.start_service("points_bank")
+        stack.wait_until_healthy(["points_bank"])
+    eventually(lambda: account(databases, cadre)["balance"] == 200)
+    assert databases["points_bank"].ledger_entries.count_documents({"account": cadre}) == 10
+
+
+def test_a_stuck_service_gives_504_within_the_timeout(api, stack, settings):
+    process = stack.processes["cadre_evaluation"]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = api.get("/api/v1/cadres/p-zg-001/dossier")
+        elapsed = time.monotonic() - started
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "service_timeout"
+    assert elapsed < settings.rpc_timeout_seconds + 2
+    assert eventually(lambda: api.get("/api/v1/cadres/p-zg-001/dossier").status_code == 200, timeout=30)
+
+
+def test_database_down_gives_503_and_emits_nothing(cadre, databases, api, stack):
+    key = new_id("idem")
+    stack.stop_process("ferretdb")
+    try:
+        response = api.record_act(an_act(cadre), key=key)
+    finally:
+        stack.start_database()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unavailable"
+    eventually(lambda: api.get("/api/v1/volunteer-act-types").status_code == 200, timeout=30)
+    assert databases["issue_intake"].outbox.count_documents({}) == 0
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
+    # The client retries with the same key once the database is back: recorded once.
+    assert eventually(lambda: api.record_act(an_act(cadre), key=key).status_code == 202, timeout=30)
+    eventually(lambda: account(databases, cadre)["balance"] == 10)
+
+
+def test_an_event_published_while_the_consumers_database_is_down_is_applied_once_it_is_back(
+    cadre, databases, stack
+):
+    event = recorded_event(cadre, hours="4")
+    publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
+    stack.stop_process("ferretdb")
+    try:
+        publisher.publish(
+            pending_records(
+                [event], aggregate_collection="volunteer_acts", aggregate_id=event.subject, lease_seconds=0
+            )
+        )
+        time.sleep(3)  # consumers fail, back off and requeue meanwhile
+    finally:
+        publisher.close()
+        stack.start_database()
+    eventually(lambda: account(databases, cadre)["balance"] == 40, timeout=60)
+    eventually(lambda: dossier_acts(databases, cadre) == 1, timeout=30)
+    assert databases["points_bank"].parked_events.count_documents({"payload.id": event.id}) == 0

@@ -1,0 +1,115 @@
+"""Service entrypoints in isolation (nameko's worker_factory stands in for dependencies)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from nameko.testing.services import worker_factory
+
+from services.cadres.service import CadreEvaluation
+from services.intake import domain
+from services.intake.service import IssueIntake
+from services.points.service import PointsBank
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.events import VolunteerActRecorded, new_event
+
+ACT = {
+    "person_id": "p-1",
+    "act_type": "patrol_duty",
+    "hours": "2",
+    "occurred_on": "2026-11-20",
+    "community_id": "c-1",
+}
+
+
+def intake_with(person=True):
+    service = worker_factory(IssueIntake)
+    service.store.person.return_value = {"_id": "p-1"} if person else None
+    service.store.organisation.return_value = {"_id": "c-1", "classification": "community_party_committee"}
+    service.store.insert_acts.side_effect = lambda changes: (["record"], set())
+    return service
+
+
+def test_recorded_act_is_handed_to_the_relay():
+    service = intake_with()
+    result = service.record_volunteer_act("client-a", "k-1", ACT)
+    assert result == {"act_id": domain.act_id_for("client-a", "k-1"), "status": "accepted", "replayed": False}
+    service.relay.publish_soon.assert_called_once_with(["record"])
+
+
+def test_unknown_person_stores_nothing():
+    service = intake_with(person=False)
+    with pytest.raises(NotFound):
+        service.record_volunteer_act("client-a", "k-1", ACT)
+    service.store.insert_acts.assert_not_called()
+
+
+def test_invalid_act_stores_nothing():
+    service = intake_with()
+    with pytest.raises(InvalidInput):
+        service.record_volunteer_act("client-a", "k-1", {**ACT, "hours": "0"})
+    service.store.insert_acts.assert_not_called()
+
+
+def test_reused_key_with_other_content_is_a_conflict():
+    service = intake_with()
+    act_id = domain.act_id_for("client-a", "k-1")
+    service.store.insert_acts.side_effect = lambda changes: ([], {act_id})
+    service.store.act.return_value = {"_id": act_id, "fingerprint": "something else"}
+    with pytest.raises(Conflict):
+        service.record_volunteer_act("client-a", "k-1", ACT)
+
+
+def test_batch_refuses_repeated_keys_naming_the_item():
+    service = intake_with()
+    items = [{**ACT, "idempotency_key": "same"}, {**ACT, "idempotency_key": "same"}]
+    with pytest.raises(InvalidInput) as caught:
+        service.record_volunteer_acts("client-a", items)
+    assert caught.value.errors[0]["field"] == "items[1].idempotency_key"
+    service.store.insert_acts.assert_not_called()
+
+
+def recorded_event(person_id="p-1", hours="1.5"):
+    act = VolunteerActRecorded(
+        act_id="va_1",
+        person_id=person_id,
+        act_type="clean_up",
+        hours=Decimal(hours),
+        occurred_on=date(2026, 11, 1),
+        community_id="c-1",
+        recorded_at=datetime.now(UTC),
+    )
+    return new_event(act, subject="va_1").model_dump(mode="json")
+
+
+def test_points_bank_credits_the_person_by_the_rule():
+    service = worker_factory(PointsBank)
+    event = recorded_event(hours="1.5")
+    service.credit_volunteer_act(event)
+    account, event_id, entry = service.store.post.call_args.args
+    assert (account, event_id, entry["points"], entry["act_id"]) == ("p-1", event["id"], 15, "va_1")
+
+
+def test_invalid_event_is_parked_not_applied():
+    service = worker_factory(PointsBank)
+    service.credit_volunteer_act({"id": "e-1", "type": "nonsense"})
+    service.store.post.assert_not_called()
+    payload, reason, handler = service.store.park_event.call_args.args
+    assert payload["id"] == "e-1" and handler == "credit_volunteer_act" and reason
+
+
+def test_dossier_ignores_people_known_not_to_be_cadres():
+    service = worker_factory(CadreEvaluation)
+    service.store.person.return_value = {"_id": "p-1", "is_cadre": False}
+    service.add_act_to_dossier(recorded_event())
+    service.store.add_act.assert_not_called()
+
+
+def test_dossier_keeps_acts_of_people_not_yet_known():
+    """The person event may arrive after the act: keep the act, decide when reading."""
+    service = worker_factory(CadreEvaluation)
+    service.store.person.return_value = None
+    service.add_act_to_dossier(recorded_event())
+    assert service.store.add_act.call_args.args[0] == "p-1"

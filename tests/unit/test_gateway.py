@@ -1,0 +1,235 @@
+"""The gateway's HTTP contract: authentication, validation, and how failures map to statuses.
+
+The services sit behind a scripted stand-in for `RpcPool` here; the integration and end-to-end
+tiers run the same gateway against the real services.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from nameko.exceptions import RemoteError
+
+from gateway.app import create_app
+from gateway.rpc import ServiceTimeout, ServiceUnavailable
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.settings import Settings
+
+KEY = "good-key"
+ACT = {
+    "person_id": "p-1",
+    "act_type": "patrol_duty",
+    "hours": 2.5,
+    "occurred_on": "2026-11-20",
+    "community_id": "c-1",
+}
+
+
+class StandInKeys:
+    def authenticate(self, key):
+        return {"client_id": "client-test"} if key == KEY else None
+
+
+class ScriptedRpc:
+    def __init__(self):
+        self.calls = []
+        self.answers = {}
+
+    def call(self, service, method, *args, **kwargs):
+        self.calls.append((service, method, args))
+        answer = self.answers.get((service, method), {})
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def rpc():
+    return ScriptedRpc()
+
+
+@pytest.fixture
+def client(rpc):
+    settings = Settings(GRIDLINK_MAX_BODY_BYTES=20_000, GRIDLINK_BATCH_MAX_ITEMS=3)
+    app = create_app(settings=settings, keys=StandInKeys(), rpc=rpc)
+    return app.test_client()
+
+
+def post_act(client, body=ACT, key=KEY, idempotency="k-1", **kwargs):
+    headers = {"X-API-Key": key}
+    if idempotency is not None:
+        headers["Idempotency-Key"] = idempotency
+    return client.post("/api/v1/volunteer-acts", json=body, headers=headers, **kwargs)
+
+
+def error_fields(response):
+    return {f["field"] for f in response.get_json()["error"]["fields"]}
+
+
+@pytest.mark.parametrize("key", [None, "", "wrong"])
+def test_missing_or_unknown_key_is_401(client, rpc, key):
+    headers = {} if key is None else {"X-API-Key": key}
+    response = client.get("/api/v1/people", headers=headers)
+    assert response.status_code == 401
+    body = response.get_json()
+    assert body["error"]["code"] == "unauthorized"
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    assert rpc.calls == []
+
+
+def test_accepted_act_goes_to_issue_intake_with_client_and_key(client, rpc):
+    rpc.answers[("issue_intake", "record_volunteer_act")] = {
+        "act_id": "va_1",
+        "status": "accepted",
+        "replayed": False,
+    }
+    response = post_act(client)
+    assert response.status_code == 202
+    assert response.get_json()["act_id"] == "va_1"
+    [(service, method, args)] = rpc.calls
+    assert (service, method) == ("issue_intake", "record_volunteer_act")
+    assert args[0] == "client-test" and args[1] == "k-1"
+    assert args[2]["hours"] == "2.5"
+
+
+def test_missing_idempotency_key_is_named(client, rpc):
+    response = post_act(client, idempotency=None)
+    assert response.status_code == 400
+    assert error_fields(response) == {"Idempotency-Key"}
+    assert rpc.calls == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**ACT, "hours": 0}, "hours"),
+        ({**ACT, "hours": 25}, "hours"),
+        ({**ACT, "occurred_on": "yesterday"}, "occurred_on"),
+        ({k: v for k, v in ACT.items() if k != "person_id"}, "person_id"),
+        ({**ACT, "points": 9999}, "points"),
+    ],
+)
+def test_invalid_fields_are_422_and_never_reach_a_service(client, rpc, body, field):
+    response = post_act(client, body=body)
+    assert response.status_code == 422
+    assert field in error_fields(response)
+    assert rpc.calls == []
+
+
+def test_body_must_be_a_json_object(client, rpc):
+    assert post_act(client, body=[1, 2]).status_code == 400
+    response = client.post(
+        "/api/v1/volunteer-acts",
+        data="{not json",
+        content_type="application/json",
+        headers={"X-API-Key": KEY, "Idempotency-Key": "k"},
+    )
+    assert response.status_code == 400
+    response = client.post(
+        "/api/v1/volunteer-acts", data="a=b", headers={"X-API-Key": KEY, "Idempotency-Key": "k"}
+    )
+    assert response.status_code == 415
+    assert rpc.calls == []
+
+
+def test_deep_nesting_is_refused_cleanly(client, rpc):
+    deep = "[" * 5000 + "]" * 5000
+    response = client.post(
+        "/api/v1/volunteer-acts",
+        data=deep,
+        content_type="application/json",
+        headers={"X-API-Key": KEY, "Idempotency-Key": "k"},
+    )
+    assert response.status_code == 400
+    assert rpc.calls == []
+
+
+def test_oversized_body_is_413(client, rpc):
+    response = post_act(client, body={**ACT, "padding": "x" * 30_000})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+    assert rpc.calls == []
+
+
+def test_batch_over_the_configured_limit_is_422(client, rpc):
+    items = [{**ACT, "idempotency_key": f"k{i}"} for i in range(4)]
+    response = client.post("/api/v1/volunteer-acts:batch", json={"items": items}, headers={"X-API-Key": KEY})
+    assert response.status_code == 422
+    assert error_fields(response) == {"items"}
+    assert rpc.calls == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (NotFound("person", "p-1"), 404, "not_found"),
+        (Conflict("idempotency_key_reused", "used"), 409, "idempotency_key_reused"),
+        (InvalidInput.single("community_id", "unknown community"), 422, "validation_error"),
+        (ServiceUnavailable("issue_intake is not running"), 503, "service_unavailable"),
+        (ServiceTimeout("no answer"), 504, "service_timeout"),
+        (RemoteError("ServerSelectionTimeoutError", "no primary"), 503, "database_unavailable"),
+        (RemoteError("KeyError", "boom"), 500, "internal_error"),
+    ],
+)
+def test_service_failures_map_to_http(client, rpc, failure, status, code):
+    rpc.answers[("issue_intake", "record_volunteer_act")] = failure
+    response = post_act(client)
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_field_errors_from_the_service_are_passed_on(client, rpc):
+    rpc.answers[("issue_intake", "record_volunteer_act")] = InvalidInput.single(
+        "community_id", "unknown community"
+    )
+    assert error_fields(post_act(client)) == {"community_id"}
+
+
+def test_account_of_unknown_person_is_404(client, rpc):
+    rpc.answers[("registry", "get_person")] = NotFound("person", "p-x")
+    response = client.get("/api/v1/points/accounts/p-x", headers={"X-API-Key": KEY})
+    assert response.status_code == 404
+    assert [c[:2] for c in rpc.calls] == [("registry", "get_person")]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "offset=-1"])
+def test_people_paging_is_checked(client, query):
+    response = client.get(f"/api/v1/people?{query}", headers={"X-API-Key": KEY})
+    assert response.status_code == 422
+    assert error_fields(response) & {"limit", "offset"}
+
+
+def test_unknown_route_is_json_404(client):
+    response = client.get("/api/v1/nothing-here", headers={"X-API-Key": KEY})
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_openapi_documents_every_route_with_its_schemas(client):
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"] == "3.1.0"
+    paths = document["paths"]
+    for path, method in [
+        ("/api/v1/volunteer-acts", "post"),
+        ("/api/v1/volunteer-acts:batch", "post"),
+        ("/api/v1/volunteer-acts/{act_id}", "get"),
+        ("/api/v1/volunteer-act-types", "get"),
+        ("/api/v1/points/accounts/{person_id}", "get"),
+        ("/api/v1/cadres/{person_id}/dossier", "get"),
+        ("/api/v1/people", "get"),
+    ]:
+        assert method in paths[path], (path, method)
+    post = paths["/api/v1/volunteer-acts"]["post"]
+    assert "202" in post["responses"] and "422" in post["responses"] and "401" in post["responses"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in post["parameters"])
+    schema = document["components"]["schemas"]["VolunteerActInput"]
+    assert set(schema["required"]) == {"person_id", "act_type", "hours", "occurred_on", "community_id"}
+    assert document["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+    json.dumps(document)  # serialisable as a whole
+
+
+def test_api_docs_page_and_its_assets_are_served_locally(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and b"/openapi.json" in page.data
+    assert client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
