@@ -149,7 +149,10 @@ class Stack:
         wait_for(lambda: port_open(host, port), f"FerretDB on port {port}", timeout=30)
 
     def start_infrastructure(self) -> None:
-        local_broker = urlparse(self._env().get("AMQP_URI", "pyamqp://127.0.0.1")).hostname in ("127.0.0.1", "localhost")
+        local_broker = urlparse(self._env().get("AMQP_URI", "pyamqp://127.0.0.1")).hostname in (
+            "127.0.0.1",
+            "localhost",
+        )
         if local_broker and ensure_rabbitmq():
             (self.home / "run").mkdir(parents=True, exist_ok=True)
             (self.home / "run" / "rabbitmq.started").write_text("started by GridLink\n")

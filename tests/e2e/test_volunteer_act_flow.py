@@ -1,0 +1,203 @@
+"""The mission flow over HTTP, as another government system uses it through the gateway."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy.local.demo_data import PEOPLE, STREET
+from tests.conftest import new_id
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+COMMUNITY = f"{STREET}-001"
+
+
+@pytest.fixture
+def cadre(rpc, databases):
+    person = rpc.registry.register_person(
+        {
+            "person_id": new_id("cadre"),
+            "name": "测试干部",
+            "community_id": COMMUNITY,
+            "is_party_member": True,
+            "is_cadre": True,
+            "employer": "十堰经开区测试局",
+        }
+    )
+    eventually(lambda: databases["issue_intake"].people.find_one({"_id": person["id"]}))
+    eventually(lambda: databases["cadre_evaluation"].people.find_one({"_id": person["id"]}))
+    return person["id"]
+
+
+@pytest.fixture
+def resident(rpc, databases):
+    person = rpc.registry.register_person(
+        {"person_id": new_id("res"), "name": "测试居民", "community_id": COMMUNITY}
+    )
+    eventually(lambda: databases["issue_intake"].people.find_one({"_id": person["id"]}))
+    eventually(lambda: databases["cadre_evaluation"].people.find_one({"_id": person["id"]}))
+    return person["id"]
+
+
+def an_act(person_id: str, **overrides) -> dict:
+    return {
+        "person_id": person_id,
+        "act_type": "patrol_duty",
+        "hours": 2.25,
+        "occurred_on": "2026-11-20",
+        "community_id": COMMUNITY,
+        **overrides,
+    }
+
+
+def test_demo_people_are_listed(api):
+    page = api.get("/api/v1/people", params={"limit": 200}).json()
+    listed = {p["id"]: p for p in page["items"]}
+    for person_id, name, _, _, cadre, _ in PEOPLE:
+        assert listed[person_id]["name"] == name
+        assert listed[person_id]["is_cadre"] is cadre
+    assert page["total"] >= len(PEOPLE)
+    only = api.get("/api/v1/people", params={"community_id": f"{STREET}-002"}).json()["items"]
+    assert only and {p["community_id"] for p in only} == {f"{STREET}-002"}
+
+
+def test_a_volunteer_act_credits_points_and_reaches_the_cadre_dossier(api, cadre):
+    response = api.record_act(an_act(cadre))
+    assert response.status_code == 202
+    act_id = response.json()["act_id"]
+    assert response.json() == {"act_id": act_id, "status": "accepted", "replayed": False}
+
+    account = eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json()["entries"])
+    assert api.get(f"/api/v1/points/accounts/{cadre}").json()["balance"] == 23  # 2.25 h × 10, half up
+    [entry] = account
+    assert entry["act_id"] == act_id and entry["points"] == 23 and entry["balance_after"] == 23
+
+    dossier = eventually(lambda: api.get(f"/api/v1/cadres/{cadre}/dossier").json()["volunteer_acts"])
+    assert [a["act_id"] for a in dossier] == [act_id]
+    assert dossier[0]["hours"] == "2.25"
+
+    act = api.get(f"/api/v1/volunteer-acts/{act_id}").json()
+    assert act["person_id"] == cadre and act["hours"] == "2.25" and act["occurred_on"] == "2026-11-20"
+    assert act["event_ids"] == [entry["event_id"]]
+
+
+def test_a_resident_earns_points_but_has_no_cadre_dossier(api, resident):
+    assert api.record_act(an_act(resident, hours=1)).status_code == 202
+    eventually(lambda: api.get(f"/api/v1/points/accounts/{resident}").json()["balance"] == 10)
+    assert api.get(f"/api/v1/cadres/{resident}/dossier").status_code == 404
+
+
+def test_retrying_with_the_same_key_records_once(api, cadre, databases):
+    first = api.record_act(an_act(cadre), key="retry-me")
+    second = api.record_act(an_act(cadre), key="retry-me")
+    assert first.status_code == second.status_code == 202
+    assert second.json() == {"act_id": first.json()["act_id"], "status": "accepted", "replayed": True}
+    eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json()["balance"] == 23)
+    reused = api.record_act(an_act(cadre, hours=5), key="retry-me")
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 1
+    assert api.get(f"/api/v1/points/accounts/{cadre}").json()["entries_total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"hours": 0}, "hours"),
+        ({"hours": 24.5}, "hours"),
+        ({"hours": 1.125}, "hours"),
+        ({"occurred_on": "2999-01-01"}, "occurred_on"),
+        ({"act_type": "napping"}, "act_type"),
+        ({"community_id": "nowhere"}, "community_id"),
+        ({"community_id": f"{STREET}-001-01"}, "community_id"),  # a grid, not a community
+        ({"points": 9999}, "points"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored(api, cadre, databases, overrides, field):
+    response = api.record_act(an_act(cadre, **overrides))
+    assert response.status_code == 422, response.text
+    assert field in {f["field"] for f in response.json()["error"]["fields"]}
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
+    assert databases["issue_intake"].outbox.count_documents({"envelope.data.person_id": cadre}) == 0
+
+
+def test_unknown_person_is_404_and_nothing_is_stored(api, databases):
+    response = api.record_act(an_act("p-nobody"))
+    assert response.status_code == 404
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": "p-nobody"}) == 0
+    assert api.get("/api/v1/points/accounts/p-nobody").status_code == 404
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "glk_not-a-key"}])
+def test_without_a_valid_key_nothing_happens(api, cadre, databases, headers):
+    import requests
+
+    response = requests.post(
+        f"{api.base_url}/api/v1/volunteer-acts",
+        json=an_act(cadre),
+        timeout=10,
+        headers={"Idempotency-Key": new_id(), **headers},
+    )
+    assert response.status_code == 401
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
+
+
+def test_a_batch_of_500_is_recorded_and_credited_once(api, cadre):
+    items = [{**an_act(cadre, hours=1), "idempotency_key": f"batch-{i}"} for i in range(500)]
+    response = api.post("/api/v1/volunteer-acts:batch", json={"items": items})
+    assert response.status_code == 202
+    results = response.json()["items"]
+    assert len(results) == 500 and {r["status"] for r in results} == {"accepted"}
+    assert len({r["act_id"] for r in results}) == 500
+
+    again = api.post("/api/v1/volunteer-acts:batch", json={"items": items[:10]}).json()["items"]
+    assert [r["act_id"] for r in again] == [r["act_id"] for r in results[:10]]
+    assert all(r["replayed"] for r in again)
+
+    eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json()["balance"] == 5000, timeout=60)
+    eventually(lambda: api.get(f"/api/v1/cadres/{cadre}/dossier").json()["acts_total"] == 500, timeout=60)
+
+
+def test_a_batch_with_one_bad_item_records_nothing(api, cadre, databases):
+    items = [{**an_act(cadre), "idempotency_key": f"b-{i}"} for i in range(5)]
+    items[3]["hours"] = 30
+    items[4]["person_id"] = "p-nobody"
+    response = api.post("/api/v1/volunteer-acts:batch", json={"items": items})
+    assert response.status_code == 422
+    assert {f["field"] for f in response.json()["error"]["fields"]} == {"items[3].hours"}
+    items[3]["hours"] = 3
+    response = api.post("/api/v1/volunteer-acts:batch", json={"items": items})
+    assert response.status_code == 422
+    assert {f["field"] for f in response.json()["error"]["fields"]} == {"items[4].person_id"}
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
+
+
+def test_the_act_type_catalogue_is_listed(api):
+    items = api.get("/api/v1/volunteer-act-types").json()["items"]
+    codes = {t["code"] for t in items}
+    assert {"patrol_duty", "service_order", "micro_wish", "clean_up"} <= codes
+    assert all(t["name_zh"] for t in items)
+
+
+def test_organisation_tree_street_to_building(api):
+    items = api.get("/api/v1/organisations").json()["items"]
+    by_id = {o["id"]: o for o in items}
+    building = by_id[f"{STREET}-001-01-B1"]
+    grid = by_id[building["parent_id"]]
+    community = by_id[grid["parent_id"]]
+    street = by_id[community["parent_id"]]
+    assert [o["classification"] for o in (street, community, grid, building)] == [
+        "street_working_committee",
+        "community_party_committee",
+        "grid_party_branch",
+        "building_party_group",
+    ]
+    assert street["parent_id"] is None
+
+
+def test_docs_and_portal_are_served(api):
+    assert api.get("/openapi.json").json()["info"]["title"] == "GridLink API"
+    assert api.get("/docs").status_code == 200
+    portal = api.get("/portal/")
+    assert portal.status_code == 200 and "积分" in portal.text
