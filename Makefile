@@ -42,7 +42,7 @@ format: install
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: infra ## throughput and latency figures of the volunteer-act flow
+bench: install ## throughput and latency figures of the volunteer-act flow
 	$(PY) tests/bench/bench_flow.py
 
 clean: stop

@@ -138,7 +138,9 @@ class Stack:
             [
                 str(FERRETDB),
                 "--handler=sqlite",
-                f"--sqlite-url=file:{data}/",
+                # Writers take SQLite's lock when their transaction begins, so a busy database
+                # makes them wait (busy_timeout) instead of failing with SQLITE_BUSY.
+                f"--sqlite-url=file:{data}/?_txlock=immediate",
                 f"--state-dir={data}",
                 f"--listen-addr=127.0.0.1:{port}",
                 "--telemetry=disable",

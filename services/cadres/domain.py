@@ -9,7 +9,7 @@ from typing import Any
 from shared.events import Envelope, VolunteerActRecorded
 
 # How many latest acts the dossier document lists in full; totals count every act.
-RECENT_ACTS = 100
+RECENT_ACTS = 50
 
 
 def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datetime) -> dict[str, Any]:
@@ -24,17 +24,20 @@ def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datet
     }
 
 
-def with_act(dossier: dict[str, Any], act: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **dossier,
-        "acts_total": dossier["acts_total"] + 1,
-        "hours_total": str(Decimal(dossier["hours_total"]) + Decimal(act["hours"])),
-        "volunteer_acts": [act, *dossier["volunteer_acts"]][:RECENT_ACTS],
-    }
-
-
 def empty_dossier(person_id: str) -> dict[str, Any]:
-    return {"_id": person_id, "acts_total": 0, "hours_total": "0", "volunteer_acts": []}
+    return {"_id": person_id, "seq": 0, "hours_total": "0", "volunteer_acts": []}
+
+
+def with_act(dossier: dict[str, Any], act: dict[str, Any]) -> dict[str, Any]:
+    """The dossier summary once `act` (the next in its chain) is added."""
+    recent = [a for a in dossier["volunteer_acts"] if a["seq"] != act["seq"]]
+    slim = {k: v for k, v in act.items() if k not in ("_id", "key", "guard")}
+    return {
+        "_id": dossier["_id"],
+        "seq": act["seq"],
+        "hours_total": str(Decimal(dossier["hours_total"]) + Decimal(act["hours"])),
+        "volunteer_acts": [slim, *recent][:RECENT_ACTS],
+    }
 
 
 def dossier_view(person: dict[str, Any], dossier: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def dossier_view(person: dict[str, Any], dossier: dict[str, Any]) -> dict[str, A
         "person_id": person["_id"],
         "name": person["name"],
         "employer": person.get("employer"),
-        "acts_total": dossier["acts_total"],
+        "acts_total": dossier["seq"],
         "hours_total": dossier["hours_total"],
         "volunteer_acts": [
             {**act, "applied_at": act["applied_at"].isoformat()} for act in dossier["volunteer_acts"]

@@ -1,9 +1,9 @@
 """Cadre evaluation persistence.
 
-An act reaches a dossier once: its record's `_id` is "<person>:<act id>" (primary key), and
-the dossier summary is written after it under a per-person lock. Acts of people not yet known
-are kept too, because the registry's person event may arrive after the act (they travel on
-different queues); acts of people known not to be cadres are not kept.
+Each cadre's dossier is a journal chain (see shared/journal.py): an act reaches it once.
+Acts of people not yet known are kept too, because the registry's person event may arrive
+after the act (they travel on different queues); acts of people known not to be cadres are
+not kept (see the service).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from services.cadres import domain
+from shared.cache import RecentlyFound
 from shared.events import PersonRegistered
-from shared.locks import KeyedLocks
+from shared.journal import Journal
 from shared.mongo import BaseStore
 
 
@@ -23,37 +23,31 @@ class CadreStore(BaseStore):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.people = db["people"]
-        self.acts = db["dossier_acts"]
-        self.dossiers = db["dossiers"]
-        self.locks = KeyedLocks()
+        self.journal = Journal(
+            db["dossier_acts"], db["dossiers"], empty=domain.empty_dossier, fold=domain.with_act
+        )
+        self._people = RecentlyFound()
+
+    def ensure_indexes(self) -> None:
+        self.journal.ensure_indexes()
 
     def person(self, person_id: str) -> dict[str, Any] | None:
-        return self.people.find_one({"_id": person_id})
+        return self._people.get(person_id, lambda: self.people.find_one({"_id": person_id}))
 
     def remember_person(self, data: PersonRegistered) -> None:
-        self.people.update_one(
-            {"_id": data.person_id},
-            {
-                "$set": {
-                    "name": data.name,
-                    "is_cadre": data.is_cadre,
-                    "employer": data.employer,
-                    "community_id": data.community_id,
-                }
-            },
-            upsert=True,
-        )
+        person = {
+            "_id": data.person_id,
+            "name": data.name,
+            "is_cadre": data.is_cadre,
+            "employer": data.employer,
+            "community_id": data.community_id,
+        }
+        self.people.replace_one({"_id": data.person_id}, person, upsert=True)
+        self._people.put(data.person_id, person)
 
     def dossier(self, person_id: str) -> dict[str, Any] | None:
-        return self.dossiers.find_one({"_id": person_id})
+        return self.journal.summary(person_id)
 
     def add_act(self, person_id: str, act: dict[str, Any]) -> bool:
         """Add an act to a dossier once. Returns False if it was there already."""
-        with self.locks(person_id):
-            try:
-                self.acts.insert_one({"_id": f"{person_id}:{act['act_id']}", "person_id": person_id, **act})
-            except DuplicateKeyError:
-                return False
-            dossier = self.dossier(person_id) or domain.empty_dossier(person_id)
-            self.dossiers.replace_one({"_id": person_id}, domain.with_act(dossier, act), upsert=True)
-            return True
+        return self.journal.append(person_id, f"{act['act_id']}@{person_id}", lambda dossier: act)

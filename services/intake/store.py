@@ -7,6 +7,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from shared.cache import RecentlyFound
 from shared.events import Envelope, OrganisationCreated, PersonRegistered
 from shared.mongo import BaseStore
 from shared.outbox import insert_with_events
@@ -21,12 +22,15 @@ class IntakeStore(BaseStore):
         # Read models of the registry, fed by its events.
         self.people = db["people"]
         self.organisations = db["organisations"]
+        self._found = RecentlyFound()
 
     def person(self, person_id: str) -> dict[str, Any] | None:
-        return self.people.find_one({"_id": person_id})
+        return self._found.get(f"person:{person_id}", lambda: self.people.find_one({"_id": person_id}))
 
     def organisation(self, organisation_id: str) -> dict[str, Any] | None:
-        return self.organisations.find_one({"_id": organisation_id})
+        return self._found.get(
+            f"organisation:{organisation_id}", lambda: self.organisations.find_one({"_id": organisation_id})
+        )
 
     def people_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return {p["_id"]: p for p in self.people.find({"_id": {"$in": sorted(set(ids))}})}

@@ -9,7 +9,7 @@ from typing import Any
 from shared.events import Envelope, VolunteerActRecorded
 
 # How many of an account's latest entries its summary document carries.
-RECENT_ENTRIES = 50
+RECENT_ENTRIES = 20
 
 
 def points_for_hours(hours: Decimal, points_per_hour: Decimal) -> int:
@@ -35,7 +35,25 @@ def volunteer_act_credit(
     }
 
 
+def with_running_balance(entry: dict[str, Any], account: dict[str, Any]) -> dict[str, Any]:
+    return {**entry, "balance_after": account["balance"] + entry["points"]}
+
+
+def empty_account(account_id: str) -> dict[str, Any]:
+    return {"_id": account_id, "seq": 0, "balance": 0, "recent": []}
+
+
+def with_entry(account: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The account summary once `entry` (the next in its chain) is applied."""
+    recent = [e for e in account["recent"] if e["seq"] != entry["seq"]]
+    slim = {k: v for k, v in entry.items() if k not in ("_id", "key", "guard")}
+    return {
+        "_id": account["_id"],
+        "seq": entry["seq"],
+        "balance": entry["balance_after"],
+        "recent": [slim, *recent][:RECENT_ENTRIES],
+    }
+
+
 def entry_view(entry: dict[str, Any]) -> dict[str, Any]:
-    view = {k: v for k, v in entry.items() if k not in ("_id", "guard", "account")}
-    view["applied_at"] = entry["applied_at"].isoformat()
-    return view
+    return {**entry, "applied_at": entry["applied_at"].isoformat()}

@@ -32,7 +32,7 @@ class PointsBank(HealthEntrypoints):
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def get_account(self, person_id: str) -> dict[str, Any]:
         """An account nobody has credited yet answers with balance 0 and no entries."""
-        summary = self.store.account(person_id) or {"balance": 0, "seq": 0, "recent": []}
+        summary = self.store.account(person_id) or domain.empty_account(person_id)
         return {
             "person_id": person_id,
             "balance": summary["balance"],

@@ -54,7 +54,7 @@ def account(databases, person_id):
 
 
 def dossier_acts(databases, person_id) -> int:
-    return databases["cadre_evaluation"].dossier_acts.count_documents({"person_id": person_id})
+    return databases["cadre_evaluation"].dossier_acts.count_documents({"key": person_id})
 
 
 def an_act(person_id: str, hours: str = "1") -> dict:
@@ -95,7 +95,7 @@ def test_the_same_event_delivered_many_times_credits_once(cadre, databases):
     eventually(lambda: account(databases, cadre)["balance"] == 20 and dossier_acts(databases, cadre) == 1)
     time.sleep(1.0)  # let any straggling duplicate land before counting
     assert account(databases, cadre)["balance"] == 20
-    assert databases["points_bank"].ledger_entries.count_documents({"account": cadre}) == 1
+    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 1
     assert dossier_acts(databases, cadre) == 1
 
 
@@ -177,7 +177,7 @@ def test_events_wait_for_an_absent_consumer(cadre, databases, api, stack):
         stack.start_service("points_bank")
         stack.wait_until_healthy(["points_bank"])
     eventually(lambda: account(databases, cadre)["balance"] == 200)
-    assert databases["points_bank"].ledger_entries.count_documents({"account": cadre}) == 10
+    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 10
 
 
 def test_a_stuck_service_gives_504_within_the_timeout(api, stack, settings):

@@ -1,0 +1,36 @@
+"""A short memory for read-model lookups that found something.
+
+Read models here (people, communities) are fed by registry events and only grow, so a found
+record may be reused for a few seconds; a miss is never remembered, so someone registered a
+moment ago is found as soon as their event is applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+
+class RecentlyFound:
+    def __init__(self, seconds: float = 10.0, size: int = 50_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: str, load: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        hit = self._items.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        if value is not None:
+            self.put(key, value)
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        self._items[key] = (time.monotonic() + self.seconds, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)

@@ -1,0 +1,277 @@
+"""Benchmark of the volunteer-act flow through the gateway. Run with `make bench`.
+
+It starts its own suite (fresh database, its own vhost, the gateway with the production
+gunicorn settings) and prints, from one run:
+- C: the ceiling, requests/s of gateway → one no-op RPC (GET /api/v1/ping);
+- single-act throughput: acts/s from the first POST until both effects (points credited,
+  dossier updated) are visible for every act, and its ratio to C;
+- latency from POST to both effects visible at a steady 100 acts/s: p50, p95, p99, taken from
+  the consumers' own `applied_at` stamps (same clock), so no polling skews them;
+- batch intake: acts/s through POST /api/v1/volunteer-acts:batch, 500 acts per call.
+Targets (issue 2): single ≥ 60% of C, p99 ≤ 100 ms at 100 acts/s, batch ≥ 2,000 acts/s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+VHOST = "gridlink-bench"
+ENV = {
+    "GRIDLINK_ENV": "test",
+    "GRIDLINK_DB_PREFIX": "glbench",
+    "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:5672/{VHOST}",
+    "GATEWAY_WORKERS": os.environ.get("GATEWAY_WORKERS", "2"),
+    "GATEWAY_THREADS": os.environ.get("GATEWAY_THREADS", "8"),
+    "GRIDLINK_LOG_LEVEL": "WARNING",
+}
+CLIENT_THREADS = int(os.environ.get("BENCH_CLIENTS", "16"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+COMMUNITY = "420391-001-001"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class Client:
+    def __init__(self, base: str, key: str) -> None:
+        import requests
+
+        self.base, self.local, self.key, self.requests = base, threading.local(), key, requests
+
+    @property
+    def http(self):
+        if not hasattr(self.local, "session"):
+            self.local.session = self.requests.Session()
+            self.local.session.headers["X-API-Key"] = self.key
+        return self.local.session
+
+    def ping(self) -> None:
+        assert self.http.get(f"{self.base}/api/v1/ping", timeout=10).status_code == 200
+
+    def act(self, person_id: str) -> str:
+        body = {
+            "person_id": person_id,
+            "act_type": "patrol_duty",
+            "hours": "1",
+            "occurred_on": "2026-11-20",
+            "community_id": COMMUNITY,
+        }
+        response = self.http.post(
+            f"{self.base}/api/v1/volunteer-acts",
+            json=body,
+            timeout=10,
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["act_id"]
+
+    def batch(self, person_ids: list[str]) -> int:
+        items = [
+            {
+                "person_id": p,
+                "act_type": "clean_up",
+                "hours": "1",
+                "occurred_on": "2026-11-20",
+                "community_id": COMMUNITY,
+                "idempotency_key": uuid.uuid4().hex,
+            }
+            for p in person_ids
+        ]
+        response = self.http.post(
+            f"{self.base}/api/v1/volunteer-acts:batch", json={"items": items}, timeout=60
+        )
+        assert response.status_code == 202, response.text
+        return len(items)
+
+
+def closed_loop(work, seconds: float, threads: int) -> tuple[int, float]:
+    """Run `work` from `threads` threads for `seconds`; returns (calls, elapsed)."""
+    counts = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def loop(i: int) -> None:
+        while time.monotonic() < stop:
+            work(i)
+            counts[i] += 1
+
+    started = time.monotonic()
+    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts), time.monotonic() - started
+
+
+def main() -> None:
+    os.environ.update(ENV)
+    from deploy.local.demo_data import load_demo_data
+    from deploy.local.stack import Stack, ensure_rabbitmq, ensure_vhost, free_port
+    from gateway.keys import api_keys
+    from shared.mongo import connect
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+    ensure_rabbitmq()
+    ensure_vhost(VHOST, fresh=True)
+    home = ROOT / ".data" / "bench"
+    shutil.rmtree(home, ignore_errors=True)
+    port = free_port()
+    stack = Stack(
+        home=home, env={**ENV, "MONGO_URL": f"mongodb://127.0.0.1:{port}/"}, gateway_port=free_port()
+    )
+    os.environ["MONGO_URL"] = stack.env["MONGO_URL"]
+    get_settings.cache_clear()
+    stack.start_infrastructure()
+    try:
+        stack.start_all()
+        load_demo_data()
+        client = Client(f"http://127.0.0.1:{stack.gateway_port}", api_keys().create("bench"))
+        _, points_db = connect("points_bank")
+        _, cadre_db = connect("cadre_evaluation")
+        _, intake_db = connect("issue_intake")
+        from nameko.standalone.rpc import ClusterRpcProxy
+
+        people = [f"bench-{i:03d}" for i in range(50)]
+        with ClusterRpcProxy({"AMQP_URI": ENV["AMQP_URI"]}, timeout=30) as rpc:
+            for person_id in people:
+                rpc.registry.register_person(
+                    {
+                        "person_id": person_id,
+                        "name": "压测干部",
+                        "community_id": COMMUNITY,
+                        "is_party_member": True,
+                        "is_cadre": True,
+                        "employer": "压测单位",
+                    }
+                )
+        while intake_db.people.count_documents({"_id": {"$in": people}}) < len(
+            people
+        ) or cadre_db.people.count_documents({"_id": {"$in": people}}) < len(people):
+            time.sleep(0.1)
+
+        def credited() -> int:
+            return sum(a["seq"] for a in points_db.accounts.find({"_id": {"$in": people}}, {"seq": 1}))
+
+        def in_dossiers() -> int:
+            return sum(d["seq"] for d in cadre_db.dossiers.find({"_id": {"$in": people}}, {"seq": 1}))
+
+        def wait_effects(total: int, timeout: float = 300) -> float:
+            deadline = time.monotonic() + timeout
+            while credited() < total or in_dossiers() < total:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"effects incomplete: {credited()} credited, {in_dossiers()} in dossiers"
+                    )
+                time.sleep(0.02)
+            return time.monotonic()
+
+        print(
+            f"GridLink bench — gateway {ENV['GATEWAY_WORKERS']} workers × {ENV['GATEWAY_THREADS']} threads, "
+            f"{CLIENT_THREADS} client threads, {SECONDS:.0f}s per phase, {os.cpu_count()} cores\n"
+        )
+
+        closed_loop(lambda i: client.ping(), 2, CLIENT_THREADS)  # warm up every proxy
+        calls, elapsed = closed_loop(lambda i: client.ping(), SECONDS, CLIENT_THREADS)
+        ceiling = calls / elapsed
+        print(f"C  gateway → no-op RPC:            {ceiling:8.0f} requests/s")
+
+        started = time.monotonic()
+        acts, _ = closed_loop(lambda i: client.act(people[i % len(people)]), SECONDS, CLIENT_THREADS)
+        done = wait_effects(acts)
+        single = acts / (done - started)
+        print(
+            f"single acts until both effects:    {single:8.0f} acts/s  ({single / ceiling:.0%} of C; "
+            f"{acts} acts, target ≥ 60%)"
+        )
+
+        total_before = credited()
+        rate, count = 100, int(100 * max(SECONDS, 20))
+        posted_at: dict[str, float] = {}
+        lock = threading.Lock()
+        schedule_start = time.time() + 0.2
+
+        def paced(i: int) -> None:
+            for n in range(i, count, CLIENT_THREADS):
+                delay = schedule_start + n / rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                sent = time.time()
+                act_id = client.act(people[n % len(people)])
+                with lock:
+                    posted_at[act_id] = sent
+
+        pool = [threading.Thread(target=paced, args=(i,)) for i in range(CLIENT_THREADS)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        wait_effects(total_before + count)
+        applied: dict[str, list[datetime]] = {}
+        for entry in points_db.ledger_entries.find(
+            {"act_id": {"$in": list(posted_at)}}, {"act_id": 1, "applied_at": 1}
+        ):
+            applied.setdefault(entry["act_id"], []).append(entry["applied_at"])
+        for act in cadre_db.dossier_acts.find(
+            {"act_id": {"$in": list(posted_at)}}, {"act_id": 1, "applied_at": 1}
+        ):
+            applied.setdefault(act["act_id"], []).append(act["applied_at"])
+        latencies = [
+            (max(applied[a]).timestamp() - posted_at[a]) * 1000
+            for a in posted_at
+            if len(applied.get(a, [])) == 2
+        ]
+        assert len(latencies) == count, f"{count - len(latencies)} acts lack an effect"
+        print(
+            f"latency at {rate} acts/s, POST → both effects ({count} acts):  "
+            f"p50 {percentile(latencies, 50):.0f} ms, p95 {percentile(latencies, 95):.0f} ms, "
+            f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies):.0f} ms (target p99 ≤ 100 ms)"
+        )
+
+        total_before = credited()
+        batches = 20
+        started = time.monotonic()
+        sent, _ = 0, None
+        threads_used = 2
+        per_thread = batches // threads_used
+        results = [0] * threads_used
+
+        def send_batches(i: int) -> None:
+            for _ in range(per_thread):
+                results[i] += client.batch([people[k % len(people)] for k in range(500)])
+
+        pool = [threading.Thread(target=send_batches, args=(i,)) for i in range(threads_used)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        intake_elapsed = time.monotonic() - started
+        sent = sum(results)
+        effects_done = wait_effects(total_before + sent)
+        print(
+            f"batch intake (500 per call, {threads_used} clients): {sent / intake_elapsed:8.0f} acts/s  "
+            f"({sent} acts in {intake_elapsed:.1f}s; target ≥ 2,000); both effects for all after "
+            f"{effects_done - started:.1f}s = {sent / (effects_done - started):.0f} acts/s end to end"
+        )
+        print(
+            f"\nexactness: {credited()} credits and {in_dossiers()} dossier entries for "
+            f"{intake_db.volunteer_acts.count_documents({'person_id': {'$in': people}})} recorded acts"
+        )
+    finally:
+        stack.stop_all()
+
+
+if __name__ == "__main__":
+    main()
