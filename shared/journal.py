@@ -6,25 +6,29 @@ and a unique `guard` (e.g. "<event id>@k") so a source event lands at most once 
 and however concurrently it is delivered. One insert is therefore at once the idempotency
 guard and the change itself (a running balance, say, travels in the entry).
 
-The summary (`fold` of all entries) is what reads use. It is written after the entry, under a
-per-key lock inside the process, and cached in memory. It can be behind the chain (a crash
-between the two writes, another instance appending, a stale cache): the next append then finds
-its slot taken, folds the entry it finds there and moves on, so the summary heals itself.
+The summary (`fold` of all entries) is what reads use. It is written after the entry and
+cached in memory; appends that arrive together share their database writes (group commit).
+It can be behind the chain (a crash between the two writes, another instance appending, a
+stale cache): the next append then finds its slot taken, folds the entry it finds there and
+moves on, so the summary heals itself.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from pymongo import ReplaceOne
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.locks import KeyedLocks
+from shared.group_commit import GroupCommit
 
 Summary = dict[str, Any]
 Entry = dict[str, Any]
+Append = tuple[str, str, Callable[[Summary], Entry]]
+DUPLICATE_KEY = 11000
 
 
 def slot_id(key: str, seq: int) -> str:
@@ -45,9 +49,10 @@ class Journal:
         self.summaries = summaries
         self.empty = empty
         self.fold = fold
-        self.locks = KeyedLocks()
         self._cache: OrderedDict[str, Summary] = OrderedDict()
         self._cache_size = cache_size
+        # Appends of a process go through one flusher, in batches: no two run at once here.
+        self._append = GroupCommit(self._append_batch)
 
     def ensure_indexes(self) -> None:
         self.entries.create_index("guard", unique=True, name="one_entry_per_guard")
@@ -60,34 +65,81 @@ class Journal:
 
         Returns True if appended, False if the guard shows it was appended before.
         """
-        with self.locks(key):
-            summary = self._cached(key)
-            known = summary
-            appended = False
-            while True:
-                seq = summary["seq"] + 1
-                entry = {
-                    **entry_for(summary),
-                    "_id": slot_id(key, seq),
-                    "key": key,
-                    "seq": seq,
-                    "guard": guard,
-                }
+        return self._append((key, guard, entry_for))
+
+    def _append_batch(self, items: Sequence[Append]) -> list[bool | Exception]:
+        """Append a batch in rounds holding at most one item per key, so that no entry is
+        built on another entry of the same batch whose insert might still fail."""
+        results: list[bool | Exception] = [False] * len(items)
+        rounds: list[list[int]] = []
+        taken: dict[str, int] = {}
+        for index, (key, _, _) in enumerate(items):
+            position = taken.get(key, 0)
+            taken[key] = position + 1
+            if position == len(rounds):
+                rounds.append([])
+            rounds[position].append(index)
+        for indexes in rounds:
+            self._append_round(items, indexes, results)
+        return results
+
+    def _append_round(
+        self, items: Sequence[Append], indexes: list[int], results: list[bool | Exception]
+    ) -> None:
+        entries = [self._next_entry(self._cached(items[i][0]), *items[i]) for i in indexes]
+        refused: set[int] = set()
+        try:
+            self.entries.insert_many(entries, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != DUPLICATE_KEY:
+                    raise
+                refused.add(error["index"])
+        changed: dict[str, Summary] = {}
+        for position, index in enumerate(indexes):
+            key = items[index][0]
+            if position in refused:
                 try:
-                    self.entries.insert_one(entry)
-                except DuplicateKeyError:
-                    taken = self.entries.find_one({"_id": slot_id(key, seq)})
-                    if taken is None:
-                        break  # the slot is free, so the guard refused: appended before
-                    summary = self.fold(summary, taken)  # the summary was behind; walk on
-                    continue
-                summary = self.fold(summary, entry)
-                appended = True
-                break
-            if summary is not known:
-                self.summaries.replace_one({"_id": key}, summary, upsert=True)
+                    results[index] = self._append_one(*items[index])
+                except Exception as exc:
+                    results[index] = exc
+            else:
+                changed[key] = self.fold(self._cached(key), entries[position])
+                results[index] = True
+        if changed:
+            self.summaries.bulk_write(
+                [ReplaceOne({"_id": key}, summary, upsert=True) for key, summary in changed.items()],
+                ordered=False,
+            )
+            for key, summary in changed.items():
                 self._remember(key, summary)
-            return appended
+
+    def _append_one(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> bool:
+        """The slow path, after a refused insert: walk the chain until the guard decides."""
+        summary = known = self._cached(key)
+        appended = False
+        while True:
+            entry = self._next_entry(summary, key, guard, entry_for)
+            try:
+                self.entries.insert_one(entry)
+            except DuplicateKeyError:
+                taken = self.entries.find_one({"_id": entry["_id"]})
+                if taken is None:
+                    break  # the slot is free, so the guard refused: appended before
+                summary = self.fold(summary, taken)  # the summary was behind; walk on
+                continue
+            summary = self.fold(summary, entry)
+            appended = True
+            break
+        if summary is not known:
+            self.summaries.replace_one({"_id": key}, summary, upsert=True)
+            self._remember(key, summary)
+        return appended
+
+    @staticmethod
+    def _next_entry(summary: Summary, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> Entry:
+        seq = summary["seq"] + 1
+        return {**entry_for(summary), "_id": slot_id(key, seq), "key": key, "seq": seq, "guard": guard}
 
     def _cached(self, key: str) -> Summary:
         summary = self._cache.get(key)

@@ -19,18 +19,37 @@ from pymongo.database import Database
 
 from shared.settings import get_settings
 
+_clients: dict[str, MongoClient] = {}
+
 
 def connect(service: str) -> tuple[MongoClient, Database]:
+    """The process's client (one per process, shared by the store and the outbox relay) and
+    the service's database.
+
+    The pool is small by default: with FerretDB's SQLite backend, concurrent writers to one
+    database file wait on SQLite's lock, sleeping in coarse steps, so one connection that
+    green threads take turns on is far faster. Against MongoDB, raise GRIDLINK_MONGO_POOL_SIZE.
+    """
     settings = get_settings()
-    client: MongoClient = MongoClient(
-        settings.mongo_url,
-        serverSelectionTimeoutMS=settings.mongo_timeout_ms,
-        connectTimeoutMS=settings.mongo_timeout_ms,
-        socketTimeoutMS=max(10_000, settings.mongo_timeout_ms * 4),
-        tz_aware=True,
-        appname=f"gridlink-{service}",
-    )
+    client = _clients.get(settings.mongo_url)
+    if client is None:
+        client = MongoClient(
+            settings.mongo_url,
+            maxPoolSize=settings.mongo_pool_size,
+            serverSelectionTimeoutMS=settings.mongo_timeout_ms,
+            connectTimeoutMS=settings.mongo_timeout_ms,
+            socketTimeoutMS=max(10_000, settings.mongo_timeout_ms * 4),
+            tz_aware=True,
+            appname=f"gridlink-{service}",
+        )
+        _clients[settings.mongo_url] = client
     return client, client[settings.database_name(service)]
+
+
+def disconnect() -> None:
+    for client in _clients.values():
+        client.close()
+    _clients.clear()
 
 
 class Store(Protocol):
@@ -56,8 +75,7 @@ class StoreProvider(DependencyProvider):
         self.store.ensure_indexes()
 
     def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        disconnect()
 
     def kill(self) -> None:
         self.stop()

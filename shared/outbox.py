@@ -46,6 +46,7 @@ DUPLICATE_KEY = 11000
 # A pending record older than this whose event is in no aggregate belongs to a change that was
 # never written (the writer died or the write was refused); it is dropped, never published.
 ORPHAN_GRACE = timedelta(seconds=60)
+FORGET_EVERY = 0.2  # seconds between deletes of published records while events flow
 
 
 def pending_records(
@@ -78,30 +79,28 @@ def pending_records(
 
 def insert_with_events(
     db: Database, collection: str, changes: Sequence[tuple[dict[str, Any], Sequence[Envelope]]]
-) -> tuple[list[dict[str, Any]], set[str]]:
+) -> tuple[list[dict[str, Any]], set[int]]:
     """Insert new aggregate documents, each with the events it causes, outbox-first.
 
-    Returns the outbox records written (hand them to `OutboxRelay.publish_soon`) and the ids of
-    documents that already existed (`_id` is the idempotency key; their records are withdrawn).
+    Returns the outbox records written (hand them to `OutboxRelay.publish_soon`) and the
+    positions in `changes` of documents whose `_id` existed already (`_id` is the idempotency
+    key; their records are withdrawn). Positions, not ids: two changes may share an id.
     """
     lease = get_settings().relay_lease_seconds
-    records_by_doc = {
-        document["_id"]: pending_records(
-            envelopes,
-            aggregate_collection=collection,
-            aggregate_id=document["_id"],
-            lease_seconds=lease,
+    records_at = [
+        pending_records(
+            envelopes, aggregate_collection=collection, aggregate_id=document["_id"], lease_seconds=lease
         )
         for document, envelopes in changes
-    }
-    all_records = [r for records in records_by_doc.values() for r in records]
+    ]
+    all_records = [r for records in records_at for r in records]
     if all_records:
         db[OUTBOX].insert_many(all_records, ordered=False)
     documents = [
         {**document, "events": [e.model_dump(mode="json") for e in envelopes]}
         for document, envelopes in changes
     ]
-    existing: set[str] = set()
+    existing: set[int] = set()
     try:
         db[collection].insert_many(documents, ordered=False)
     except BulkWriteError as exc:
@@ -109,13 +108,12 @@ def insert_with_events(
             if error.get("code") != DUPLICATE_KEY:
                 _withdraw(db, all_records)
                 raise
-            existing.add(documents[error["index"]]["_id"])
+            existing.add(error["index"])
     except Exception:
         _withdraw(db, all_records)
         raise
-    withdrawn = [r for doc_id in existing for r in records_by_doc[doc_id]]
-    _withdraw(db, withdrawn)
-    return [r for r in all_records if r["aggregate_id"] not in existing], existing
+    _withdraw(db, [r for index in existing for r in records_at[index]])
+    return [r for index, records in enumerate(records_at) if index not in existing for r in records], existing
 
 
 def _withdraw(db: Database, records: Sequence[dict[str, Any]]) -> None:
@@ -266,7 +264,7 @@ class OutboxRelay(DependencyProvider):
     def setup(self) -> None:
         self.settings: Settings = get_settings()
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
-        self.client, db = connect(self.service)
+        _, db = connect(self.service)
         self.outbox: Collection = db[OUTBOX]
         self.db = db
         self.queue: eventlet.queue.LightQueue = eventlet.queue.LightQueue()
@@ -274,6 +272,7 @@ class OutboxRelay(DependencyProvider):
             self.settings.amqp_uri, self.service, self.settings.publish_timeout_seconds
         )
         self.running = False
+        self.published: set[str] = set()  # published, not yet deleted from the outbox
 
     def start(self) -> None:
         self.running = True
@@ -282,7 +281,6 @@ class OutboxRelay(DependencyProvider):
     def stop(self) -> None:
         self.running = False
         self.publisher.close()
-        self.client.close()
 
     def kill(self) -> None:
         self.stop()
@@ -299,10 +297,13 @@ class OutboxRelay(DependencyProvider):
         next_sweep = 0.0
         failures = 0
         while self.running:
-            batch = self._take_batch(timeout=self.settings.relay_sweep_seconds)
+            timeout = FORGET_EVERY if self.published else self.settings.relay_sweep_seconds
+            batch = self._take_batch(timeout=timeout)
             try:
                 if batch:
-                    self._publish_and_forget(batch)
+                    self.published.update(self.publisher.publish(batch))
+                if len(self.published) >= self.settings.relay_batch_size or not batch:
+                    self._forget_published()
                 if time.monotonic() >= next_sweep:
                     self.sweep()
                     next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
@@ -329,16 +330,19 @@ class OutboxRelay(DependencyProvider):
                 break
         return batch
 
-    def _publish_and_forget(self, records: Sequence[dict[str, Any]]) -> int:
-        published = self.publisher.publish(records)
-        if published:
-            try:
-                self.outbox.delete_many({"_id": {"$in": published}})
-            except Exception:
-                # Published but not forgotten: the sweep publishes them again later, which
-                # consumers absorb. Not a reason to treat the publish as failed.
-                log.warning("could not delete %d published outbox records", len(published))
-        return len(published)
+    def _forget_published(self) -> None:
+        """Delete published records, many per call: a delete per publish would cost the
+        writers of this database a turn each time. Until deleted they are remembered here, so
+        the sweep does not publish them again."""
+        if not self.published:
+            return
+        ids = list(self.published)
+        try:
+            self.outbox.delete_many({"_id": {"$in": ids}})
+        except Exception:
+            log.warning("could not delete %d published outbox records; will retry", len(ids))
+            return
+        self.published.difference_update(ids)
 
     def _release(self, records: Sequence[dict[str, Any]]) -> None:
         """Let the sweep retry records at once instead of after their lease. They came from
@@ -369,11 +373,14 @@ class OutboxRelay(DependencyProvider):
                 }
             },
         )
-        publishable, orphans = self._split_orphans(due, now)
+        publishable, orphans = self._split_orphans([r for r in due if r["_id"] not in self.published], now)
         if orphans:
             log.warning("dropping %d outbox records of changes never written", len(orphans))
             self.outbox.delete_many({"_id": {"$in": orphans}})
-        return self._publish_and_forget(publishable)
+        published = self.publisher.publish(publishable)
+        self.published.update(published)
+        self._forget_published()
+        return len(published)
 
     def _split_orphans(
         self, records: list[dict[str, Any]], now: datetime

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     # Each service owns one database named "<prefix>_<service>"; tests use their own prefix.
     db_prefix: str = Field("gridlink", alias="GRIDLINK_DB_PREFIX")
     mongo_timeout_ms: int = Field(3000, alias="GRIDLINK_MONGO_TIMEOUT_MS")
+    # Connections per process. 1 suits FerretDB/SQLite (see shared/mongo.py); raise it for MongoDB.
+    mongo_pool_size: int = Field(1, alias="GRIDLINK_MONGO_POOL_SIZE", ge=1, le=200)
 
     # Gateway
     rpc_timeout_seconds: float = Field(5.0, alias="GRIDLINK_RPC_TIMEOUT")

@@ -40,6 +40,7 @@ TEST_ENV = {
     "GRIDLINK_MONGO_TIMEOUT_MS": "1500",
     "GATEWAY_WORKERS": "1",
     "GATEWAY_THREADS": "4",
+    "GATEWAY_ACCESS_LOG": "-",  # in .data/test/logs/gateway.log, to diagnose a failure
 }
 os.environ.update(TEST_ENV)
 

@@ -138,9 +138,7 @@ class Stack:
             [
                 str(FERRETDB),
                 "--handler=sqlite",
-                # Writers take SQLite's lock when their transaction begins, so a busy database
-                # makes them wait (busy_timeout) instead of failing with SQLITE_BUSY.
-                f"--sqlite-url=file:{data}/?_txlock=immediate",
+                f"--sqlite-url=file:{data}/",
                 f"--state-dir={data}",
                 f"--listen-addr=127.0.0.1:{port}",
                 "--telemetry=disable",
@@ -183,6 +181,10 @@ class Stack:
             wait_for(lambda s=service: self._alive(s) and service_is_healthy(s, 2), service, timeout)
         if "gateway" in self.processes:
             wait_for(lambda: port_open("127.0.0.1", self.gateway_port), "gateway", timeout)
+        # A service can answer its first health call and still fail to finish starting.
+        time.sleep(0.5)
+        for name in self.processes:
+            self._alive(name)
 
     def _alive(self, name: str) -> bool:
         process = self.processes.get(name)

@@ -125,9 +125,9 @@ class IssueIntake(HealthEntrypoints):
         records, existing = self.store.insert_acts(changes)
         self.relay.publish_soon(records)
         results = []
-        for (document, _), (_, act) in zip(changes, keyed, strict=True):
+        for index, ((document, _), (_, act)) in enumerate(zip(changes, keyed, strict=True)):
             act_id = document["_id"]
-            if act_id not in existing:
+            if index not in existing:
                 results.append({"act_id": act_id, "status": "accepted", "replayed": False})
                 continue
             earlier = self.store.act(act_id)

@@ -9,10 +9,12 @@ from pymongo.database import Database
 
 from shared.cache import RecentlyFound
 from shared.events import Envelope, OrganisationCreated, PersonRegistered
+from shared.group_commit import GroupCommit
 from shared.mongo import BaseStore
 from shared.outbox import insert_with_events
 
 ACTS = "volunteer_acts"
+Changes = Sequence[tuple[dict[str, Any], Sequence[Envelope]]]
 
 
 class IntakeStore(BaseStore):
@@ -23,6 +25,7 @@ class IntakeStore(BaseStore):
         self.people = db["people"]
         self.organisations = db["organisations"]
         self._found = RecentlyFound()
+        self._insert = GroupCommit(self._insert_batch)
 
     def person(self, person_id: str) -> dict[str, Any] | None:
         return self._found.get(f"person:{person_id}", lambda: self.people.find_one({"_id": person_id}))
@@ -46,10 +49,21 @@ class IntakeStore(BaseStore):
             {"_id": data.organisation_id}, {"$set": data.model_dump(mode="json")}, upsert=True
         )
 
-    def insert_acts(
-        self, changes: Sequence[tuple[dict[str, Any], Sequence[Envelope]]]
-    ) -> tuple[list[dict[str, Any]], set[str]]:
-        return insert_with_events(self.db, ACTS, changes)
+    def insert_acts(self, changes: Changes) -> tuple[list[dict[str, Any]], set[int]]:
+        """Insert acts with their events. Returns the outbox records written and the positions
+        in `changes` of acts recorded before (same id: same client and idempotency key).
+        Concurrent callers share one write (group commit)."""
+        return self._insert(changes)
+
+    def _insert_batch(self, callers: Sequence[Changes]) -> list[tuple[list[dict[str, Any]], set[int]]]:
+        records, existing = insert_with_events(self.db, ACTS, [c for changes in callers for c in changes])
+        results, offset = [], 0
+        for changes in callers:
+            ids = {document["_id"] for document, _ in changes}
+            mine = {i - offset for i in existing if offset <= i < offset + len(changes)}
+            results.append(([r for r in records if r["aggregate_id"] in ids], mine))
+            offset += len(changes)
+        return results
 
     def act(self, act_id: str) -> dict[str, Any] | None:
         return self.acts.find_one({"_id": act_id})

@@ -155,7 +155,8 @@ def test_a_batch_of_500_is_recorded_and_credited_once(api, cadre):
     assert [r["act_id"] for r in again] == [r["act_id"] for r in results[:10]]
     assert all(r["replayed"] for r in again)
 
-    eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json()["balance"] == 5000, timeout=60)
+    eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json().get("balance") == 5000, timeout=60)
+    assert api.get(f"/api/v1/points/accounts/{cadre}").json()["entries_total"] == 500
     eventually(lambda: api.get(f"/api/v1/cadres/{cadre}/dossier").json()["acts_total"] == 500, timeout=60)
 
 

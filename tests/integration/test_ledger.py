@@ -29,8 +29,8 @@ def ledger_db(settings):
 
 
 def store_on(settings, name: str) -> PointsStore:
-    """A store with its own client and locks, as another service process would have."""
-    store = PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[name])
+    """A store with its own client and cache, as another service process would have."""
+    store = PointsStore(MongoClient(settings.mongo_url, tz_aware=True, maxPoolSize=1)[name])
     store.ensure_indexes()
     return store
 

@@ -56,7 +56,7 @@ def test_invalid_act_stores_nothing():
 def test_reused_key_with_other_content_is_a_conflict():
     service = intake_with()
     act_id = domain.act_id_for("client-a", "k-1")
-    service.store.insert_acts.side_effect = lambda changes: ([], {act_id})
+    service.store.insert_acts.side_effect = lambda changes: ([], {0})
     service.store.act.return_value = {"_id": act_id, "fingerprint": "something else"}
     with pytest.raises(Conflict):
         service.record_volunteer_act("client-a", "k-1", ACT)
