@@ -58,9 +58,10 @@ class LedgerEntry(BaseModel):
     kind: str
     event_id: str
     act_id: str | None = None
+    act_type: str | None = None
+    hours: str | None = None
     points: int
     balance_after: int
-    rule: str
     applied_at: str
 
 
@@ -72,7 +73,7 @@ class Account(BaseModel):
 
 
 class DossierAct(BaseModel):
-    event_id: str
+    seq: int
     act_id: str
     act_type: str
     hours: str

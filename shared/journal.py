@@ -24,6 +24,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.group_commit import GroupCommit
+from shared.partitions import Partitioned
 
 Summary = dict[str, Any]
 Entry = dict[str, Any]
@@ -39,7 +40,7 @@ class Journal:
     def __init__(
         self,
         entries: Collection,
-        summaries: Collection,
+        summaries: Partitioned,
         *,
         empty: Callable[[str], Summary],
         fold: Callable[[Summary, Entry], Summary],
@@ -58,7 +59,7 @@ class Journal:
         self.entries.create_index("guard", unique=True, name="one_entry_per_guard")
 
     def summary(self, key: str) -> Summary | None:
-        return self.summaries.find_one({"_id": key})
+        return self.summaries.find_one(key)
 
     def append(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> bool:
         """Append `entry_for(summary)` to key's chain unless `guard` is there already.
@@ -106,13 +107,12 @@ class Journal:
             else:
                 changed[key] = self.fold(self._cached(key), entries[position])
                 results[index] = True
-        if changed:
-            self.summaries.bulk_write(
-                [ReplaceOne({"_id": key}, summary, upsert=True) for key, summary in changed.items()],
-                ordered=False,
+        for collection, keys in self.summaries.by_partition(changed).items():
+            self.summaries.db[collection].bulk_write(
+                [ReplaceOne({"_id": key}, changed[key], upsert=True) for key in keys], ordered=False
             )
-            for key, summary in changed.items():
-                self._remember(key, summary)
+        for key, summary in changed.items():
+            self._remember(key, summary)
 
     def _append_one(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> bool:
         """The slow path, after a refused insert: walk the chain until the guard decides."""
@@ -132,7 +132,7 @@ class Journal:
             appended = True
             break
         if summary is not known:
-            self.summaries.replace_one({"_id": key}, summary, upsert=True)
+            self.summaries.of(key).replace_one({"_id": key}, summary, upsert=True)
             self._remember(key, summary)
         return appended
 

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ import eventlet.queue
 from amqp import Message
 from kombu import Connection, Exchange, Queue
 from nameko.extensions import DependencyProvider
+from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
 DUPLICATE_KEY = 11000
+ID_CHUNK = 200  # ids per bulk write: keeps each write, and so SQLite's lock, short
 # A pending record older than this whose event is in no aggregate belongs to a change that was
 # never written (the writer died or the write was refused); it is dropped, never published.
 ORPHAN_GRACE = timedelta(seconds=60)
@@ -116,11 +118,19 @@ def insert_with_events(
     return [r for index, records in enumerate(records_at) if index not in existing for r in records], existing
 
 
+def by_id(collection: Collection, ids: Sequence[str], operation: Callable[[dict[str, str]], Any]) -> None:
+    """Apply a write to each id, in few round trips. A filter on `_id` alone is the only one
+    FerretDB hands to SQL; `{"_id": {"$in": [...]}}` would be matched in Go against every
+    document while SQLite's write lock is held."""
+    for start in range(0, len(ids), ID_CHUNK):
+        collection.bulk_write([operation({"_id": i}) for i in ids[start : start + ID_CHUNK]], ordered=False)
+
+
 def _withdraw(db: Database, records: Sequence[dict[str, Any]]) -> None:
     """Best effort: a record left behind is dropped by the sweep as an orphan."""
     if records:
         try:
-            db[OUTBOX].delete_many({"_id": {"$in": [r["_id"] for r in records]}})
+            by_id(db[OUTBOX], [r["_id"] for r in records], DeleteOne)
         except Exception:
             log.warning("could not withdraw %d outbox records; the sweep will drop them", len(records))
 
@@ -338,7 +348,7 @@ class OutboxRelay(DependencyProvider):
             return
         ids = list(self.published)
         try:
-            self.outbox.delete_many({"_id": {"$in": ids}})
+            by_id(self.outbox, ids, DeleteOne)
         except Exception:
             log.warning("could not delete %d published outbox records; will retry", len(ids))
             return
@@ -348,11 +358,9 @@ class OutboxRelay(DependencyProvider):
         """Let the sweep retry records at once instead of after their lease. They came from
         their writer after its write succeeded, so the sweep need not check their aggregate."""
         if records:
+            released = {"$set": {"lease_until": datetime.now(UTC), "written": True}}
             try:
-                self.outbox.update_many(
-                    {"_id": {"$in": [r["_id"] for r in records]}},
-                    {"$set": {"lease_until": datetime.now(UTC), "written": True}},
-                )
+                by_id(self.outbox, [r["_id"] for r in records], lambda f: UpdateOne(f, released))
             except Exception:
                 log.warning("could not release outbox records; their lease will run out")
 
@@ -364,19 +372,17 @@ class OutboxRelay(DependencyProvider):
             return 0
         # Claim them; if two relays claim the same record both publish it, which consumers
         # absorb (they apply each event id once).
-        self.outbox.update_many(
-            {"_id": {"$in": [r["_id"] for r in due]}},
-            {
-                "$set": {
-                    "lease_until": now + timedelta(seconds=self.settings.relay_lease_seconds),
-                    "relay": self.instance,
-                }
-            },
-        )
+        lease = {
+            "$set": {
+                "lease_until": now + timedelta(seconds=self.settings.relay_lease_seconds),
+                "relay": self.instance,
+            }
+        }
+        by_id(self.outbox, [r["_id"] for r in due], lambda f: UpdateOne(f, lease))
         publishable, orphans = self._split_orphans([r for r in due if r["_id"] not in self.published], now)
         if orphans:
             log.warning("dropping %d outbox records of changes never written", len(orphans))
-            self.outbox.delete_many({"_id": {"$in": orphans}})
+            by_id(self.outbox, orphans, DeleteOne)
         published = self.publisher.publish(publishable)
         self.published.update(published)
         self._forget_published()

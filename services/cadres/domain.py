@@ -8,8 +8,9 @@ from typing import Any
 
 from shared.events import Envelope, VolunteerActRecorded
 
-# How many latest acts the dossier document lists in full; totals count every act.
-RECENT_ACTS = 50
+# The dossier summary is rewritten on every act (see shared/partitions.py for what that costs
+# on FerretDB): it lists the latest acts; totals count every act and the chain keeps them all.
+RECENT_ACTS = 20
 
 
 def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datetime) -> dict[str, Any]:
@@ -31,7 +32,7 @@ def empty_dossier(person_id: str) -> dict[str, Any]:
 def with_act(dossier: dict[str, Any], act: dict[str, Any]) -> dict[str, Any]:
     """The dossier summary once `act` (the next in its chain) is added."""
     recent = [a for a in dossier["volunteer_acts"] if a["seq"] != act["seq"]]
-    slim = {k: v for k, v in act.items() if k not in ("_id", "key", "guard")}
+    slim = {k: v for k, v in act.items() if k not in ("_id", "key", "guard", "event_id")}
     return {
         "_id": dossier["_id"],
         "seq": act["seq"],

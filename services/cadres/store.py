@@ -17,6 +17,7 @@ from shared.cache import RecentlyFound
 from shared.events import PersonRegistered
 from shared.journal import Journal
 from shared.mongo import BaseStore
+from shared.partitions import Partitioned
 
 
 class CadreStore(BaseStore):
@@ -24,7 +25,7 @@ class CadreStore(BaseStore):
         super().__init__(db)
         self.people = db["people"]
         self.journal = Journal(
-            db["dossier_acts"], db["dossiers"], empty=domain.empty_dossier, fold=domain.with_act
+            db["dossier_acts"], Partitioned(db, "dossiers"), empty=domain.empty_dossier, fold=domain.with_act
         )
         self._people = RecentlyFound()
 

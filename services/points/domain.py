@@ -8,8 +8,21 @@ from typing import Any
 
 from shared.events import Envelope, VolunteerActRecorded
 
-# How many of an account's latest entries its summary document carries.
-RECENT_ENTRIES = 20
+# The account summary is rewritten on every posting (see shared/partitions.py for what that
+# costs on FerretDB): it carries a few slim latest entries; the ledger chain holds them all.
+RECENT_ENTRIES = 10
+SUMMARY_FIELDS = (
+    "seq",
+    "kind",
+    "event_id",
+    "act_id",
+    "act_type",
+    "hours",
+    "occurred_on",
+    "points",
+    "balance_after",
+    "applied_at",
+)
 
 
 def points_for_hours(hours: Decimal, points_per_hour: Decimal) -> int:
@@ -46,7 +59,7 @@ def empty_account(account_id: str) -> dict[str, Any]:
 def with_entry(account: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The account summary once `entry` (the next in its chain) is applied."""
     recent = [e for e in account["recent"] if e["seq"] != entry["seq"]]
-    slim = {k: v for k, v in entry.items() if k not in ("_id", "key", "guard")}
+    slim = {k: entry[k] for k in SUMMARY_FIELDS if k in entry}
     return {
         "_id": account["_id"],
         "seq": entry["seq"],

@@ -10,13 +10,17 @@ from pymongo.database import Database
 from services.points import domain
 from shared.journal import Journal
 from shared.mongo import BaseStore
+from shared.partitions import Partitioned
 
 
 class PointsStore(BaseStore):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.ledger = Journal(
-            db["ledger_entries"], db["accounts"], empty=domain.empty_account, fold=domain.with_entry
+            db["ledger_entries"],
+            Partitioned(db, "accounts"),
+            empty=domain.empty_account,
+            fold=domain.with_entry,
         )
 
     def ensure_indexes(self) -> None:

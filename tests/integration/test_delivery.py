@@ -22,6 +22,7 @@ from services.intake import domain
 from services.intake.store import IntakeStore
 from shared.events import VolunteerActRecorded, new_event
 from shared.outbox import EventPublisher, pending_records
+from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
 from tests.conftest import TEST_ENV, new_id
 from tests.support import eventually
@@ -50,7 +51,7 @@ def cadre(rpc, databases):
 
 
 def account(databases, person_id):
-    return databases["points_bank"].accounts.find_one({"_id": person_id}) or {"balance": 0, "seq": 0}
+    return Partitioned(databases["points_bank"], "accounts").find_one(person_id) or {"balance": 0, "seq": 0}
 
 
 def dossier_acts(databases, person_id) -> int:
