@@ -101,6 +101,16 @@ class VolunteerActRecorded(EventData):
     community_id: str
     recorded_at: datetime
 
+    def facts(self) -> dict[str, str]:
+        """The act as ledgers and dossiers record it: decimals and dates as text."""
+        return {
+            "act_id": self.act_id,
+            "act_type": self.act_type,
+            "hours": str(self.hours),
+            "occurred_on": self.occurred_on.isoformat(),
+            "community_id": self.community_id,
+        }
+
 
 ContractT = TypeVar("ContractT", bound=EventData)
 

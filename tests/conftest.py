@@ -135,3 +135,40 @@ def rpc(stack):
 
     with ClusterRpcProxy({"AMQP_URI": TEST_ENV["AMQP_URI"]}, timeout=10) as proxy:
         yield proxy
+
+
+COMMUNITY = "420391-001-001"  # 中观社区 in the demo data
+
+
+def registered(rpc, databases, person: dict) -> str:
+    """Register a person and wait until the services that keep read models know them."""
+    person_id = rpc.registry.register_person(person)["id"]
+    from tests.support import eventually
+
+    eventually(lambda: databases["issue_intake"].people.find_one({"_id": person_id}))
+    eventually(lambda: databases["cadre_evaluation"].people.find_one({"_id": person_id}))
+    return person_id
+
+
+@pytest.fixture
+def cadre(rpc, databases) -> str:
+    """A fresh cadre: an in-service party member."""
+    return registered(
+        rpc,
+        databases,
+        {
+            "person_id": new_id("cadre"),
+            "name": "测试干部",
+            "community_id": COMMUNITY,
+            "is_party_member": True,
+            "is_cadre": True,
+            "employer": "十堰经开区测试局",
+        },
+    )
+
+
+@pytest.fixture
+def resident(rpc, databases) -> str:
+    return registered(
+        rpc, databases, {"person_id": new_id("res"), "name": "测试居民", "community_id": COMMUNITY}
+    )

@@ -14,15 +14,7 @@ RECENT_ACTS = 20
 
 
 def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": envelope.id,
-        "act_id": act.act_id,
-        "act_type": act.act_type,
-        "hours": str(act.hours),
-        "occurred_on": act.occurred_on.isoformat(),
-        "community_id": act.community_id,
-        "applied_at": applied_at,
-    }
+    return {"event_id": envelope.id, **act.facts(), "applied_at": applied_at}
 
 
 def empty_dossier(person_id: str) -> dict[str, Any]:

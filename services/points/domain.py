@@ -37,11 +37,7 @@ def volunteer_act_credit(
     return {
         "kind": "volunteer_act",
         "event_id": envelope.id,
-        "act_id": act.act_id,
-        "act_type": act.act_type,
-        "hours": str(act.hours),
-        "occurred_on": act.occurred_on.isoformat(),
-        "community_id": act.community_id,
+        **act.facts(),
         "points": points_for_hours(act.hours, points_per_hour),
         "rule": f"{points_per_hour} points per hour",
         "applied_at": applied_at,

@@ -5,39 +5,10 @@ from __future__ import annotations
 import pytest
 
 from deploy.local.demo_data import PEOPLE, STREET
-from tests.conftest import new_id
+from tests.conftest import COMMUNITY, new_id
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
-
-COMMUNITY = f"{STREET}-001"
-
-
-@pytest.fixture
-def cadre(rpc, databases):
-    person = rpc.registry.register_person(
-        {
-            "person_id": new_id("cadre"),
-            "name": "测试干部",
-            "community_id": COMMUNITY,
-            "is_party_member": True,
-            "is_cadre": True,
-            "employer": "十堰经开区测试局",
-        }
-    )
-    eventually(lambda: databases["issue_intake"].people.find_one({"_id": person["id"]}))
-    eventually(lambda: databases["cadre_evaluation"].people.find_one({"_id": person["id"]}))
-    return person["id"]
-
-
-@pytest.fixture
-def resident(rpc, databases):
-    person = rpc.registry.register_person(
-        {"person_id": new_id("res"), "name": "测试居民", "community_id": COMMUNITY}
-    )
-    eventually(lambda: databases["issue_intake"].people.find_one({"_id": person["id"]}))
-    eventually(lambda: databases["cadre_evaluation"].people.find_one({"_id": person["id"]}))
-    return person["id"]
 
 
 def an_act(person_id: str, **overrides) -> dict:

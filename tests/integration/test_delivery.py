@@ -17,37 +17,16 @@ import pytest
 from amqp import Message
 from kombu import Connection
 
-from deploy.local.demo_data import STREET
 from services.intake import domain
 from services.intake.store import IntakeStore
 from shared.events import VolunteerActRecorded, new_event
 from shared.outbox import EventPublisher, pending_records
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
-from tests.conftest import TEST_ENV, new_id
+from tests.conftest import COMMUNITY, TEST_ENV, new_id
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
-
-COMMUNITY = f"{STREET}-001"
-
-
-@pytest.fixture
-def cadre(rpc, databases):
-    """A fresh cadre, known to issue intake and cadre evaluation."""
-    person = rpc.registry.register_person(
-        {
-            "person_id": new_id("cadre"),
-            "name": "测试干部",
-            "community_id": COMMUNITY,
-            "is_party_member": True,
-            "is_cadre": True,
-            "employer": "十堰经开区测试局",
-        }
-    )
-    eventually(lambda: databases["issue_intake"].people.find_one({"_id": person["id"]}))
-    eventually(lambda: databases["cadre_evaluation"].people.find_one({"_id": person["id"]}))
-    return person["id"]
 
 
 def account(databases, person_id):

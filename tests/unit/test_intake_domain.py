@@ -95,31 +95,25 @@ def test_input_errors_name_the_field(overrides, field):
     assert field in fields_of(caught.value)
 
 
+BATCH_ITEM = {
+    "person_id": "p-1",
+    "act_type": "patrol_duty",
+    "hours": "2",
+    "occurred_on": "2026-11-20",
+    "community_id": "c-1",
+    "idempotency_key": "k",
+}
+
+
 def test_batch_errors_name_item_and_field():
-    item = {
-        "person_id": "p-1",
-        "act_type": "patrol_duty",
-        "hours": "2",
-        "occurred_on": "2026-11-20",
-        "community_id": "c-1",
-        "idempotency_key": "k",
-    }
     with pytest.raises(InvalidInput) as caught:
-        validated(VolunteerActBatch, {"items": [item, {**item, "hours": "30"}]})
+        validated(VolunteerActBatch, {"items": [BATCH_ITEM, {**BATCH_ITEM, "hours": "30"}]})
     assert fields_of(caught.value) == {"items[1].hours"}
 
 
 def test_batch_holds_at_most_500_items():
-    item = {
-        "person_id": "p-1",
-        "act_type": "patrol_duty",
-        "hours": "2",
-        "occurred_on": "2026-11-20",
-        "community_id": "c-1",
-        "idempotency_key": "k",
-    }
     with pytest.raises(InvalidInput):
-        validated(VolunteerActBatch, {"items": [item] * 501})
+        validated(VolunteerActBatch, {"items": [BATCH_ITEM] * 501})
 
 
 def test_new_act_embeds_its_event():
