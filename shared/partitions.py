@@ -2,8 +2,10 @@
 
 FerretDB 1.24 (SQLite) looks up and rewrites a document by `_id` by reading every row of
 its collection, so the cost of a summary rewrite grows with all the summaries there are.
-Spread over 128 collections, each rewrite reads 1/128 of them. On MongoDB this is harmless:
-128 small collections with real indexes.
+Spread over 8 collections, each rewrite reads 1/8 of them. More partitions cost more than
+they save there: measured, every command of a database gets slower as its number of
+collections grows (a rewrite: 0.9 ms CPU with one collection, 3.7 ms with 127). On MongoDB
+this is harmless: a few small collections with real indexes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-PARTITIONS = 128
+PARTITIONS = 8
 
 
 class Partitioned:
