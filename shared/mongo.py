@@ -64,11 +64,10 @@ class StoreProvider(DependencyProvider):
     def __init__(self, service: str, store_class: type[Store]) -> None:
         self.service = service
         self.store_class = store_class
-        self.client: MongoClient | None = None
         self.store: Any = None
 
     def setup(self) -> None:
-        self.client, db = connect(self.service)
+        _, db = connect(self.service)
         self.store = self.store_class(db)
 
     def start(self) -> None:
