@@ -48,6 +48,11 @@ ID_CHUNK = 200  # ids per bulk write: keeps each write, and so SQLite's lock, sh
 # never written (the writer died or the write was refused); it is dropped, never published.
 ORPHAN_GRACE = timedelta(seconds=60)
 FORGET_EVERY = 0.2  # seconds between deletes of published records while events flow
+# Records a sweep takes at once. The sweep is the recovery path and its statements are costly
+# on FerretDB (each claimed record is rewritten with a read of the whole outbox, and records
+# whose writer died are checked against their aggregate collection); measured, a sweep of 500
+# under load ran past the socket timeout and so never finished. Small sweeps always finish.
+SWEEP_BATCH = 50
 
 
 def pending_records(
@@ -316,7 +321,10 @@ class OutboxRelay(DependencyProvider):
             batch = self._take_batch(timeout=timeout)
             try:
                 if batch:
-                    self.published.update(self.publisher.publish(batch))
+                    confirmed = set(self.publisher.publish(batch))
+                    self.published.update(confirmed)
+                    # Nacked or unroutable: back to the sweep, known to be written.
+                    self._release([r for r in batch if r["_id"] not in confirmed])
                 if len(self.published) >= self.settings.relay_batch_size or not batch:
                     self._forget_published()
                 if time.monotonic() >= next_sweep:
@@ -372,7 +380,7 @@ class OutboxRelay(DependencyProvider):
     def sweep(self) -> int:
         """Publish every record whose lease ran out. Returns how many were published."""
         now = datetime.now(UTC)
-        due = list(self.outbox.find({"lease_until": {"$lte": now}}).limit(self.settings.relay_batch_size))
+        due = list(self.outbox.find({"lease_until": {"$lte": now}}).limit(SWEEP_BATCH))
         if not due:
             return 0
         # Claim them; if two relays claim the same record both publish it, which consumers
