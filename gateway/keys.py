@@ -69,8 +69,7 @@ class ApiKeys:
 
 
 def api_keys() -> ApiKeys:
-    _, db = connect(GATEWAY)
-    return ApiKeys(db["api_keys"])
+    return ApiKeys(connect(GATEWAY)["api_keys"])
 
 
 def ensure_demo_key(saved: Path) -> str:

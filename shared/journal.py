@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -107,10 +106,7 @@ class Journal:
             else:
                 changed[key] = self.fold(self._cached(key), entries[position])
                 results[index] = True
-        for collection, keys in self.summaries.by_partition(changed).items():
-            self.summaries.db[collection].bulk_write(
-                [ReplaceOne({"_id": key}, changed[key], upsert=True) for key in keys], ordered=False
-            )
+        self.summaries.replace_many(changed)
         for key, summary in changed.items():
             self._remember(key, summary)
 
@@ -132,7 +128,7 @@ class Journal:
             appended = True
             break
         if summary is not known:
-            self.summaries.of(key).replace_one({"_id": key}, summary, upsert=True)
+            self.summaries.replace_many({key: summary})
             self._remember(key, summary)
         return appended
 

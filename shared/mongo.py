@@ -1,8 +1,10 @@
 """MongoDB access for services: one client per process, one database per service.
 
-FerretDB 1.24 (SQLite backend), the development database, shapes how the stores are written:
-- the only filter it hands to SQL is `{"_id": <string>}`; anything else is a scan in Go, so
-  hot paths touch only small collections or look documents up by `_id`;
+FerretDB 1.24 (SQLite backend), the development database, shapes how the stores are written
+(all measured here):
+- every lookup or rewrite reads the whole collection: `{"_id": <string>}` is scanned in SQL
+  (its index is not used), any other filter is matched in Go; so hot paths touch only small
+  collections, and inserts, which unique indexes keep O(log n), carry the load;
 - an update is read-modify-write without a check, so two concurrent updates of one document
   can lose one; inserts guarded by unique indexes are exact, so correctness rests on them.
 """
@@ -22,9 +24,9 @@ from shared.settings import get_settings
 _clients: dict[str, MongoClient] = {}
 
 
-def connect(service: str) -> tuple[MongoClient, Database]:
-    """The process's client (one per process, shared by the store and the outbox relay) and
-    the service's database.
+def connect(service: str) -> Database:
+    """The service's database, on the process's one client (shared by the store and the
+    outbox relay).
 
     The pool is small by default: with FerretDB's SQLite backend, concurrent writers to one
     database file wait on SQLite's lock, sleeping in coarse steps, so one connection that
@@ -43,7 +45,7 @@ def connect(service: str) -> tuple[MongoClient, Database]:
             appname=f"gridlink-{service}",
         )
         _clients[settings.mongo_url] = client
-    return client, client[settings.database_name(service)]
+    return client[settings.database_name(service)]
 
 
 def disconnect() -> None:
@@ -67,8 +69,7 @@ class StoreProvider(DependencyProvider):
         self.store: Any = None
 
     def setup(self) -> None:
-        _, db = connect(self.service)
-        self.store = self.store_class(db)
+        self.store = self.store_class(connect(self.service))
 
     def start(self) -> None:
         self.store.ensure_indexes()

@@ -284,9 +284,8 @@ class OutboxRelay(DependencyProvider):
     def setup(self) -> None:
         self.settings: Settings = get_settings()
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
-        _, db = connect(self.service)
-        self.outbox: Collection = db[OUTBOX]
-        self.db = db
+        self.db = connect(self.service)
+        self.outbox: Collection = self.db[OUTBOX]
         self.queue: eventlet.queue.LightQueue = eventlet.queue.LightQueue()
         self.publisher = EventPublisher(
             self.settings.amqp_uri, self.service, self.settings.publish_timeout_seconds
@@ -380,7 +379,11 @@ class OutboxRelay(DependencyProvider):
     def sweep(self) -> int:
         """Publish every record whose lease ran out. Returns how many were published."""
         now = datetime.now(UTC)
-        due = list(self.outbox.find({"lease_until": {"$lte": now}}).limit(SWEEP_BATCH))
+        due = [
+            record
+            for record in self.outbox.find({"lease_until": {"$lte": now}}).limit(SWEEP_BATCH)
+            if record["_id"] not in self.published  # published, only awaiting deletion
+        ]
         if not due:
             return 0
         # Claim them; if two relays claim the same record both publish it, which consumers
@@ -392,7 +395,7 @@ class OutboxRelay(DependencyProvider):
             }
         }
         by_id(self.outbox, [r["_id"] for r in due], lease)
-        publishable, orphans = self._split_orphans([r for r in due if r["_id"] not in self.published], now)
+        publishable, orphans = self._split_orphans(due, now)
         if orphans:
             log.warning("dropping %d outbox records of changes never written", len(orphans))
             by_id(self.outbox, orphans)

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -30,7 +31,7 @@ class Partitioned:
     def of(self, key: str) -> Collection:
         return self.db[f"{self.name}.p{zlib.crc32(key.encode()) % self.partitions:03d}"]
 
-    def by_partition(self, keys: Iterable[str]) -> dict[str, list[str]]:
+    def _by_partition(self, keys: Iterable[str]) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = defaultdict(list)
         for key in keys:
             grouped[self.of(key).name].append(key)
@@ -41,6 +42,13 @@ class Partitioned:
 
     def find_many(self, keys: Iterable[str]) -> list[dict[str, Any]]:
         found = []
-        for collection, some in self.by_partition(keys).items():
+        for collection, some in self._by_partition(keys).items():
             found += list(self.db[collection].find({"_id": {"$in": some}}))
         return found
+
+    def replace_many(self, documents: dict[str, dict[str, Any]]) -> None:
+        """Write documents by key (inserting missing ones), one round trip per partition."""
+        for collection, keys in self._by_partition(documents).items():
+            self.db[collection].bulk_write(
+                [ReplaceOne({"_id": key}, documents[key], upsert=True) for key in keys], ordered=False
+            )

@@ -143,9 +143,9 @@ def main() -> None:
         stack.start_all()
         load_demo_data()
         client = Client(f"http://127.0.0.1:{stack.gateway_port}", api_keys().create("bench"))
-        _, points_db = connect("points_bank")
-        _, cadre_db = connect("cadre_evaluation")
-        _, intake_db = connect("issue_intake")
+        points_db = connect("points_bank")
+        cadre_db = connect("cadre_evaluation")
+        intake_db = connect("issue_intake")
         from nameko.standalone.rpc import ClusterRpcProxy
 
         people = [f"bench-{i:03d}" for i in range(50)]
