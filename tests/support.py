@@ -1,10 +1,15 @@
-"""Helpers for tests that wait on asynchronous effects."""
+"""Helpers for tests: waiting on asynchronous effects, and events to feed consumers."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from shared.events import Envelope, VolunteerActRecorded, new_event
 
 T = TypeVar("T")
 
@@ -23,3 +28,22 @@ def eventually(probe: Callable[[], T], timeout: float = 15.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout}s: {probe}")
         time.sleep(interval)
+
+
+def act_recorded(**overrides: Any) -> VolunteerActRecorded:
+    """A recorded volunteer act (a fresh act id each time); override what the test is about."""
+    fields: dict[str, Any] = {
+        "act_id": f"va_{uuid.uuid4().hex[:12]}",
+        "person_id": "p-1",
+        "act_type": "clean_up",
+        "hours": Decimal(1),
+        "occurred_on": date(2026, 11, 20),
+        "community_id": "420391-001-001",
+        "recorded_at": datetime.now(UTC),
+    }
+    return VolunteerActRecorded(**{**fields, **overrides})
+
+
+def act_recorded_event(**overrides: Any) -> Envelope:
+    act = act_recorded(**overrides)
+    return new_event(act, subject=act.act_id)

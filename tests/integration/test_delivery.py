@@ -10,7 +10,7 @@ import json
 import signal
 import subprocess
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -19,12 +19,11 @@ from kombu import Connection
 
 from services.intake import domain
 from services.intake.store import IntakeStore
-from shared.events import VolunteerActRecorded, new_event
 from shared.outbox import EventPublisher, pending_records
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
 from tests.conftest import COMMUNITY, TEST_ENV, new_id
-from tests.support import eventually
+from tests.support import act_recorded_event, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +47,7 @@ def an_act(person_id: str, hours: str = "1") -> dict:
 
 
 def recorded_event(person_id: str, hours: str = "1"):
-    act_id = new_id("va")
-    data = VolunteerActRecorded(
-        act_id=act_id,
-        person_id=person_id,
-        act_type="clean_up",
-        hours=Decimal(hours),
-        occurred_on=date(2026, 11, 20),
-        community_id=COMMUNITY,
-        recorded_at=datetime.now(UTC),
-    )
-    return new_event(data, subject=act_id)
+    return act_recorded_event(person_id=person_id, hours=Decimal(hours), community_id=COMMUNITY)
 
 
 def test_the_same_event_delivered_many_times_credits_once(cadre, databases):

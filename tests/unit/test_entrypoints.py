@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -13,7 +12,7 @@ from services.intake import domain
 from services.intake.service import IssueIntake
 from services.points.service import PointsBank
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.events import VolunteerActRecorded, new_event
+from tests.support import act_recorded_event
 
 ACT = {
     "person_id": "p-1",
@@ -71,17 +70,8 @@ def test_batch_refuses_repeated_keys_naming_the_item():
     service.store.insert_acts.assert_not_called()
 
 
-def recorded_event(person_id="p-1", hours="1.5"):
-    act = VolunteerActRecorded(
-        act_id="va_1",
-        person_id=person_id,
-        act_type="clean_up",
-        hours=Decimal(hours),
-        occurred_on=date(2026, 11, 1),
-        community_id="c-1",
-        recorded_at=datetime.now(UTC),
-    )
-    return new_event(act, subject="va_1").model_dump(mode="json")
+def recorded_event(hours="1.5"):
+    return act_recorded_event(act_id="va_1", hours=Decimal(hours)).model_dump(mode="json")
 
 
 def test_points_bank_credits_the_person_by_the_rule():

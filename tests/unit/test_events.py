@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -22,21 +22,13 @@ from shared.events import (
     parse_event,
     routing_key,
 )
+from tests.support import act_recorded
 
 SERVICE_CLASSES = {cls.name: cls for cls in (OrganisationRegistry, IssueIntake, PointsBank, CadreEvaluation)}
 
 
-def act(**overrides) -> VolunteerActRecorded:
-    fields = dict(
-        act_id="va_1",
-        person_id="p-1",
-        act_type="patrol_duty",
-        hours=Decimal("2.25"),
-        occurred_on=date(2026, 11, 20),
-        community_id="c-1",
-        recorded_at=datetime(2026, 11, 21, 8, 0, tzinfo=UTC),
-    )
-    return VolunteerActRecorded(**{**fields, **overrides})
+def act() -> VolunteerActRecorded:
+    return act_recorded(act_id="va_1", hours=Decimal("2.25"))
 
 
 def test_envelope_carries_cloudevents_attributes_and_exact_hours():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -10,8 +10,9 @@ import pytest
 from services.points import domain as points
 from services.registry import domain as registry
 from shared.errors import InvalidInput
-from shared.events import VolunteerActRecorded, new_event
+from shared.events import new_event
 from shared.schemas import validated
+from tests.support import act_recorded
 
 
 @pytest.mark.parametrize(
@@ -30,15 +31,7 @@ def test_points_are_whole_and_half_rounds_up(hours, per_hour, expected):
 
 
 def test_credit_entry_names_its_act_and_rule():
-    act = VolunteerActRecorded(
-        act_id="va_1",
-        person_id="p-1",
-        act_type="clean_up",
-        hours=Decimal("3"),
-        occurred_on=date(2026, 11, 1),
-        community_id="c-1",
-        recorded_at=datetime(2026, 11, 1, tzinfo=UTC),
-    )
+    act = act_recorded(act_id="va_1", hours=Decimal("3"))
     envelope = new_event(act, subject="va_1")
     entry = points.volunteer_act_credit(envelope, act, Decimal(10), applied_at=datetime.now(UTC))
     assert entry["act_id"] == "va_1"
