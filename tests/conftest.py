@@ -92,26 +92,32 @@ SERVICE_DATABASES = ("registry", "issue_intake", "points_bank", "cadre_evaluatio
 
 
 @pytest.fixture(scope="session")
-def stack(settings):
-    """The whole suite running as separate processes on the real broker and database."""
-    from deploy.local.demo_data import load_demo_data
-    from deploy.local.stack import Stack, ensure_rabbitmq, ensure_vhost, free_port
-    from gateway.keys import api_keys
+def infrastructure(settings):
+    """The real broker (a fresh test vhost) and the tests' own FerretDB, started on first use."""
+    from deploy.local.stack import Stack, ensure_vhost, free_port
 
-    ensure_rabbitmq()
-    ensure_vhost(TEST_VHOST, fresh=True)
     home = ROOT / ".data" / "test"
     shutil.rmtree(home, ignore_errors=True)
     running = Stack(home=home, env=dict(TEST_ENV), gateway_port=free_port())
     try:
         running.start_infrastructure()
-        running.start_all()
-        load_demo_data()
-        running.api_key = api_keys().create("tests")
-        running.base_url = f"http://127.0.0.1:{running.gateway_port}"
+        ensure_vhost(TEST_VHOST, fresh=True)
         yield running
     finally:
         running.stop_all()
+
+
+@pytest.fixture(scope="session")
+def stack(infrastructure):
+    """The whole suite running as separate processes on the real broker and database."""
+    from deploy.local.demo_data import load_demo_data
+    from gateway.keys import api_keys
+
+    infrastructure.start_all()
+    load_demo_data()
+    infrastructure.api_key = api_keys().create("tests")
+    infrastructure.base_url = f"http://127.0.0.1:{infrastructure.gateway_port}"
+    return infrastructure
 
 
 @pytest.fixture(scope="session")

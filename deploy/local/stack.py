@@ -64,12 +64,18 @@ def rabbitmq_running() -> bool:
     return subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True).returncode == 0
 
 
+def rabbitmq_booted() -> bool:
+    command = ["rabbitmqctl", "-q", "await_startup", "--timeout", "5"]
+    return subprocess.run(command, capture_output=True).returncode == 0
+
+
 def ensure_rabbitmq() -> bool:
     """Start the machine's RabbitMQ if it is not running. Returns True if this call started it."""
     if rabbitmq_running():
         return False
     subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "await_startup", "--timeout", "120"], check=True, capture_output=True)
+    # `await_startup` fails at once while the Erlang node itself is still booting, so poll it.
+    wait_for(rabbitmq_booted, "RabbitMQ to start (see /var/log/rabbitmq/)", timeout=120, interval=1)
     return True
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def ledger_db(settings):
+def ledger_db(settings, infrastructure):
     client = MongoClient(settings.mongo_url, tz_aware=True)
     name = f"gltest_ledger_{uuid.uuid4().hex[:8]}"
     yield client, name
