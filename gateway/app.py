@@ -6,7 +6,6 @@ over RPC and maps the answer, or the failure, to HTTP.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -15,17 +14,18 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory
 from nameko.exceptions import RemoteError
-from pydantic import BaseModel
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException
 
 from gateway import responses as r
+from gateway.http import ApiError, idempotency_key, json_body
 from gateway.keys import ApiKeys, api_keys
 from gateway.openapi import OpenApi, Operation
+from gateway.registry_routes import add_registry_routes
 from gateway.rpc import RpcPool, ServiceTimeout, ServiceUnavailable
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE, POINTS_BANK, REGISTRY
-from shared.schemas import VolunteerActBatch, VolunteerActInput, validated
+from shared.schemas import VolunteerActBatch, VolunteerActInput
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("gridlink.gateway")
@@ -37,12 +37,6 @@ DATABASE_ERRORS = {
     "NetworkTimeout",
     "ConnectionFailure",
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.fields = status, code, message, fields or []
 
 
 def create_app(
@@ -86,46 +80,6 @@ def create_app(
     def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
-
-    def json_body(model: type[BaseModel]) -> Any:
-        if request.mimetype != "application/json":
-            raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-        try:
-            payload = json.loads(request.get_data(cache=False) or b"null")
-        except (ValueError, RecursionError) as exc:
-            raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise ApiError(
-                400,
-                "malformed_json",
-                "body must be a JSON object",
-                [{"field": "body", "message": "must be an object"}],
-            )
-        return validated(model, payload)
-
-    def idempotency_key() -> str:
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if not key or len(key) > 200:
-            raise ApiError(
-                400,
-                "missing_idempotency_key",
-                "an Idempotency-Key header (1 to 200 characters) is required",
-                [{"field": "Idempotency-Key", "message": "required header, 1 to 200 characters"}],
-            )
-        return key
-
-    def int_arg(name: str, default: int, low: int, high: int) -> int:
-        raw = request.args.get(name)
-        if raw is None:
-            return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            raise ApiError(
-                422,
-                "validation_error",
-                f"{name} must be a whole number from {low} to {high}",
-                [{"field": name, "message": f"whole number from {low} to {high}"}],
-            )
-        return int(raw)
 
     # --- volunteer acts ----------------------------------------------------------------
 
@@ -205,7 +159,7 @@ def create_app(
     def list_volunteer_act_types() -> Any:
         return jsonify({"items": rpc.call(ISSUE_INTAKE, "list_volunteer_act_types")})
 
-    # --- points, cadres, people --------------------------------------------------------
+    # --- points, cadres --------------------------------------------------------
 
     @route(
         Operation(
@@ -234,43 +188,7 @@ def create_app(
     def get_cadre_dossier(person_id: str) -> Any:
         return jsonify(rpc.call(CADRE_EVALUATION, "get_dossier", person_id))
 
-    @route(
-        Operation(
-            "GET",
-            "/api/v1/people",
-            "People in the registry, a page at a time",
-            r.PeoplePage,
-            errors={422: "invalid query parameter"},
-            query={
-                "community_id": ("string", "only people of this community"),
-                "offset": ("integer", "skip this many (default 0)"),
-                "limit": ("integer", "page size, 1 to 200 (default 50)"),
-            },
-            tag="Organisation registry",
-        )
-    )
-    def list_people() -> Any:
-        community = request.args.get("community_id") or None
-        page = rpc.call(
-            REGISTRY,
-            "list_people",
-            community,
-            int_arg("offset", 0, 0, 10**9),
-            int_arg("limit", 50, 1, 200),
-        )
-        return jsonify(page)
-
-    @route(
-        Operation(
-            "GET",
-            "/api/v1/organisations",
-            "The organisation tree, flat, parents first",
-            r.Organisations,
-            tag="Organisation registry",
-        )
-    )
-    def list_organisations() -> Any:
-        return jsonify(rpc.call(REGISTRY, "list_organisations"))
+    add_registry_routes(route, rpc, settings)
 
     @route(
         Operation(

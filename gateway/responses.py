@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class FieldError(BaseModel):
     field: str
     message: str
+    line: int | None = Field(None, description="ledger imports: the file line of the bad row")
 
 
 class ErrorBody(BaseModel):
@@ -82,28 +83,23 @@ class DossierAct(BaseModel):
     applied_at: str
 
 
+class DossierDualReport(BaseModel):
+    community_id: str
+    reported_on: str
+    posts: list[str]
+
+
 class Dossier(BaseModel):
     person_id: str
     name: str
     employer: str | None
+    dual_report: DossierDualReport | None = Field(description="双报到, once the cadre has reported")
     acts_total: int
     hours_total: str
     volunteer_acts: list[DossierAct]
 
 
-class Person(BaseModel):
-    id: str
-    name: str
-    community_id: str
-    is_party_member: bool
-    is_cadre: bool
-    employer: str | None
-
-
-class PeoplePage(BaseModel):
-    items: list[Person]
-    total: int
-    offset: int
+# --- organisation registry ------------------------------------------------------------------
 
 
 class Organisation(BaseModel):
@@ -112,10 +108,191 @@ class Organisation(BaseModel):
     name: str
     classification: str
     parent_id: str | None
+    founded_on: str | None
+    closed_on: str | None
+    compound_id: str | None = None
+    party_status: str | None = None
+    party_branch_id: str | None = None
+    serves_compounds: list[str] = []
+
+
+class OrganisationDetail(Organisation):
+    path: list[str]
+    children: list[str]
 
 
 class Organisations(BaseModel):
     items: list[Organisation]
+    total: int
+    offset: int
+
+
+class Place(BaseModel):
+    id: str
+    code: str
+    name: str
+    kind: str
+    parent_id: str | None
+    community_id: str | None
+    grid_id: str | None
+
+
+class Places(BaseModel):
+    items: list[Place]
+    total: int
+    offset: int
+
+
+class Membership(BaseModel):
+    id: str
+    person_id: str
+    role: str
+    organisation_id: str | None
+    place_id: str | None
+    on_behalf_of: str | None
+    start_on: str
+    end_on: str | None
+
+
+class Memberships(BaseModel):
+    items: list[Membership]
+    total: int
+    offset: int
+
+
+class Person(BaseModel):
+    id: str
+    name: str
+    community_id: str
+    household_id: str | None = None
+    is_party_member: bool
+    party_organisation_id: str | None = None
+    is_cadre: bool
+    employer: str | None
+    employer_unit_id: str | None = None
+    is_volunteer: bool = False
+    is_party_member_household: bool = False
+    is_in_service: bool = False
+    phone: str | None = Field(None, description="masked, e.g. 138****5678")
+    id_number: str | None = Field(None, description="masked, e.g. 4203**********123X")
+
+
+class PersonDetail(Person):
+    memberships: list[Membership]
+
+
+class PeoplePage(BaseModel):
+    items: list[Person]
+    total: int
+    offset: int
+
+
+class CrossAppointment(BaseModel):
+    person_id: str
+    party_posts: list[Membership]
+    committee_posts: list[Membership]
+    one_shoulder: bool = Field(description="一肩挑: secretary of the one and chair of the other")
+
+
+class CrossAppointments(BaseModel):
+    items: list[CrossAppointment]
+    total: int
+    one_shoulder: int
+
+
+class ClaimedPost(BaseModel):
+    post: str
+    claimed_on: str
+
+
+class DualReport(BaseModel):
+    id: str
+    person_id: str | None
+    unit_id: str | None
+    community_id: str
+    reported_on: str
+    commitment: str
+    posts: list[ClaimedPost]
+
+
+class ReportingMember(BaseModel):
+    person_id: str
+    name: str
+    reported_on: str | None
+
+
+class ReportingUnit(BaseModel):
+    unit_id: str
+    name: str
+    reported_on: str | None
+
+
+class DualReportStatus(BaseModel):
+    community_id: str
+    members: list[ReportingMember]
+    units: list[ReportingUnit]
+    reported: int
+    not_reported: int
+
+
+class HomeownersCommittees(BaseModel):
+    count: int
+    members: int
+    party_members: int
+    party_member_percent: str | None
+
+
+class PropertyFigures(BaseModel):
+    count: int
+    with_party_member_staff: int
+    without_party_member_staff: int
+    party_branches: int
+    by_party_status: dict[str, int]
+    party_member_staff: int
+    party_members_in_compound_branches: int
+    part_time_committee_members: int
+
+
+class Statistics(BaseModel):
+    organisation_id: str
+    on: str
+    organisations: dict[str, int]
+    homeowners_committees: HomeownersCommittees
+    compound_party_branches: int
+    functional_party_branches: int
+    building_party_groups: int
+    cross_appointed: int
+    one_shoulder: int
+    property_companies: PropertyFigures
+    dual_reports: int
+
+
+class PropertyCompany(BaseModel):
+    id: str
+    name: str
+    party_status: str
+    party_branch_id: str | None
+    red_property: bool
+    serves_compounds: list[str]
+    staff: int
+    party_member_staff: int
+    party_members_in_compound_branches: int
+
+
+class PropertyLedger(BaseModel):
+    items: list[PropertyCompany]
+    total: int
+    offset: int
+
+
+class ImportJob(BaseModel):
+    id: str
+    kind: str
+    status: str = Field(description="running, done or failed")
+    total: int
+    processed: int = Field(description="rows written or found already there")
+    unchanged: int = Field(description="rows that were there already with the same details")
+    message: str | None = None
 
 
 class Pong(BaseModel):

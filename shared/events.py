@@ -86,6 +86,82 @@ class PersonRegistered(EventData):
     employer: str | None = None
 
 
+class OrganisationMoved(EventData):
+    """The organisation, and with it its whole subtree, has a new parent."""
+
+    event_name: ClassVar[str] = "organisation.moved"
+    source_service: ClassVar[str] = REGISTRY
+
+    organisation_id: str
+    from_parent_id: str | None
+    to_parent_id: str
+
+
+class OrganisationClosed(EventData):
+    event_name: ClassVar[str] = "organisation.closed"
+    source_service: ClassVar[str] = REGISTRY
+
+    organisation_id: str
+    classification: str
+    closed_on: date
+
+
+class PersonUpdated(EventData):
+    """The person's public details after a change; `revision` orders updates of one person
+    (registration is revision 1)."""
+
+    event_name: ClassVar[str] = "person.updated"
+    source_service: ClassVar[str] = REGISTRY
+
+    person_id: str
+    revision: int
+    name: str
+    community_id: str
+    is_party_member: bool
+    is_cadre: bool
+    employer: str | None = None
+
+
+class MembershipStarted(EventData):
+    """A person took a post or joined an organisation (or is a building/unit head of a place)."""
+
+    event_name: ClassVar[str] = "membership.started"
+    source_service: ClassVar[str] = REGISTRY
+
+    membership_id: str
+    person_id: str
+    role: str
+    organisation_id: str | None
+    place_id: str | None
+    start_on: date
+    end_on: date | None
+    on_behalf_of: str | None
+
+
+class MembershipEnded(EventData):
+    event_name: ClassVar[str] = "membership.ended"
+    source_service: ClassVar[str] = REGISTRY
+
+    membership_id: str
+    person_id: str
+    role: str
+    end_on: date
+
+
+class DualReportRegistered(EventData):
+    """双报到: an in-service member or a unit reported to the community where it serves."""
+
+    event_name: ClassVar[str] = "dual_report.registered"
+    source_service: ClassVar[str] = REGISTRY
+
+    report_id: str
+    person_id: str | None
+    unit_id: str | None
+    community_id: str
+    reported_on: date
+    posts: list[str]
+
+
 # --- issue intake -----------------------------------------------------------------------
 
 
@@ -179,7 +255,11 @@ def exchange_name(source_service: str) -> str:
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(OrganisationCreated, ISSUE_INTAKE, "remember_organisation"),
     Subscription(PersonRegistered, ISSUE_INTAKE, "remember_person"),
+    Subscription(OrganisationClosed, ISSUE_INTAKE, "close_organisation"),
+    Subscription(PersonUpdated, ISSUE_INTAKE, "update_person"),
     Subscription(PersonRegistered, CADRE_EVALUATION, "remember_person"),
+    Subscription(PersonUpdated, CADRE_EVALUATION, "update_person"),
+    Subscription(DualReportRegistered, CADRE_EVALUATION, "add_dual_report_to_dossier"),
     Subscription(VolunteerActRecorded, POINTS_BANK, "credit_volunteer_act"),
     Subscription(VolunteerActRecorded, CADRE_EVALUATION, "add_act_to_dossier"),
 )
@@ -191,7 +271,13 @@ def subscriptions_from(source_service: str) -> list[Subscription]:
 
 CONTRACTS: tuple[type[EventData], ...] = (
     OrganisationCreated,
+    OrganisationMoved,
+    OrganisationClosed,
     PersonRegistered,
+    PersonUpdated,
+    MembershipStarted,
+    MembershipEnded,
+    DualReportRegistered,
     VolunteerActRecorded,
 )
 _CONTRACT_BY_TYPE = {contract.cloudevent_type(): contract for contract in CONTRACTS}

@@ -53,6 +53,7 @@ FORGET_EVERY = 0.2  # seconds between deletes of published records while events 
 # whose writer died are checked against their aggregate collection); measured, a sweep of 500
 # under load ran past the socket timeout and so never finished. Small sweeps always finish.
 SWEEP_BATCH = 50
+EVENTS_KEPT = 20  # events an updated document keeps embedded (see update_with_events)
 
 
 def pending_records(
@@ -120,6 +121,44 @@ def insert_with_events(
         raise
     _withdraw(db, [r for index in existing for r in records_at[index]])
     return [r for index, records in enumerate(records_at) if index not in existing for r in records], existing
+
+
+def update_with_events(
+    db: Database,
+    collection: str,
+    current: dict[str, Any],
+    change: dict[str, Any],
+    envelopes: Sequence[Envelope],
+) -> list[dict[str, Any]] | None:
+    """Change a versioned document read as `current`, embedding the events; outbox-first as
+    for inserts. `change` holds the new field values, `version` included.
+
+    Returns the outbox records written, or None if the document changed since it was read
+    (nothing is changed then). The document keeps its latest events only: the relay needs an
+    event there just until it is sent.
+    """
+    records = pending_records(
+        envelopes,
+        aggregate_collection=collection,
+        aggregate_id=current["_id"],
+        lease_seconds=get_settings().relay_lease_seconds,
+    )
+    db[OUTBOX].insert_many(records, ordered=False)
+    fresh = [e.model_dump(mode="json") for e in envelopes]
+    earlier = current.get("events", [])
+    kept = earlier[max(len(earlier) + len(fresh) - EVENTS_KEPT, 0) :]
+    try:
+        result = db[collection].update_one(
+            {"_id": current["_id"], "version": current["version"]},
+            {"$set": {**change, "events": kept + fresh}},
+        )
+    except Exception:
+        _withdraw(db, records)
+        raise
+    if result.matched_count == 0:
+        _withdraw(db, records)
+        return None
+    return records
 
 
 def by_id(collection: Collection, ids: Sequence[str], change: dict[str, Any] | None = None) -> None:

@@ -6,12 +6,17 @@ same variables, so an operator configures the suite in one place (`deploy/.env.e
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Publicly known, so only good for development and tests; production refuses it.
+DEVELOPMENT_PII_SECRET = "gridlink-development-only-secret"
 
 
 class Settings(BaseSettings):
@@ -45,8 +50,20 @@ class Settings(BaseSettings):
     # Points bank earning rule for volunteer acts (issue 4 makes rules per community).
     points_per_hour: Decimal = Field(Decimal(10), alias="GRIDLINK_POINTS_PER_HOUR")
 
+    # Registry: phone and ID numbers are encrypted and indexed with keys derived from this.
+    pii_secret: SecretStr = Field(SecretStr(DEVELOPMENT_PII_SECRET), alias="GRIDLINK_PII_SECRET")
+    # Rows an import or export handles; bigger files are refused with a clear error.
+    ledger_max_rows: int = Field(20_000, alias="GRIDLINK_LEDGER_MAX_ROWS")
+    ledger_max_bytes: int = Field(10_485_760, alias="GRIDLINK_LEDGER_MAX_BYTES")
+
     # The time zone that decides what "today" is for dates people enter.
     local_timezone: str = Field("Asia/Shanghai", alias="GRIDLINK_TIMEZONE")
+
+    @model_validator(mode="after")
+    def production_has_its_own_secret(self) -> Settings:
+        if self.environment == "production" and self.pii_secret.get_secret_value() == DEVELOPMENT_PII_SECRET:
+            raise ValueError("GRIDLINK_PII_SECRET must be set to a long random secret in production")
+        return self
 
     def database_name(self, service: str) -> str:
         return f"{self.db_prefix}_{service}"
@@ -55,3 +72,8 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def local_today() -> date:
+    """Today where the suite's users are (GRIDLINK_TIMEZONE), whatever the server's clock zone."""
+    return datetime.now(ZoneInfo(get_settings().local_timezone)).date()

@@ -24,7 +24,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-TEST_VHOST = "gridlink-test"
+# GRIDLINK_TEST_INSTANCE lets two test sessions run side by side (own vhost, data, database).
+INSTANCE = os.environ.get("GRIDLINK_TEST_INSTANCE", "")
+TEST_VHOST = f"gridlink-test{INSTANCE}"
 # The tests run their own FerretDB, so fault tests can stop and restart it.
 TEST_ENV = {
     "MONGO_URL": f"mongodb://127.0.0.1:{_free_port()}/",
@@ -96,7 +98,7 @@ def infrastructure(settings):
     """The real broker (a fresh test vhost) and the tests' own FerretDB, started on first use."""
     from deploy.local.stack import Stack, ensure_vhost, free_port
 
-    home = ROOT / ".data" / "test"
+    home = ROOT / ".data" / f"test{INSTANCE}"
     shutil.rmtree(home, ignore_errors=True)
     running = Stack(home=home, env=dict(TEST_ENV), gateway_port=free_port())
     try:

@@ -6,7 +6,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from shared.events import Envelope, VolunteerActRecorded
+from shared.events import (
+    DualReportRegistered,
+    Envelope,
+    PersonRegistered,
+    PersonUpdated,
+    VolunteerActRecorded,
+)
 
 # The dossier summary is rewritten on every act (see shared/partitions.py for what that costs
 # on FerretDB): it lists the latest acts; totals count every act and the chain keeps them all.
@@ -15,6 +21,26 @@ RECENT_ACTS = 20
 
 def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datetime) -> dict[str, Any]:
     return {"event_id": envelope.id, **act.facts(), "applied_at": applied_at}
+
+
+def person_facts(person_id: str, data: PersonRegistered | PersonUpdated, version: int) -> dict[str, Any]:
+    """What the dossier needs to know of a person from the registry."""
+    return {
+        "_id": person_id,
+        "name": data.name,
+        "is_cadre": data.is_cadre,
+        "employer": data.employer,
+        "community_id": data.community_id,
+        "version": version,
+    }
+
+
+def dual_report_facts(report: DualReportRegistered) -> dict[str, Any]:
+    return {
+        "community_id": report.community_id,
+        "reported_on": report.reported_on.isoformat(),
+        "posts": report.posts,
+    }
 
 
 def empty_dossier(person_id: str) -> dict[str, Any]:
@@ -33,11 +59,15 @@ def with_act(dossier: dict[str, Any], act: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def dossier_view(person: dict[str, Any], dossier: dict[str, Any]) -> dict[str, Any]:
+def dossier_view(
+    person: dict[str, Any], dossier: dict[str, Any], dual_report: dict[str, Any] | None
+) -> dict[str, Any]:
     return {
         "person_id": person["_id"],
         "name": person["name"],
         "employer": person.get("employer"),
+        # 双报到: the community the cadre reported to, when, and the service posts claimed.
+        "dual_report": dual_report,
         "acts_total": dossier["seq"],
         "hours_total": dossier["hours_total"],
         "volunteer_acts": [

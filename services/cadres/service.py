@@ -11,7 +11,14 @@ from services.cadres import domain
 from services.cadres.store import CadreStore
 from shared.consumer import consumes
 from shared.errors import DOMAIN_ERRORS, NotFound
-from shared.events import CADRE_EVALUATION, Envelope, PersonRegistered, VolunteerActRecorded
+from shared.events import (
+    CADRE_EVALUATION,
+    DualReportRegistered,
+    Envelope,
+    PersonRegistered,
+    PersonUpdated,
+    VolunteerActRecorded,
+)
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 
@@ -23,7 +30,16 @@ class CadreEvaluation(HealthEntrypoints):
 
     @consumes(PersonRegistered)
     def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
-        self.store.remember_person(data)
+        self.store.remember_person(domain.person_facts(data.person_id, data, version=1))
+
+    @consumes(PersonUpdated)
+    def update_person(self, envelope: Envelope, data: PersonUpdated) -> None:
+        self.store.remember_person(domain.person_facts(data.person_id, data, version=data.revision))
+
+    @consumes(DualReportRegistered)
+    def add_dual_report_to_dossier(self, envelope: Envelope, report: DualReportRegistered) -> None:
+        if report.person_id is not None:  # units report too; only people have dossiers
+            self.store.remember_dual_report(report.person_id, domain.dual_report_facts(report))
 
     @consumes(VolunteerActRecorded)
     def add_act_to_dossier(self, envelope: Envelope, act: VolunteerActRecorded) -> None:
@@ -38,4 +54,4 @@ class CadreEvaluation(HealthEntrypoints):
         if person is None or not person["is_cadre"]:
             raise NotFound("cadre", person_id)
         dossier = self.store.dossier(person_id) or domain.empty_dossier(person_id)
-        return domain.dossier_view(person, dossier)
+        return domain.dossier_view(person, dossier, self.store.dual_report(person_id))

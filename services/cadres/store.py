@@ -8,22 +8,25 @@ not kept (see the service).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from services.cadres import domain
 from shared.cache import RecentlyFound
-from shared.events import PersonRegistered
 from shared.journal import Journal
 from shared.mongo import BaseStore
 from shared.partitions import Partitioned
+from shared.read_models import remember_newer
 
 
 class CadreStore(BaseStore):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.people = db["people"]
+        self.dual_reports = db["dual_reports"]
         self.journal = Journal(
             db["dossier_acts"], Partitioned(db, "dossiers"), empty=domain.empty_dossier, fold=domain.with_act
         )
@@ -35,16 +38,18 @@ class CadreStore(BaseStore):
     def person(self, person_id: str) -> dict[str, Any] | None:
         return self._people.get(person_id, lambda: self.people.find_one({"_id": person_id}))
 
-    def remember_person(self, data: PersonRegistered) -> None:
-        person = {
-            "_id": data.person_id,
-            "name": data.name,
-            "is_cadre": data.is_cadre,
-            "employer": data.employer,
-            "community_id": data.community_id,
-        }
-        self.people.replace_one({"_id": data.person_id}, person, upsert=True)
-        self._people.put(data.person_id, person)
+    def remember_person(self, person: dict[str, Any]) -> None:
+        """Keep the registry's person (with its `version`) unless a newer one is here."""
+        if remember_newer(self.people, person):
+            self._people.put(person["_id"], person)
+
+    def remember_dual_report(self, person_id: str, report: dict[str, Any]) -> None:
+        """A person reports once (双报到); a redelivered event changes nothing."""
+        with suppress(DuplicateKeyError):
+            self.dual_reports.insert_one({"_id": person_id, **report})
+
+    def dual_report(self, person_id: str) -> dict[str, Any] | None:
+        return self.dual_reports.find_one({"_id": person_id}, {"_id": 0})
 
     def dossier(self, person_id: str) -> dict[str, Any] | None:
         return self.journal.summary(person_id)

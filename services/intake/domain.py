@@ -79,6 +79,13 @@ def check_volunteer_act(
                 "message": f"unknown community {act.community_id!r}",
             }
         )
+    elif community.get("closed_on") and act.occurred_on.isoformat() >= community["closed_on"]:
+        errors.append(
+            {
+                "field": f"{field_prefix}community_id",
+                "message": f"the community was closed on {community['closed_on']}",
+            }
+        )
     if errors:
         raise InvalidInput(errors)
 

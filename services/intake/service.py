@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from nameko.rpc import rpc
 
@@ -12,12 +11,19 @@ from services.intake import domain
 from services.intake.store import IntakeStore
 from shared.consumer import consumes
 from shared.errors import DOMAIN_ERRORS, Conflict, InvalidInput, NotFound
-from shared.events import ISSUE_INTAKE, Envelope, OrganisationCreated, PersonRegistered
+from shared.events import (
+    ISSUE_INTAKE,
+    Envelope,
+    OrganisationClosed,
+    OrganisationCreated,
+    PersonRegistered,
+    PersonUpdated,
+)
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.outbox import OutboxRelay
 from shared.schemas import VolunteerActBatch, VolunteerActInput, validated
-from shared.settings import get_settings
+from shared.settings import local_today
 
 
 class IssueIntake(HealthEntrypoints):
@@ -82,17 +88,25 @@ class IssueIntake(HealthEntrypoints):
 
     @consumes(PersonRegistered)
     def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
-        self.store.remember_person(data)
+        self.store.remember_person({"_id": data.person_id, **data.model_dump(mode="json"), "version": 1})
+
+    @consumes(PersonUpdated)
+    def update_person(self, envelope: Envelope, data: PersonUpdated) -> None:
+        facts = data.model_dump(mode="json", exclude={"revision"})
+        self.store.remember_person({"_id": data.person_id, **facts, "version": data.revision})
 
     @consumes(OrganisationCreated)
     def remember_organisation(self, envelope: Envelope, data: OrganisationCreated) -> None:
         self.store.remember_organisation(data)
 
+    @consumes(OrganisationClosed)
+    def close_organisation(self, envelope: Envelope, data: OrganisationClosed) -> None:
+        self.store.close_organisation(data.organisation_id, data.closed_on.isoformat())
+
     def _record(
         self, client_id: str, keyed: list[tuple[str, VolunteerActInput]], *, batch: bool
     ) -> list[dict[str, Any]]:
-        settings = get_settings()
-        today = datetime.now(ZoneInfo(settings.local_timezone)).date()
+        today = local_today()
         if batch:
             people = self.store.people_by_id(act.person_id for _, act in keyed)
             communities = self.store.organisations_by_id(act.community_id for _, act in keyed)

@@ -8,10 +8,11 @@ from typing import Any
 from pymongo.database import Database
 
 from shared.cache import RecentlyFound
-from shared.events import Envelope, OrganisationCreated, PersonRegistered
+from shared.events import Envelope, OrganisationCreated
 from shared.group_commit import GroupCommit
 from shared.mongo import BaseStore
 from shared.outbox import insert_with_events
+from shared.read_models import remember_newer
 
 ACTS = "volunteer_acts"
 Changes = Sequence[tuple[dict[str, Any], Sequence[Envelope]]]
@@ -41,13 +42,20 @@ class IntakeStore(BaseStore):
     def organisations_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return {o["_id"]: o for o in self.organisations.find({"_id": {"$in": sorted(set(ids))}})}
 
-    def remember_person(self, data: PersonRegistered) -> None:
-        self.people.update_one({"_id": data.person_id}, {"$set": data.model_dump(mode="json")}, upsert=True)
+    def remember_person(self, person: dict[str, Any]) -> None:
+        """Keep the registry's person (with its `version`) unless a newer one is here."""
+        if remember_newer(self.people, person):
+            self._found.put(f"person:{person['_id']}", person)
 
     def remember_organisation(self, data: OrganisationCreated) -> None:
         self.organisations.update_one(
             {"_id": data.organisation_id}, {"$set": data.model_dump(mode="json")}, upsert=True
         )
+
+    def close_organisation(self, organisation_id: str, closed_on: str) -> None:
+        key = {"_id": organisation_id}
+        self.organisations.update_one(key, {"$set": {"closed_on": closed_on}}, upsert=True)
+        self._found.put(f"organisation:{organisation_id}", self.organisations.find_one(key))
 
     def insert_acts(self, changes: Changes) -> tuple[list[dict[str, Any]], set[int]]:
         """Insert acts with their events. Returns the outbox records written and the positions

@@ -1,48 +1,113 @@
-"""Organisation registry persistence: the only module of this service that talks to MongoDB."""
+"""Organisation registry persistence: the only module of this service that talks to MongoDB.
+
+The tree, the places and the people of a district are thousands of documents, so rules that
+need the whole tree read it whole (FerretDB scans a collection for any filter anyway).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from shared.events import Envelope
 from shared.mongo import BaseStore
-from shared.outbox import insert_with_events
+from shared.outbox import insert_with_events, update_with_events
 
 ORGANISATIONS = "organisations"
+PLACES = "places"
 PEOPLE = "people"
+MEMBERSHIPS = "memberships"
+DUAL_REPORTS = "dual_reports"
+POST_CLAIMS = "post_claims"
+IMPORTS = "imports"
+WITHOUT_EVENTS = {"events": 0}
+
+Document = dict[str, Any]
 
 
 class RegistryStore(BaseStore):
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        self.organisations = db[ORGANISATIONS]
-        self.people = db[PEOPLE]
+    def ensure_indexes(self) -> None:
+        self.db[PEOPLE].create_index("community_id")
+        self.db[PEOPLE].create_index("phone.index")
+        self.db[PEOPLE].create_index("id_number.index")
+        self.db[MEMBERSHIPS].create_index("chain")
+        self.db[MEMBERSHIPS].create_index("membership_id", unique=True)
+        self.db[MEMBERSHIPS].create_index("person_id")
 
-    def organisation(self, organisation_id: str) -> dict[str, Any] | None:
-        return self.document(ORGANISATIONS, organisation_id)
+    # --- reads ------------------------------------------------------------------------------
 
-    def person(self, person_id: str) -> dict[str, Any] | None:
-        return self.document(PEOPLE, person_id)
-
-    def document(self, collection: str, document_id: str) -> dict[str, Any] | None:
+    def document(self, collection: str, document_id: str) -> Document | None:
         return self.db[collection].find_one({"_id": document_id})
 
+    def all(self, collection: str, query: dict[str, Any] | None = None) -> dict[str, Document]:
+        return {d["_id"]: d for d in self.db[collection].find(query or {}, WITHOUT_EVENTS)}
+
+    def tree(self) -> dict[str, Document]:
+        return self.all(ORGANISATIONS)
+
+    def places(self) -> dict[str, Document]:
+        return self.all(PLACES)
+
+    def people_page(self, query: dict[str, Any], offset: int, limit: int) -> tuple[list[Document], int]:
+        people = self.db[PEOPLE]
+        total = people.count_documents(query)
+        found = people.find(query, WITHOUT_EVENTS).sort("_id", 1).skip(offset).limit(limit)
+        return list(found), total
+
+    def people_by_number(self, kind: str, index: str) -> list[Document]:
+        return list(self.db[PEOPLE].find({f"{kind}.index": index}, WITHOUT_EVENTS).sort("_id", 1))
+
+    def chain(self, key: str) -> list[Document]:
+        return list(self.db[MEMBERSHIPS].find({"chain": key}))
+
+    def tenure(self, membership_id: str) -> Document | None:
+        return self.db[MEMBERSHIPS].find_one({"membership_id": membership_id})
+
+    def tenures(self, query: dict[str, Any] | None = None) -> list[Document]:
+        return list(self.db[MEMBERSHIPS].find(query or {}, WITHOUT_EVENTS))
+
+    def claims(self, report_ids: Iterable[str]) -> list[Document]:
+        return list(self.db[POST_CLAIMS].find({"report_id": {"$in": sorted(set(report_ids))}}))
+
+    # --- writes -----------------------------------------------------------------------------
+
     def insert(
-        self, collection: str, document: dict[str, Any], events: Sequence[Envelope]
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """Insert a new document with its events; returns (outbox records, already existed)."""
+        self, collection: str, document: Document, events: Sequence[Envelope]
+    ) -> list[Document] | None:
+        """Insert a new document with its events: the outbox records, or None if its `_id` is taken."""
         records, existing = insert_with_events(self.db, collection, [(document, events)])
-        return records, bool(existing)
+        return None if existing else records
 
-    def list_people(
-        self, community_id: str | None, offset: int, limit: int
-    ) -> tuple[list[dict[str, Any]], int]:
-        query = {"community_id": community_id} if community_id else {}
-        total = self.people.count_documents(query)
-        return list(self.people.find(query).sort("_id", 1).skip(offset).limit(limit)), total
+    def insert_many(
+        self, collection: str, changes: Sequence[tuple[Document, Sequence[Envelope]]]
+    ) -> tuple[list[Document], set[int]]:
+        return insert_with_events(self.db, collection, changes)
 
-    def list_organisations(self) -> list[dict[str, Any]]:
-        return list(self.organisations.find({}).sort("_id", 1))
+    def insert_plain(self, collection: str, document: Document) -> bool:
+        """Insert a document that causes no event; False if its `_id` is taken."""
+        try:
+            self.db[collection].insert_one(document)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def insert_plain_many(self, collection: str, documents: list[Document]) -> None:
+        if documents:
+            self.db[collection].insert_many(documents, ordered=False)
+
+    def update(
+        self, collection: str, current: Document, change: Document, events: Sequence[Envelope]
+    ) -> list[Document] | None:
+        """Change a document read as `current`; None if it changed meanwhile (nothing done)."""
+        return update_with_events(self.db, collection, current, change, events)
+
+    # --- imports ----------------------------------------------------------------------------
+
+    def start_import(self, job: Document) -> None:
+        self.db[IMPORTS].insert_one({**job, "started_at": datetime.now(UTC)})
+
+    def import_progress(self, job_id: str, change: Document) -> None:
+        self.db[IMPORTS].update_one({"_id": job_id}, {"$set": {**change, "updated_at": datetime.now(UTC)}})

@@ -6,6 +6,7 @@ service validates again, because RPC callers other than the gateway exist (tests
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import InvalidInput
 
+CROSS_FIELD_MESSAGE = re.compile(r"^Value error, (?P<field>[a-z_]+): (?P<message>.+)$", re.DOTALL)
 Identifier = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
@@ -47,10 +49,15 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]
     """pydantic errors as [{"field": "items[3].hours", "message": ...}]."""
     errors = []
     for error in exc.errors(include_url=False):
+        location, message = list(error["loc"]), error["msg"]
+        # A rule across fields (model validator) names its field: ValueError("end_on: ...").
+        named = CROSS_FIELD_MESSAGE.match(message)
+        if named:
+            location, message = [*location, named["field"]], named["message"]
         path = prefix
-        for part in error["loc"]:
+        for part in location:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        errors.append({"field": path or "body", "message": error["msg"]})
+        errors.append({"field": path or "body", "message": message})
     return errors
 
 

@@ -1,0 +1,476 @@
+"""The organisation registry under /api/v1: the tree, places, people, posts, 双报到, ledgers.
+
+Lists take `offset`/`limit` and most take `within` (an organisation code: only its subtree).
+Phone and ID numbers are searched with POST bodies, never query strings, so they stay out of
+URLs and access logs.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from gateway import responses as r
+from gateway.http import ApiError, bool_arg, choice_arg, date_arg, int_arg, json_body
+from gateway.openapi import Operation
+from gateway.rpc import RpcPool
+from shared.events import REGISTRY
+from shared.schemas.registry import (
+    Classification,
+    MembershipEnd,
+    NewDualReport,
+    NewMembership,
+    NewOrganisation,
+    NewPerson,
+    NewPlace,
+    OrganisationClosure,
+    OrganisationMove,
+    PersonDetails,
+    PersonSearch,
+    PlaceKind,
+    PostClaim,
+)
+from shared.settings import Settings
+
+TAG = "Organisation registry"
+LEDGER_KINDS = ["organisations", "places", "people", "memberships"]
+FILE_TYPES = {
+    "csv": "text/csv",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+PAGE = {
+    "offset": ("integer", "skip this many (default 0)"),
+    "limit": ("integer", "page size, 1 to 1000 (default 200)"),
+}
+WITHIN = {"within": ("string", "an organisation code: only its subtree")}
+ON = {"on": ("string", "a date, YYYY-MM-DD (default today)")}
+Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
+
+
+def paging() -> tuple[int, int]:
+    return int_arg("offset", 0, 0, 10**9), int_arg("limit", 200, 1, 1000)
+
+
+def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
+    def call(method: str, *args: Any) -> Any:
+        return rpc.call(REGISTRY, method, *args)
+
+    # --- organisations ------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/organisations",
+            "The organisation tree, flat, parents first",
+            r.Organisations,
+            query={
+                **WITHIN,
+                "classification": ("string", "only this classification"),
+                "include_closed": ("boolean", "list closed organisations too"),
+                **PAGE,
+            },
+            errors={404: "unknown `within` organisation", 422: "invalid query parameter"},
+            tag=TAG,
+        )
+    )
+    def list_organisations() -> Any:
+        classification = choice_arg("classification", [c.value for c in Classification])
+        offset, limit = paging()
+        within = request.args.get("within")
+        return jsonify(
+            call("list_organisations", within, classification, bool_arg("include_closed"), offset, limit)
+        )
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/organisations",
+            "Register an organisation (registering the same one again changes nothing)",
+            r.Organisation,
+            status=201,
+            request=NewOrganisation,
+            errors={409: "the code is registered with other details", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def register_organisation() -> Any:
+        new = json_body(NewOrganisation)
+        return jsonify(call("register_organisation", new.model_dump(mode="json", exclude_unset=True))), 201
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/organisations/<code>",
+            "One organisation, with its path from the street and its children",
+            r.OrganisationDetail,
+            errors={404: "unknown organisation"},
+            tag=TAG,
+        )
+    )
+    def get_organisation(code: str) -> Any:
+        return jsonify(call("get_organisation", code))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/organisations/<code>:move",
+            "Move an organisation, and its subtree, under a new parent",
+            r.Organisation,
+            request=OrganisationMove,
+            errors={404: "unknown organisation", 409: "closed", 422: "a cycle or a parent of the wrong kind"},
+            tag=TAG,
+        )
+    )
+    def move_organisation(code: str) -> Any:
+        return jsonify(call("move_organisation", code, json_body(OrganisationMove).model_dump(mode="json")))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/organisations/<code>:close",
+            "Close an organisation (its children must be closed or moved first)",
+            r.Organisation,
+            request=OrganisationClosure,
+            errors={
+                404: "unknown organisation",
+                409: "already closed, or open children",
+                422: "invalid date",
+            },
+            tag=TAG,
+        )
+    )
+    def close_organisation(code: str) -> Any:
+        return jsonify(
+            call("close_organisation", code, json_body(OrganisationClosure).model_dump(mode="json"))
+        )
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/organisations/<code>/statistics",
+            "Figures for the subtree: organisations, 业委会 party share, 交叉任职, property companies",
+            r.Statistics,
+            query=ON,
+            errors={404: "unknown organisation", 422: "invalid date"},
+            tag=TAG,
+        )
+    )
+    def organisation_statistics(code: str) -> Any:
+        return jsonify(call("organisation_statistics", code, date_arg("on")))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/organisations/<code>/memberships",
+            "Who held which post here: the whole history, or on one day",
+            r.Memberships,
+            query={"on": ("string", "a date, YYYY-MM-DD: only posts held that day")},
+            errors={422: "invalid date"},
+            tag=TAG,
+        )
+    )
+    def organisation_memberships(code: str) -> Any:
+        return jsonify(call("list_memberships", code, None, date_arg("on")))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/cross-appointments",
+            "交叉任职: people on a party committee and a residents' or homeowners' committee at once",
+            r.CrossAppointments,
+            query={**WITHIN, **ON},
+            errors={404: "unknown `within` organisation", 422: "invalid date"},
+            tag=TAG,
+        )
+    )
+    def cross_appointments() -> Any:
+        return jsonify(call("cross_appointments", request.args.get("within"), date_arg("on")))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/property-companies",
+            "The property-company ledger (物业企业台账): party organisation and party-member staff",
+            r.PropertyLedger,
+            query=WITHIN,
+            errors={404: "unknown `within` organisation"},
+            tag=TAG,
+        )
+    )
+    def property_company_ledger() -> Any:
+        return jsonify(call("property_company_ledger", request.args.get("within")))
+
+    # --- places -------------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/places",
+            "Compounds, buildings, units and households",
+            r.Places,
+            query={**WITHIN, "kind": ("string", "compound, building, unit or household"), **PAGE},
+            errors={404: "unknown `within` organisation", 422: "invalid query parameter"},
+            tag=TAG,
+        )
+    )
+    def list_places() -> Any:
+        kind = choice_arg("kind", [k.value for k in PlaceKind])
+        offset, limit = paging()
+        return jsonify(call("list_places", request.args.get("within"), kind, offset, limit))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/places",
+            "Register a compound, building, unit or household",
+            r.Place,
+            status=201,
+            request=NewPlace,
+            errors={409: "the code is registered with other details", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def register_place() -> Any:
+        new = json_body(NewPlace)
+        return jsonify(call("register_place", new.model_dump(mode="json", exclude_unset=True))), 201
+
+    @route(
+        Operation(
+            "GET", "/api/v1/places/<code>", "One place", r.Place, errors={404: "unknown place"}, tag=TAG
+        )
+    )
+    def get_place(code: str) -> Any:
+        return jsonify(call("get_place", code))
+
+    # --- people -------------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/people",
+            "People in the registry, a page at a time",
+            r.PeoplePage,
+            query={
+                "community_id": ("string", "only people of this community"),
+                **WITHIN,
+                "party_members": ("boolean", "only party members"),
+                "in_service": ("boolean", "only in-service party members (在职党员)"),
+                "offset": ("integer", "skip this many (default 0)"),
+                "limit": ("integer", "page size, 1 to 200 (default 50)"),
+            },
+            errors={404: "unknown `within` organisation", 422: "invalid query parameter"},
+            tag=TAG,
+        )
+    )
+    def list_people() -> Any:
+        page = call(
+            "list_people",
+            request.args.get("community_id") or None,
+            int_arg("offset", 0, 0, 10**9),
+            int_arg("limit", 50, 1, 200),
+            request.args.get("within") or None,
+            bool_arg("party_members"),
+            bool_arg("in_service"),
+        )
+        return jsonify(page)
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/people",
+            "Register a person; phone and ID numbers are stored encrypted and shown masked",
+            r.Person,
+            status=201,
+            request=NewPerson,
+            errors={409: "the person id is registered with other details", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def register_person() -> Any:
+        new = json_body(NewPerson)
+        return jsonify(call("register_person", new.model_dump(mode="json", exclude_unset=True))), 201
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/people:search",
+            "Find people by phone or ID number (in the body, so numbers stay out of URLs and logs)",
+            r.PeoplePage,
+            request=PersonSearch,
+            errors={422: "give exactly one well-formed number"},
+            tag=TAG,
+        )
+    )
+    def find_people() -> Any:
+        return jsonify(
+            call("find_people", json_body(PersonSearch).model_dump(mode="json", exclude_none=True))
+        )
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/people/<person_id>",
+            "One person with every post they held",
+            r.PersonDetail,
+            errors={404: "unknown person"},
+            tag=TAG,
+        )
+    )
+    def get_person(person_id: str) -> Any:
+        return jsonify(call("get_person", person_id))
+
+    @route(
+        Operation(
+            "PATCH",
+            "/api/v1/people/<person_id>",
+            "Change a person's details; fields left out stay as they are",
+            r.Person,
+            request=PersonDetails,
+            errors={404: "unknown person", 409: "changed meanwhile; read and retry", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def update_person(person_id: str) -> Any:
+        details = json_body(PersonDetails)
+        return jsonify(call("update_person", person_id, details.model_dump(mode="json", exclude_unset=True)))
+
+    # --- memberships ----------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/memberships",
+            "A person takes a post (a successor ends the open tenure of a one-holder post)",
+            r.Membership,
+            status=201,
+            request=NewMembership,
+            errors={409: "overlaps an existing tenure of the post", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def start_membership() -> Any:
+        return jsonify(call("start_membership", json_body(NewMembership).model_dump(mode="json"))), 201
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/memberships/<membership_id>:end",
+            "End a membership",
+            r.Membership,
+            request=MembershipEnd,
+            errors={404: "unknown membership", 409: "already ended", 422: "invalid date"},
+            tag=TAG,
+        )
+    )
+    def end_membership(membership_id: str) -> Any:
+        return jsonify(
+            call("end_membership", membership_id, json_body(MembershipEnd).model_dump(mode="json"))
+        )
+
+    # --- 双报到 -------------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/dual-reports",
+            "双报到: an in-service member or a unit reports to a community and signs a commitment",
+            r.DualReport,
+            status=201,
+            request=NewDualReport,
+            errors={409: "reported already", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def register_dual_report() -> Any:
+        return jsonify(call("register_dual_report", json_body(NewDualReport).model_dump(mode="json"))), 201
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/dual-reports/<report_id>/claims",
+            "Claim a service post (认领服务岗位); claiming it again changes nothing",
+            r.DualReport,
+            request=PostClaim,
+            errors={404: "unknown report", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def claim_service_post(report_id: str) -> Any:
+        return jsonify(call("claim_service_post", report_id, json_body(PostClaim).model_dump(mode="json")))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/communities/<community_id>/dual-reports",
+            "Who of the community's in-service members and co-building units has reported, who not",
+            r.DualReportStatus,
+            errors={404: "unknown community"},
+            tag=TAG,
+        )
+    )
+    def dual_report_status(community_id: str) -> Any:
+        return jsonify(call("dual_report_status", community_id))
+
+    # --- ledgers (台账) ------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/registry/imports/<kind>",
+            "Import a ledger (a CSV or .xlsx body); every row is checked before any is written",
+            r.ImportJob,
+            status=202,
+            errors={
+                415: "send text/csv or an .xlsx file",
+                422: "bad rows, each named by line and field; nothing was written",
+            },
+            tag=TAG,
+        )
+    )
+    def import_ledger(kind: str) -> Any:
+        if kind not in LEDGER_KINDS:
+            raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
+        file_format = next((f for f, mime in FILE_TYPES.items() if request.mimetype == mime), None)
+        if file_format is None:
+            raise ApiError(415, "unsupported_media_type", f"send one of {', '.join(FILE_TYPES.values())}")
+        request.max_content_length = settings.ledger_max_bytes  # ledgers are bigger than API calls
+        content = base64.b64encode(request.get_data(cache=False)).decode()
+        return jsonify(call("start_import", kind, file_format, content)), 202
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/registry/imports/<import_id>",
+            "An import's progress: rows written of the total",
+            r.ImportJob,
+            errors={404: "unknown import"},
+            tag=TAG,
+        )
+    )
+    def get_import(import_id: str) -> Any:
+        return jsonify(call("get_import", import_id))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/registry/exports/<kind>",
+            "Export a ledger as CSV or Excel (numbers masked)",
+            None,
+            query={"format": ("string", "csv (default) or xlsx"), **WITHIN},
+            errors={404: "unknown ledger or `within` organisation", 422: "invalid format"},
+            tag=TAG,
+        )
+    )
+    def export_ledger(kind: str) -> Any:
+        if kind not in LEDGER_KINDS:
+            raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
+        file_format = choice_arg("format", list(FILE_TYPES)) or "csv"
+        exported = call("export_ledger", kind, file_format, request.args.get("within"))
+        return Response(
+            base64.b64decode(exported["content"]),
+            mimetype=FILE_TYPES[file_format],
+            headers={"Content-Disposition": f'attachment; filename="{exported["filename"]}"'},
+        )

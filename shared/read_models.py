@@ -1,0 +1,28 @@
+"""Read models that services keep of another service's records, fed by its events.
+
+Updates of one record can arrive out of order (a `person.registered` and a `person.updated`
+travel on different queues), so each copy keeps the `version` it was built from and an older
+version never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+
+def remember_newer(collection: Collection, document: dict[str, Any]) -> bool:
+    """Store `document` (with `_id` and `version`) unless a newer version is there already."""
+    stored = collection.find_one({"_id": document["_id"]}, {"version": 1})
+    if stored is not None and stored.get("version", 1) >= document["version"]:
+        return False
+    if stored is None:
+        try:
+            collection.insert_one(document)
+            return True
+        except DuplicateKeyError:  # another delivery inserted it meanwhile: compare again
+            return remember_newer(collection, document)
+    collection.replace_one({"_id": document["_id"], "version": stored.get("version", 1)}, document)
+    return True
