@@ -7,10 +7,12 @@ changes nothing: the registry treats a repeated registration as a no-op.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from shared.errors import Conflict
 from shared.settings import get_settings
 
 STREET = "420391-001"
@@ -92,12 +94,149 @@ def people() -> list[dict[str, Any]]:
     ]
 
 
+# 中观社区 in more detail (seed 000): its 五鼎小区 with a compound branch, a 业委会, a red
+# property company, cross-appointed members and 双报到.
+ZG = f"{STREET}-001"
+COMPOUND = f"{ZG}-P01"
+
+
+def governance() -> list[dict[str, Any]]:
+    return [
+        {
+            "code": f"{ZG}-JWH",
+            "name": "中观社区居委会",
+            "classification": "residents_committee",
+            "parent_id": ZG,
+        },
+        {
+            "code": f"{ZG}-XQ01",
+            "name": "五鼎小区党支部",
+            "classification": "compound_party_branch",
+            "parent_id": ZG,
+            "compound_id": COMPOUND,
+        },
+        {
+            "code": f"{ZG}-YWH01",
+            "name": "五鼎小区业主委员会",
+            "classification": "homeowners_committee",
+            "parent_id": ZG,
+            "compound_id": COMPOUND,
+        },
+        {
+            "code": f"{STREET}-WYDZB01",
+            "name": "红枫物业党支部",
+            "classification": "property_party_branch",
+            "parent_id": STREET,
+        },
+        {
+            "code": f"{STREET}-WY01",
+            "name": "十堰红枫物业服务有限公司",
+            "classification": "property_company",
+            "parent_id": STREET,
+            "party_status": "own_branch",
+            "party_branch_id": f"{STREET}-WYDZB01",
+            "serves_compounds": [COMPOUND],
+        },
+        {
+            "code": f"{ZG}-GJ01",
+            "name": "十堰经开区住建局",
+            "classification": "co_building_unit",
+            "parent_id": ZG,
+        },
+    ]
+
+
+def places() -> list[dict[str, Any]]:
+    found = [{"code": COMPOUND, "name": "五鼎小区", "kind": "compound", "community_id": ZG}]
+    for number, grid in ((1, "01"), (2, "02")):
+        building = f"{COMPOUND}-{number}"
+        found.append(
+            {
+                "code": building,
+                "name": f"{number}栋",
+                "kind": "building",
+                "parent_id": COMPOUND,
+                "grid_id": f"{ZG}-{grid}",
+            }
+        )
+        found.append({"code": f"{building}-1", "name": "1单元", "kind": "unit", "parent_id": building})
+        found.append(
+            {"code": f"{building}-1-101", "name": "101室", "kind": "household", "parent_id": f"{building}-1"}
+        )
+    return found
+
+
+def extra_people() -> list[dict[str, Any]]:
+    return [
+        {
+            "person_id": "p-zg-007",
+            "name": "马强",
+            "community_id": ZG,
+            "is_party_member": True,
+            "party_organisation_id": f"{ZG}-XQ01",
+            "employer_unit_id": f"{STREET}-WY01",
+            "phone": "13800000007",
+        }
+    ]
+
+
+def memberships() -> list[dict[str, Any]]:
+    since = "2021-03-01"
+    branch, committee = f"{ZG}-XQ01", f"{ZG}-YWH01"
+    return [
+        {"person_id": "p-zg-003", "role": "secretary", "organisation_id": branch, "start_on": since},
+        {"person_id": "p-zg-003", "role": "chair", "organisation_id": committee, "start_on": since},  # 一肩挑
+        {"person_id": "p-zg-006", "role": "committee_member", "organisation_id": branch, "start_on": since},
+        {"person_id": "p-zg-006", "role": "member", "organisation_id": committee, "start_on": since},
+        {"person_id": "p-zg-004", "role": "member", "organisation_id": committee, "start_on": since},
+        {
+            "person_id": "p-zg-007",
+            "role": "part_time_committee_member",
+            "organisation_id": branch,
+            "start_on": since,
+            "on_behalf_of": f"{STREET}-WY01",
+        },
+        {"person_id": "p-zg-005", "role": "building_head", "place_id": f"{COMPOUND}-1", "start_on": since},
+    ]
+
+
+def dual_reports() -> list[dict[str, Any]]:
+    return [
+        {
+            "person_id": "p-zg-001",
+            "community_id": ZG,
+            "reported_on": "2024-03-01",
+            "commitment": "每月到社区参加一次志愿服务，认领治安巡逻岗",
+            "posts": ["patrol", "policy_publicity"],
+        },
+        {
+            "unit_id": f"{ZG}-GJ01",
+            "community_id": ZG,
+            "reported_on": "2024-03-05",
+            "commitment": "结对共建，每季度开展一次环境整治",
+            "posts": ["environment"],
+        },
+    ]
+
+
 def load_demo_data() -> None:
     with ClusterRpcProxy({"AMQP_URI": get_settings().amqp_uri}, timeout=30) as rpc:
+        registry = rpc.registry
         for organisation in organisations():
-            rpc.registry.register_organisation(organisation)
-        for person in people():
-            rpc.registry.register_person(person)
+            registry.register_organisation(organisation)
+        for place in places():
+            registry.register_place(place)
+        for organisation in governance():
+            registry.register_organisation(organisation)
+        for person in people() + extra_people():
+            registry.register_person(person)
+        # Posts and reports answer 409 once they are there: loading again changes nothing.
+        for membership in memberships():
+            with suppress(Conflict):
+                registry.start_membership(membership)
+        for report in dual_reports():
+            with suppress(Conflict):
+                registry.register_dual_report(report)
 
 
 if __name__ == "__main__":
