@@ -42,8 +42,9 @@ format: install
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: install ## throughput and latency figures of the volunteer-act flow
+bench: install ## throughput and latency figures: the volunteer-act flow, the registry
 	$(PY) tests/bench/bench_flow.py
+	$(PY) tests/bench/bench_registry.py
 
 clean: stop
 	rm -rf .data

@@ -243,7 +243,9 @@ def create_app(
 
     @app.errorhandler(InvalidInput)
     def invalid_input(exc: InvalidInput) -> Any:
-        return error(422, "validation_error", str(exc), exc.errors)
+        # nameko sends exception arguments as text; ledger rows name their line as a number.
+        fields = [{**e, "line": int(e["line"])} if "line" in e else e for e in exc.errors]
+        return error(422, "validation_error", str(exc), fields)
 
     @app.errorhandler(NotFound)
     def not_found(exc: NotFound) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,13 +117,13 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+# A Flask path parameter, "<name>" or "<converter:name>", possibly followed by ":action".
+PATH_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
 def _path_parameters(flask_path: str) -> list[str]:
-    return [part[1:-1].split(":")[-1] for part in flask_path.split("/") if part.startswith("<")]
+    return PATH_PARAMETER.findall(flask_path)
 
 
 def _openapi_path(flask_path: str) -> str:
-    parts = [
-        "{" + part[1:-1].split(":")[-1] + "}" if part.startswith("<") else part
-        for part in flask_path.split("/")
-    ]
-    return "/".join(parts)
+    return PATH_PARAMETER.sub(r"{\1}", flask_path)

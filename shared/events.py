@@ -162,6 +162,19 @@ class DualReportRegistered(EventData):
     posts: list[str]
 
 
+class ServicePostClaimed(EventData):
+    """A reporter of 双报到 claimed one more service post (认岗) after reporting."""
+
+    event_name: ClassVar[str] = "dual_report.post_claimed"
+    source_service: ClassVar[str] = REGISTRY
+
+    report_id: str
+    person_id: str | None
+    unit_id: str | None
+    post: str
+    claimed_on: date
+
+
 # --- issue intake -----------------------------------------------------------------------
 
 
@@ -257,9 +270,11 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(PersonRegistered, ISSUE_INTAKE, "remember_person"),
     Subscription(OrganisationClosed, ISSUE_INTAKE, "close_organisation"),
     Subscription(PersonUpdated, ISSUE_INTAKE, "update_person"),
+    Subscription(OrganisationMoved, ISSUE_INTAKE, "move_organisation"),
     Subscription(PersonRegistered, CADRE_EVALUATION, "remember_person"),
     Subscription(PersonUpdated, CADRE_EVALUATION, "update_person"),
     Subscription(DualReportRegistered, CADRE_EVALUATION, "add_dual_report_to_dossier"),
+    Subscription(ServicePostClaimed, CADRE_EVALUATION, "add_claimed_post_to_dossier"),
     Subscription(VolunteerActRecorded, POINTS_BANK, "credit_volunteer_act"),
     Subscription(VolunteerActRecorded, CADRE_EVALUATION, "add_act_to_dossier"),
 )
@@ -278,6 +293,7 @@ CONTRACTS: tuple[type[EventData], ...] = (
     MembershipStarted,
     MembershipEnded,
     DualReportRegistered,
+    ServicePostClaimed,
     VolunteerActRecorded,
 )
 _CONTRACT_BY_TYPE = {contract.cloudevent_type(): contract for contract in CONTRACTS}

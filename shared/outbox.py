@@ -203,6 +203,9 @@ class EventPublisher:
         self._returned: set[str] = set()
         self._next_tag = 1
         self._outstanding: dict[int, str] = {}
+        # Events somebody subscribes to must reach a queue (`mandatory`); the others are
+        # published for whoever binds later, and a broker return for them is no failure.
+        self._subscribed = {s.routing_key for s in subscriptions_from(source_service)}
 
     def _open(self) -> None:
         connection = Connection(
@@ -288,7 +291,7 @@ class EventPublisher:
                 ),
                 exchange=self.exchange.name,
                 routing_key=record["routing_key"],
-                mandatory=True,
+                mandatory=record["routing_key"] in self._subscribed,
             )
         deadline = time.monotonic() + self.timeout
         while not set(tags) <= self._acked | self._nacked:

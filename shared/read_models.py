@@ -15,14 +15,18 @@ from pymongo.errors import DuplicateKeyError
 
 def remember_newer(collection: Collection, document: dict[str, Any]) -> bool:
     """Store `document` (with `_id` and `version`) unless a newer version is there already."""
+    # Insert first: a first sighting, the common case, then costs no read (FerretDB reads a
+    # whole collection for any lookup, even by `_id`).
+    try:
+        collection.insert_one(document)
+        return True
+    except DuplicateKeyError:
+        pass
     stored = collection.find_one({"_id": document["_id"]}, {"version": 1})
-    if stored is not None and stored.get("version", 1) >= document["version"]:
+    if stored is None:  # removed meanwhile
+        return remember_newer(collection, document)
+    if stored.get("version", 1) >= document["version"]:
         return False
-    if stored is None:
-        try:
-            collection.insert_one(document)
-            return True
-        except DuplicateKeyError:  # another delivery inserted it meanwhile: compare again
-            return remember_newer(collection, document)
-    collection.replace_one({"_id": document["_id"], "version": stored.get("version", 1)}, document)
-    return True
+    # Only over what was read (a copy from before versions has none: null matches it).
+    result = collection.replace_one({"_id": document["_id"], "version": stored.get("version")}, document)
+    return result.matched_count == 1 or remember_newer(collection, document)

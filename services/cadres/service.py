@@ -17,6 +17,7 @@ from shared.events import (
     Envelope,
     PersonRegistered,
     PersonUpdated,
+    ServicePostClaimed,
     VolunteerActRecorded,
 )
 from shared.health import HealthEntrypoints
@@ -35,6 +36,11 @@ class CadreEvaluation(HealthEntrypoints):
     @consumes(PersonUpdated)
     def update_person(self, envelope: Envelope, data: PersonUpdated) -> None:
         self.store.remember_person(domain.person_facts(data.person_id, data, version=data.revision))
+
+    @consumes(ServicePostClaimed)
+    def add_claimed_post_to_dossier(self, envelope: Envelope, claim: ServicePostClaimed) -> None:
+        if claim.person_id is not None:
+            self.store.remember_claimed_post(claim.person_id, claim.post, claim.claimed_on.isoformat())
 
     @consumes(DualReportRegistered)
     def add_dual_report_to_dossier(self, envelope: Envelope, report: DualReportRegistered) -> None:

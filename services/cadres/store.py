@@ -27,6 +27,7 @@ class CadreStore(BaseStore):
         super().__init__(db)
         self.people = db["people"]
         self.dual_reports = db["dual_reports"]
+        self.claimed_posts = db["claimed_posts"]
         self.journal = Journal(
             db["dossier_acts"], Partitioned(db, "dossiers"), empty=domain.empty_dossier, fold=domain.with_act
         )
@@ -48,8 +49,20 @@ class CadreStore(BaseStore):
         with suppress(DuplicateKeyError):
             self.dual_reports.insert_one({"_id": person_id, **report})
 
+    def remember_claimed_post(self, person_id: str, post: str, claimed_on: str) -> None:
+        """Claims are their own documents (unique per person and post), so a claim arriving
+        before the report it belongs to, or twice, is kept exactly once."""
+        with suppress(DuplicateKeyError):
+            self.claimed_posts.insert_one(
+                {"_id": f"{person_id}#{post}", "person_id": person_id, "post": post, "claimed_on": claimed_on}
+            )
+
     def dual_report(self, person_id: str) -> dict[str, Any] | None:
-        return self.dual_reports.find_one({"_id": person_id}, {"_id": 0})
+        report = self.dual_reports.find_one({"_id": person_id}, {"_id": 0})
+        if report is None:
+            return None
+        claimed = [c["post"] for c in self.claimed_posts.find({"person_id": person_id})]
+        return {**report, "posts": sorted({*report["posts"], *claimed})}
 
     def dossier(self, person_id: str) -> dict[str, Any] | None:
         return self.journal.summary(person_id)

@@ -16,6 +16,7 @@ from shared.events import (
     Envelope,
     OrganisationClosed,
     OrganisationCreated,
+    OrganisationMoved,
     PersonRegistered,
     PersonUpdated,
 )
@@ -98,6 +99,10 @@ class IssueIntake(HealthEntrypoints):
     @consumes(OrganisationCreated)
     def remember_organisation(self, envelope: Envelope, data: OrganisationCreated) -> None:
         self.store.remember_organisation(data)
+
+    @consumes(OrganisationMoved)
+    def move_organisation(self, envelope: Envelope, data: OrganisationMoved) -> None:
+        self.store.move_organisation(data.organisation_id, data.to_parent_id)
 
     @consumes(OrganisationClosed)
     def close_organisation(self, envelope: Envelope, data: OrganisationClosed) -> None:

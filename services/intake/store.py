@@ -53,8 +53,14 @@ class IntakeStore(BaseStore):
         )
 
     def close_organisation(self, organisation_id: str, closed_on: str) -> None:
+        self._change_organisation(organisation_id, {"closed_on": closed_on})
+
+    def move_organisation(self, organisation_id: str, parent_id: str) -> None:
+        self._change_organisation(organisation_id, {"parent_id": parent_id})
+
+    def _change_organisation(self, organisation_id: str, change: dict[str, Any]) -> None:
         key = {"_id": organisation_id}
-        self.organisations.update_one(key, {"$set": {"closed_on": closed_on}}, upsert=True)
+        self.organisations.update_one(key, {"$set": change}, upsert=True)
         self._found.put(f"organisation:{organisation_id}", self.organisations.find_one(key))
 
     def insert_acts(self, changes: Changes) -> tuple[list[dict[str, Any]], set[int]]:

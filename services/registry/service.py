@@ -153,11 +153,12 @@ class OrganisationRegistry(HealthEntrypoints):
         nodes = self.store.tree()
         self._organisation(nodes, code)
         within = tree.subtree(nodes, code)
-        active = posts.active_on(posts.all_effective(self.store.tenures()), day(on))
+        when = day(on)
+        active = posts.active_on(posts.all_effective(self.store.tenures()), when)
         figures = statistics.subtree_statistics(
-            code, within, nodes, self.store.all(PEOPLE), active, self.store.all(DUAL_REPORTS).values()
+            code, when, within, nodes, self.store.all(PEOPLE), active, self.store.all(DUAL_REPORTS).values()
         )
-        return {**figures, "on": day(on).isoformat()}
+        return {**figures, "on": when.isoformat()}
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def property_company_ledger(self, within: str | None = None) -> dict[str, Any]:
@@ -232,7 +233,7 @@ class OrganisationRegistry(HealthEntrypoints):
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def get_person(self, person_id: str) -> dict[str, Any]:
         person = people.person_view(self._person(person_id))
-        held = posts.all_effective(self.store.tenures({"person_id": person_id}))
+        held = [t for t in self._held({"person_id": person_id}) if t["person_id"] == person_id]
         person["memberships"] = [posts.membership_view(t) for t in sorted(held, key=lambda t: t["start_on"])]
         return person
 
@@ -302,9 +303,7 @@ class OrganisationRegistry(HealthEntrypoints):
         self, organisation_id: str | None = None, place_id: str | None = None, on: str | None = None
     ) -> dict[str, Any]:
         """Who held posts in an organisation (or place): the whole history, or on one day."""
-        query = {"organisation_id": organisation_id} if organisation_id else {"place_id": place_id}
-        chains = {t["chain"] for t in self.store.tenures(query)}
-        held = posts.all_effective(self.store.tenures({"chain": {"$in": sorted(chains)}}))
+        held = self._held({"organisation_id": organisation_id} if organisation_id else {"place_id": place_id})
         if on is not None:
             held = posts.active_on(held, day(on))
         held.sort(key=lambda t: (t["role"], t["start_on"], t["person_id"]))
@@ -343,15 +342,10 @@ class OrganisationRegistry(HealthEntrypoints):
         report = self.store.document(DUAL_REPORTS, report_id)
         if report is None:
             raise NotFound("dual report", report_id)
-        self.store.insert_plain(
-            POST_CLAIMS,
-            {
-                "_id": f"{report_id}#{wanted.post}",
-                "report_id": report_id,
-                "post": wanted.post.value,
-                "claimed_on": wanted.claimed_on.isoformat(),
-            },
-        )
+        claim, events = posts.claimed_post(report, wanted)
+        records = self.store.insert(POST_CLAIMS, claim, events)
+        if records is not None:  # None: claimed before, nothing changes
+            self.relay.publish_soon(records)
         return posts.dual_report_view(report, self.store.claims([report_id]))
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
@@ -461,6 +455,12 @@ class OrganisationRegistry(HealthEntrypoints):
             )
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _held(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Tenures matching `query` with their effective ends, which need their whole chains
+        (a successor's start ends an open tenure)."""
+        chains = {t["chain"] for t in self.store.tenures(query)}
+        return posts.all_effective(self.store.tenures({"chain": {"$in": sorted(chains)}}))
 
     def _subtree_nodes(self, within: str | None) -> dict[str, dict[str, Any]]:
         nodes = self.store.tree()

@@ -14,7 +14,6 @@ Targets (issue 2): single ≥ 60% of C, p99 ≤ 100 ms at 100 acts/s, batch ≥ 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import threading
 import time
@@ -22,18 +21,9 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_stack import bench_stack
 
-VHOST = "gridlink-bench"
-ENV = {
-    "GRIDLINK_ENV": "test",
-    "GRIDLINK_DB_PREFIX": "glbench",
-    "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:5672/{VHOST}",
-    "GATEWAY_WORKERS": os.environ.get("GATEWAY_WORKERS", "2"),
-    "GATEWAY_THREADS": os.environ.get("GATEWAY_THREADS", "8"),
-    "GRIDLINK_LOG_LEVEL": "WARNING",
-}
 CLIENT_THREADS = int(os.environ.get("BENCH_CLIENTS", "16"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 COMMUNITY = "420391-001-001"
@@ -119,179 +109,157 @@ def closed_loop(work, seconds: float, threads: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    os.environ.update(ENV)
-    from deploy.local.demo_data import load_demo_data
-    from deploy.local.stack import Stack, ensure_rabbitmq, ensure_vhost, free_port
-    from gateway.keys import api_keys
+    with bench_stack("bench") as (base, key, env):
+        run(Client(base, key), env)
+
+
+def run(client: Client, env: dict[str, str]) -> None:
     from shared.mongo import connect
     from shared.partitions import Partitioned
-    from shared.settings import get_settings
 
-    get_settings.cache_clear()
-    ensure_rabbitmq()
-    ensure_vhost(VHOST, fresh=True)
-    home = ROOT / ".data" / "bench"
-    shutil.rmtree(home, ignore_errors=True)
-    port = free_port()
-    stack = Stack(
-        home=home, env={**ENV, "MONGO_URL": f"mongodb://127.0.0.1:{port}/"}, gateway_port=free_port()
+    points_db = connect("points_bank")
+    cadre_db = connect("cadre_evaluation")
+    intake_db = connect("issue_intake")
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    people = [f"bench-{i:03d}" for i in range(50)]
+    with ClusterRpcProxy({"AMQP_URI": env["AMQP_URI"]}, timeout=30) as rpc:
+        for person_id in people:
+            rpc.registry.register_person(
+                {
+                    "person_id": person_id,
+                    "name": "压测干部",
+                    "community_id": COMMUNITY,
+                    "is_party_member": True,
+                    "is_cadre": True,
+                    "employer": "压测单位",
+                }
+            )
+    while intake_db.people.count_documents({"_id": {"$in": people}}) < len(
+        people
+    ) or cadre_db.people.count_documents({"_id": {"$in": people}}) < len(people):
+        time.sleep(0.1)
+
+    def credited() -> int:
+        return sum(a["seq"] for a in Partitioned(points_db, "accounts").find_many(people))
+
+    def in_dossiers() -> int:
+        return sum(d["seq"] for d in Partitioned(cadre_db, "dossiers").find_many(people))
+
+    from kombu import Connection
+
+    def queued() -> int:
+        """Events not yet taken by the two consumers, asked of the broker (costs the
+        database nothing)."""
+        with Connection(env["AMQP_URI"]) as connection:
+            channel = connection.channel()
+            return sum(
+                channel.queue_declare(queue=q, passive=True).message_count
+                for q in (
+                    "evt-issue_intake-volunteer_act.recorded--points_bank.credit_volunteer_act",
+                    "evt-issue_intake-volunteer_act.recorded--cadre_evaluation.add_act_to_dossier",
+                )
+            )
+
+    def wait_effects(total: int, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while queued() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while credited() < total or in_dossiers() < total:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"effects incomplete: {credited()} credited, {in_dossiers()} in dossiers")
+            time.sleep(POLL_SECONDS)
+        return time.monotonic()
+
+    print(
+        f"GridLink bench — gateway {env['GATEWAY_WORKERS']} workers × {env['GATEWAY_THREADS']} threads, "
+        f"{CLIENT_THREADS} client threads, {SECONDS:.0f}s per phase, {os.cpu_count()} cores\n"
     )
-    os.environ["MONGO_URL"] = stack.env["MONGO_URL"]
-    get_settings.cache_clear()
-    stack.start_infrastructure()
-    try:
-        stack.start_all()
-        load_demo_data()
-        client = Client(f"http://127.0.0.1:{stack.gateway_port}", api_keys().create("bench"))
-        points_db = connect("points_bank")
-        cadre_db = connect("cadre_evaluation")
-        intake_db = connect("issue_intake")
-        from nameko.standalone.rpc import ClusterRpcProxy
 
-        people = [f"bench-{i:03d}" for i in range(50)]
-        with ClusterRpcProxy({"AMQP_URI": ENV["AMQP_URI"]}, timeout=30) as rpc:
-            for person_id in people:
-                rpc.registry.register_person(
-                    {
-                        "person_id": person_id,
-                        "name": "压测干部",
-                        "community_id": COMMUNITY,
-                        "is_party_member": True,
-                        "is_cadre": True,
-                        "employer": "压测单位",
-                    }
-                )
-        while intake_db.people.count_documents({"_id": {"$in": people}}) < len(
-            people
-        ) or cadre_db.people.count_documents({"_id": {"$in": people}}) < len(people):
-            time.sleep(0.1)
+    closed_loop(lambda i: client.ping(), 2, CLIENT_THREADS)  # warm up every proxy
+    calls, elapsed = closed_loop(lambda i: client.ping(), SECONDS, CLIENT_THREADS)
+    ceiling = calls / elapsed
+    print(f"C  gateway → no-op RPC:            {ceiling:8.0f} requests/s")
 
-        def credited() -> int:
-            return sum(a["seq"] for a in Partitioned(points_db, "accounts").find_many(people))
+    started = time.monotonic()
+    acts, _ = closed_loop(lambda i: client.act(people[i % len(people)]), SECONDS, CLIENT_THREADS)
+    done = wait_effects(acts)
+    single = acts / (done - started)
+    print(
+        f"single acts until both effects:    {single:8.0f} acts/s  ({single / ceiling:.0%} of C; "
+        f"{acts} acts, target ≥ 60%)"
+    )
 
-        def in_dossiers() -> int:
-            return sum(d["seq"] for d in Partitioned(cadre_db, "dossiers").find_many(people))
+    total_before = credited()
+    rate, count = 100, int(100 * max(SECONDS, 20))
+    posted_at: dict[str, float] = {}
+    lock = threading.Lock()
+    schedule_start = time.time() + 0.2
 
-        from kombu import Connection
+    def paced(i: int) -> None:
+        for n in range(i, count, CLIENT_THREADS):
+            delay = schedule_start + n / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            sent = time.time()
+            act_id = client.act(people[n % len(people)])
+            with lock:
+                posted_at[act_id] = sent
 
-        def queued() -> int:
-            """Events not yet taken by the two consumers, asked of the broker (costs the
-            database nothing)."""
-            with Connection(ENV["AMQP_URI"]) as connection:
-                channel = connection.channel()
-                return sum(
-                    channel.queue_declare(queue=q, passive=True).message_count
-                    for q in (
-                        "evt-issue_intake-volunteer_act.recorded--points_bank.credit_volunteer_act",
-                        "evt-issue_intake-volunteer_act.recorded--cadre_evaluation.add_act_to_dossier",
-                    )
-                )
+    pool = [threading.Thread(target=paced, args=(i,)) for i in range(CLIENT_THREADS)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wait_effects(total_before + count)
+    applied: dict[str, list[datetime]] = {}
+    for entry in points_db.ledger_entries.find(
+        {"act_id": {"$in": list(posted_at)}}, {"act_id": 1, "applied_at": 1}
+    ):
+        applied.setdefault(entry["act_id"], []).append(entry["applied_at"])
+    for act in cadre_db.dossier_acts.find(
+        {"act_id": {"$in": list(posted_at)}}, {"act_id": 1, "applied_at": 1}
+    ):
+        applied.setdefault(act["act_id"], []).append(act["applied_at"])
+    latencies = [
+        (max(applied[a]).timestamp() - posted_at[a]) * 1000 for a in posted_at if len(applied.get(a, [])) == 2
+    ]
+    assert len(latencies) == count, f"{count - len(latencies)} acts lack an effect"
+    print(
+        f"latency at {rate} acts/s, POST → both effects ({count} acts):  "
+        f"p50 {percentile(latencies, 50):.0f} ms, p95 {percentile(latencies, 95):.0f} ms, "
+        f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies):.0f} ms (target p99 ≤ 100 ms)"
+    )
 
-        def wait_effects(total: int, timeout: float = 600) -> float:
-            deadline = time.monotonic() + timeout
-            while queued() > 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            while credited() < total or in_dossiers() < total:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"effects incomplete: {credited()} credited, {in_dossiers()} in dossiers"
-                    )
-                time.sleep(POLL_SECONDS)
-            return time.monotonic()
+    total_before = credited()
+    batches = 20
+    started = time.monotonic()
+    sent, _ = 0, None
+    threads_used = 2
+    per_thread = batches // threads_used
+    results = [0] * threads_used
 
-        print(
-            f"GridLink bench — gateway {ENV['GATEWAY_WORKERS']} workers × {ENV['GATEWAY_THREADS']} threads, "
-            f"{CLIENT_THREADS} client threads, {SECONDS:.0f}s per phase, {os.cpu_count()} cores\n"
-        )
+    def send_batches(i: int) -> None:
+        for _ in range(per_thread):
+            results[i] += client.batch([people[k % len(people)] for k in range(500)])
 
-        closed_loop(lambda i: client.ping(), 2, CLIENT_THREADS)  # warm up every proxy
-        calls, elapsed = closed_loop(lambda i: client.ping(), SECONDS, CLIENT_THREADS)
-        ceiling = calls / elapsed
-        print(f"C  gateway → no-op RPC:            {ceiling:8.0f} requests/s")
-
-        started = time.monotonic()
-        acts, _ = closed_loop(lambda i: client.act(people[i % len(people)]), SECONDS, CLIENT_THREADS)
-        done = wait_effects(acts)
-        single = acts / (done - started)
-        print(
-            f"single acts until both effects:    {single:8.0f} acts/s  ({single / ceiling:.0%} of C; "
-            f"{acts} acts, target ≥ 60%)"
-        )
-
-        total_before = credited()
-        rate, count = 100, int(100 * max(SECONDS, 20))
-        posted_at: dict[str, float] = {}
-        lock = threading.Lock()
-        schedule_start = time.time() + 0.2
-
-        def paced(i: int) -> None:
-            for n in range(i, count, CLIENT_THREADS):
-                delay = schedule_start + n / rate - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                sent = time.time()
-                act_id = client.act(people[n % len(people)])
-                with lock:
-                    posted_at[act_id] = sent
-
-        pool = [threading.Thread(target=paced, args=(i,)) for i in range(CLIENT_THREADS)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        wait_effects(total_before + count)
-        applied: dict[str, list[datetime]] = {}
-        for entry in points_db.ledger_entries.find(
-            {"act_id": {"$in": list(posted_at)}}, {"act_id": 1, "applied_at": 1}
-        ):
-            applied.setdefault(entry["act_id"], []).append(entry["applied_at"])
-        for act in cadre_db.dossier_acts.find(
-            {"act_id": {"$in": list(posted_at)}}, {"act_id": 1, "applied_at": 1}
-        ):
-            applied.setdefault(act["act_id"], []).append(act["applied_at"])
-        latencies = [
-            (max(applied[a]).timestamp() - posted_at[a]) * 1000
-            for a in posted_at
-            if len(applied.get(a, [])) == 2
-        ]
-        assert len(latencies) == count, f"{count - len(latencies)} acts lack an effect"
-        print(
-            f"latency at {rate} acts/s, POST → both effects ({count} acts):  "
-            f"p50 {percentile(latencies, 50):.0f} ms, p95 {percentile(latencies, 95):.0f} ms, "
-            f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies):.0f} ms (target p99 ≤ 100 ms)"
-        )
-
-        total_before = credited()
-        batches = 20
-        started = time.monotonic()
-        sent, _ = 0, None
-        threads_used = 2
-        per_thread = batches // threads_used
-        results = [0] * threads_used
-
-        def send_batches(i: int) -> None:
-            for _ in range(per_thread):
-                results[i] += client.batch([people[k % len(people)] for k in range(500)])
-
-        pool = [threading.Thread(target=send_batches, args=(i,)) for i in range(threads_used)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        intake_elapsed = time.monotonic() - started
-        sent = sum(results)
-        effects_done = wait_effects(total_before + sent)
-        print(
-            f"batch intake (500 per call, {threads_used} clients): {sent / intake_elapsed:8.0f} acts/s  "
-            f"({sent} acts in {intake_elapsed:.1f}s; target ≥ 2,000); both effects for all after "
-            f"{effects_done - started:.1f}s = {sent / (effects_done - started):.0f} acts/s end to end"
-        )
-        print(
-            f"\nexactness: {credited()} credits and {in_dossiers()} dossier entries for "
-            f"{intake_db.volunteer_acts.estimated_document_count()} recorded acts"
-        )
-    finally:
-        stack.stop_all()
+    pool = [threading.Thread(target=send_batches, args=(i,)) for i in range(threads_used)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    intake_elapsed = time.monotonic() - started
+    sent = sum(results)
+    effects_done = wait_effects(total_before + sent)
+    print(
+        f"batch intake (500 per call, {threads_used} clients): {sent / intake_elapsed:8.0f} acts/s  "
+        f"({sent} acts in {intake_elapsed:.1f}s; target ≥ 2,000); both effects for all after "
+        f"{effects_done - started:.1f}s = {sent / (effects_done - started):.0f} acts/s end to end"
+    )
+    print(
+        f"\nexactness: {credited()} credits and {in_dossiers()} dossier entries for "
+        f"{intake_db.volunteer_acts.estimated_document_count()} recorded acts"
+    )
 
 
 if __name__ == "__main__":

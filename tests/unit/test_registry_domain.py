@@ -305,6 +305,23 @@ def test_roles_fit_their_organisations(nodes):
     assert errors_of(caught) == {"person_id", "organisation_id"}
 
 
+def test_a_resident_may_sit_on_a_homeowners_committee_without_party_membership(nodes):
+    resident = {"_id": "p1", "is_party_member": False}
+    posts.check_membership(
+        membership("p1", "committee_member", "2021-01-01", target="HOA-1"), resident, nodes, {}
+    )
+    with pytest.raises(InvalidInput):
+        posts.check_membership(
+            membership("p1", "committee_member", "2021-01-01", target="CB-1"), resident, nodes, {}
+        )
+
+
+def test_an_organisation_counts_between_its_founding_and_closing():
+    branch = {"founded_on": "2021-01-01", "closed_on": "2024-01-01"}
+    assert [tree.is_open(branch, date(y, 6, 1)) for y in (2020, 2022, 2024)] == [False, True, False]
+    assert not tree.is_open(branch) and tree.is_open({"founded_on": "2021-01-01", "closed_on": None})
+
+
 def test_cross_appointments_and_one_shoulder(nodes):
     chains = {}
 

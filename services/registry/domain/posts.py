@@ -24,6 +24,7 @@ from shared.events import (
     Envelope,
     MembershipEnded,
     MembershipStarted,
+    ServicePostClaimed,
     new_event,
 )
 from shared.journal import slot_id
@@ -32,6 +33,7 @@ from shared.schemas.registry import (
     NewDualReport,
     NewMembership,
     PlaceKind,
+    PostClaim,
     Role,
 )
 
@@ -84,7 +86,13 @@ def check_membership(
         target = tree.get(new.organisation_id)
         field, kind = "organisation_id", target and target["classification"]
         if target is not None and not is_open(target, new.start_on):
-            errors.append({"field": field, "message": f"closed on {target['closed_on']}"})
+            errors.append(
+                {
+                    "field": field,
+                    "message": f"not open on {new.start_on} (founded, closed: "
+                    f"{target.get('founded_on') or '-'}, {target.get('closed_on') or '-'})",
+                }
+            )
     else:
         target = places.get(new.place_id)
         field, kind = "place_id", target and target["kind"]
@@ -95,7 +103,8 @@ def check_membership(
         errors.append({"field": "role", "message": f"a {new.role} is not held in a {kind}"})
     if new.on_behalf_of is not None and new.on_behalf_of not in tree:
         errors.append({"field": "on_behalf_of", "message": f"unknown organisation {new.on_behalf_of!r}"})
-    if person is not None and new.role in PARTY_COMMITTEE_ROLES and not person.get("is_party_member"):
+    on_party_committee = new.role in PARTY_COMMITTEE_ROLES and kind in PARTY_ORGANISATIONS
+    if person is not None and on_party_committee and not person.get("is_party_member"):
         errors.append({"field": "role", "message": "party committee posts are held by party members"})
     if errors:
         raise InvalidInput(errors)
@@ -293,6 +302,24 @@ def new_dual_report(
         posts=posts,
     )
     return document, [new_event(event, subject=identifier)]
+
+
+def claimed_post(report: Document, claim: PostClaim) -> tuple[Document, list[Envelope]]:
+    """A post claimed after reporting: its own document, so claiming twice is one claim."""
+    document = {
+        "_id": f"{report['_id']}#{claim.post}",
+        "report_id": report["_id"],
+        "post": claim.post.value,
+        "claimed_on": claim.claimed_on.isoformat(),
+    }
+    event = ServicePostClaimed(
+        report_id=report["_id"],
+        person_id=report.get("person_id"),
+        unit_id=report.get("unit_id"),
+        post=claim.post,
+        claimed_on=claim.claimed_on,
+    )
+    return document, [new_event(event, subject=report["_id"])]
 
 
 def dual_report_view(report: Document, claims: Iterable[Document] = ()) -> Document:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -25,6 +26,7 @@ def percent(part: int, whole: int) -> str | None:
 
 def subtree_statistics(
     root: str,
+    on: date,
     within: set[str],
     tree: Mapping[str, Document],
     people: Mapping[str, Document],
@@ -33,7 +35,7 @@ def subtree_statistics(
 ) -> Document:
     """`within`: codes of the subtree; `active`: memberships held on the day asked about."""
     active = list(active)
-    nodes = [tree[code] for code in within if code in tree and is_open(tree[code])]
+    nodes = [tree[code] for code in within if code in tree and is_open(tree[code], on)]
     by_class = Counter(node["classification"] for node in nodes)
     homeowners = {n["_id"] for n in nodes if n["classification"] == C.HOMEOWNERS_COMMITTEE}
     committee_people = {

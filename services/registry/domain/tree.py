@@ -65,8 +65,12 @@ PLACE_PARENT: dict[PlaceKind, PlaceKind | None] = {
 
 
 def is_open(organisation: Document, on: date | None = None) -> bool:
-    closed_on = organisation.get("closed_on")
-    return closed_on is None or (on is not None and on.isoformat() < closed_on)
+    """Open now, or (given `on`) founded by then and not yet closed."""
+    closed_on, founded_on = organisation.get("closed_on"), organisation.get("founded_on")
+    if on is None:
+        return closed_on is None
+    day = on.isoformat()
+    return (founded_on is None or founded_on <= day) and (closed_on is None or day < closed_on)
 
 
 # --- organisations ------------------------------------------------------------------------
