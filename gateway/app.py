@@ -253,7 +253,8 @@ def create_app(
 
     @app.errorhandler(Conflict)
     def conflict(exc: Conflict) -> Any:
-        return error(409, exc.code, exc.message)
+        fields = [{"field": exc.field, "message": exc.message}] if exc.field else []
+        return error(409, exc.code, exc.message, fields)
 
     @app.errorhandler(ServiceUnavailable)
     def unavailable(exc: ServiceUnavailable) -> Any:

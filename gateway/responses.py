@@ -267,6 +267,11 @@ class Statistics(BaseModel):
     dual_reports: int
 
 
+class StaffMember(BaseModel):
+    id: str
+    name: str
+
+
 class PropertyCompany(BaseModel):
     id: str
     name: str
@@ -276,6 +281,7 @@ class PropertyCompany(BaseModel):
     serves_compounds: list[str]
     staff: int
     party_member_staff: int
+    party_members: list[StaffMember] = Field(description="the party members on the staff")
     party_members_in_compound_branches: int
 
 

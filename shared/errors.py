@@ -39,10 +39,14 @@ class InvalidInput(Exception):
 
 @deserialize_to_instance
 class Conflict(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code, message)
+    """The request is valid but clashes with what is stored; `field`, when given, names the
+    input that clashes (e.g. the start date of a post that overlaps another tenure)."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(code, message, field)
         self.code = code
         self.message = message
+        self.field = field
 
     def __str__(self) -> str:
         return self.message

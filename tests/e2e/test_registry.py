@@ -584,6 +584,7 @@ def test_a_successor_ends_the_predecessors_tenure_and_history_is_kept(api, datab
 
     overlapping = appoint(api, third, "secretary", community, "2024-06-01")
     assert overlapping.status_code == 409 and overlapping.json()["error"]["code"] == "overlapping_post"
+    assert [f["field"] for f in overlapping.json()["error"]["fields"]] == ["start_on"]
     appointed(api, third, "secretary", community, "2025-01-01")
     assert holders(api, community) == [
         (first, "secretary", "2020-01-01", "2023-06-30"),

@@ -276,7 +276,7 @@ def test_overlapping_duplicate_posts_are_refused():
     appoint(chain, membership("p1", "secretary", "2020-01-01", "2024-12-31"))
     with pytest.raises(Conflict) as caught:
         posts.next_tenure(membership("p2", "secretary", "2024-06-01"), chain)
-    assert caught.value.code == "overlapping_post"
+    assert (caught.value.code, caught.value.field) == ("overlapping_post", "start_on")
     with pytest.raises(Conflict):
         posts.next_tenure(membership("p2", "secretary", "2019-01-01"), chain)  # before the last one
     members = []

@@ -29,11 +29,22 @@ class ImportPlan:
     unchanged: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
 
+    def already_there(
+        self, line: int, earlier: Document, new: BaseModel, exclude: set[str] = frozenset()
+    ) -> None:
+        """A row for a record the registry has: unchanged if the details agree, else refused."""
+        if _same(earlier, new, exclude):
+            self.unchanged += 1
+        else:
+            self.refuse(
+                line, Conflict("already_registered", f"{earlier['_id']} is registered with other details")
+            )
+
     def refuse(self, line: int, exc: InvalidInput | Conflict) -> None:
         if isinstance(exc, InvalidInput):
             self.errors += [{"line": line, **error} for error in exc.errors]
         else:
-            self.errors.append({"line": line, "field": "row", "message": exc.message})
+            self.errors.append({"line": line, "field": exc.field or "row", "message": exc.message})
 
 
 def without_masked_numbers(rows: list[tuple[int, Document]]) -> list[tuple[int, Document]]:
@@ -71,19 +82,10 @@ def _same(earlier: Document, new: BaseModel, exclude: set[str] = frozenset()) ->
     return all(earlier.get(name) == value for name, value in given.items())
 
 
-def _registered_otherwise(code: str) -> Conflict:
-    return Conflict("already_registered", f"{code} is registered with other details")
-
-
 def _organisations(plan: ImportPlan, rows, nodes, places, known_people, tenures, vault) -> None:
     for line, new in rows:
         if new.code in nodes:
-            if _same(nodes[new.code], new):
-                plan.unchanged += 1
-            else:
-                plan.refuse(
-                    line, Conflict("already_registered", f"{new.code} is registered with other details")
-                )
+            plan.already_there(line, nodes[new.code], new)
             continue
         try:
             tree.check_new_organisation(new, nodes, places)
@@ -98,12 +100,7 @@ def _organisations(plan: ImportPlan, rows, nodes, places, known_people, tenures,
 def _places(plan: ImportPlan, rows, nodes, places, known_people, tenures, vault) -> None:
     for line, new in rows:
         if new.code in places:
-            if _same(places[new.code], new):
-                plan.unchanged += 1
-            else:
-                plan.refuse(
-                    line, Conflict("already_registered", f"{new.code} is registered with other details")
-                )
+            plan.already_there(line, places[new.code], new)
             continue
         try:
             document = tree.new_place(new, nodes, places)
@@ -119,12 +116,7 @@ def _people(plan: ImportPlan, rows, nodes, places, known_people, tenures, vault)
     for line, new in rows:
         earlier = known_people.get(new.person_id) if new.person_id else None
         if earlier is not None:
-            if _same(earlier, new, exclude={"person_id", *MASKED_NUMBER_FIELDS}):
-                plan.unchanged += 1
-            else:
-                plan.refuse(
-                    line, Conflict("already_registered", f"{new.person_id} is registered with other details")
-                )
+            plan.already_there(line, earlier, new, {"person_id", *MASKED_NUMBER_FIELDS})
             continue
         try:
             people.check_person(new.model_dump(), nodes, places)

@@ -135,11 +135,16 @@ def next_tenure(new: NewMembership, chain: list[Document]) -> tuple[Document, li
         if start <= last["start_on"] or (last["ends_on"] is not None and start <= last["ends_on"]):
             raise Conflict(
                 "overlapping_post",
-                f"start_on: overlaps the {new.role} tenure of {holder} "
+                f"overlaps the {new.role} tenure of {holder} "
                 f"from {last['start_on']} to {last['ends_on'] or 'now'}; end it first or start later",
+                field="start_on",
             )
         if last["ends_on"] is None and new.role not in SINGLE_HOLDER:
-            raise Conflict("overlapping_post", f"{holder} already holds this {new.role} post; end it first")
+            raise Conflict(
+                "overlapping_post",
+                f"{holder} already holds this {new.role} post; end it first",
+                field="start_on",
+            )
         if last["ends_on"] is None:  # the predecessor's tenure ends where this one starts
             events.append(_ended(last, (new.start_on - timedelta(days=1))))
     membership_id = f"m-{uuid.uuid4().hex[:16]}"
@@ -173,7 +178,7 @@ def next_tenure(new: NewMembership, chain: list[Document]) -> tuple[Document, li
 def end(tenure: Document, chain: list[Document], end_on: date) -> tuple[Document, list[Envelope]]:
     current = next(t for t in effective(chain) if t["_id"] == tenure["_id"])
     if current["ends_on"] is not None:
-        raise Conflict("already_ended", f"this membership ended on {current['ends_on']}")
+        raise Conflict("already_ended", f"this membership ended on {current['ends_on']}", field="end_on")
     if end_on.isoformat() < tenure["start_on"]:
         raise InvalidInput.single("end_on", f"before the membership started ({tenure['start_on']})")
     return {"end_on": end_on.isoformat(), "version": tenure["version"] + 1}, [_ended(tenure, end_on)]

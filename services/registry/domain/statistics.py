@@ -116,6 +116,9 @@ def property_ledger(
                 "serves_compounds": company.get("serves_compounds", []),
                 "staff": len(employees),
                 "party_member_staff": len(members),
+                "party_members": [
+                    {"id": p["_id"], "name": p["name"]} for p in sorted(members, key=lambda p: p["_id"])
+                ],
                 "party_members_in_compound_branches": len(in_compound_branches),
             }
         )
