@@ -149,7 +149,8 @@ def update_with_events(
     kept = earlier[max(len(earlier) + len(fresh) - EVENTS_KEPT, 0) :]
     try:
         result = db[collection].update_one(
-            {"_id": current["_id"], "version": current["version"]},
+            # Records written before versions were kept have none; null matches a missing field.
+            {"_id": current["_id"], "version": current.get("version")},
             {"$set": {**change, "events": kept + fresh}},
         )
     except Exception:

@@ -95,7 +95,7 @@ def updated(
             raise InvalidInput.single(name, "cannot be cleared")
     change = {name: value for name, value in given.items() if name in PLAIN_FIELDS}
     change |= _sealed(details, vault)
-    change["version"] = person["version"] + 1
+    change["version"] = person.get("version", 1) + 1
     after = {**person, **change}
     event = new_event(
         PersonUpdated(person_id=person["_id"], revision=after["version"], **_public(after)),

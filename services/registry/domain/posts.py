@@ -181,7 +181,7 @@ def end(tenure: Document, chain: list[Document], end_on: date) -> tuple[Document
         raise Conflict("already_ended", f"this membership ended on {current['ends_on']}", field="end_on")
     if end_on.isoformat() < tenure["start_on"]:
         raise InvalidInput.single("end_on", f"before the membership started ({tenure['start_on']})")
-    return {"end_on": end_on.isoformat(), "version": tenure["version"] + 1}, [_ended(tenure, end_on)]
+    return {"end_on": end_on.isoformat(), "version": tenure.get("version", 1) + 1}, [_ended(tenure, end_on)]
 
 
 def _ended(tenure: Document, end_on: date) -> Envelope:

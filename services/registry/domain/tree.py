@@ -170,7 +170,7 @@ def move(
         ),
         subject=organisation["_id"],
     )
-    return {"parent_id": new_parent_id, "version": organisation["version"] + 1}, [event]
+    return {"parent_id": new_parent_id, "version": organisation.get("version", 1) + 1}, [event]
 
 
 def close(
@@ -194,7 +194,7 @@ def close(
         ),
         subject=organisation["_id"],
     )
-    return {"closed_on": closed_on.isoformat(), "version": organisation["version"] + 1}, [event]
+    return {"closed_on": closed_on.isoformat(), "version": organisation.get("version", 1) + 1}, [event]
 
 
 def children(tree: Mapping[str, Document], parent_id: str) -> list[Document]:
