@@ -29,6 +29,9 @@ class RecentlyFound:
             self.put(key, value)
         return value
 
+    def forget(self, key: str) -> None:
+        self._items.pop(key, None)
+
     def put(self, key: str, value: Any) -> None:
         self._items[key] = (time.monotonic() + self.seconds, value)
         self._items.move_to_end(key)

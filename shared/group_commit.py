@@ -32,14 +32,21 @@ class GroupCommit(Generic[Item, Result]):
         self._flusher = None
 
     def __call__(self, item: Item) -> Result:
-        if self._flusher is None or self._flusher.dead:
-            self._flusher = eventlet.spawn(self._run)
-        done = eventlet.event.Event()
-        self._queue.put((item, done))
-        result = done.wait()
+        [result] = self.together([item])
         if isinstance(result, Exception):
             raise result
         return result
+
+    def together(self, items: Sequence[Item]) -> list[Result | Exception]:
+        """Submit several items at once (they share a flush) and wait for all their results."""
+        if self._flusher is None or self._flusher.dead:
+            self._flusher = eventlet.spawn(self._run)
+        waiting = []
+        for item in items:
+            done = eventlet.event.Event()
+            self._queue.put((item, done))
+            waiting.append(done)
+        return [done.wait() for done in waiting]
 
     def _run(self) -> None:
         while True:

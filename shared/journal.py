@@ -6,6 +6,10 @@ and a unique `guard` (e.g. "<event id>@k") so a source event lands at most once 
 and however concurrently it is delivered. One insert is therefore at once the idempotency
 guard and the change itself (a running balance, say, travels in the entry).
 
+An entry can be refused: `entry_for` raises (a debit beyond the balance, a stock below zero).
+It is called with the summary of the true previous entry, so such bounds hold exactly under
+concurrent appends, from any number of processes.
+
 The summary (`fold` of all entries) is what reads use. It is written after the entry and
 cached in memory; appends that arrive together share their database writes (group commit).
 It can be behind the chain (a crash between the two writes, another instance appending, a
@@ -15,6 +19,7 @@ moves on, so the summary heals itself.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +33,9 @@ from shared.partitions import Partitioned
 Summary = dict[str, Any]
 Entry = dict[str, Any]
 Append = tuple[str, str, Callable[[Summary], Entry]]
+Result = Entry | None | Exception  # the entry appended; None: appended before; or why not
 DUPLICATE_KEY = 11000
+log = logging.getLogger(__name__)
 
 
 def slot_id(key: str, seq: int) -> str:
@@ -63,14 +70,34 @@ class Journal:
     def append(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> bool:
         """Append `entry_for(summary)` to key's chain unless `guard` is there already.
 
-        Returns True if appended, False if the guard shows it was appended before.
+        Returns True if appended, False if the guard shows it was appended before. What
+        `entry_for` raises (a refusal) is raised here.
         """
-        return self._append((key, guard, entry_for))
+        return self._append((key, guard, entry_for)) is not None
 
-    def _append_batch(self, items: Sequence[Append]) -> list[bool | Exception]:
+    def append_entry(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> tuple[Entry, bool]:
+        """Like `append`, returning the entry: the one appended now (True) or before (False)."""
+        entry = self._append((key, guard, entry_for))
+        if entry is not None:
+            return entry, True
+        return self.entries.find_one({"guard": guard}), False
+
+    def append_together(self, appends: Sequence[Append]) -> list[Result]:
+        """Several appends to different keys in one flush (both legs of a transfer); each
+        result is the entry, None (appended before) or the exception that refused it."""
+        return self._append.together(appends)
+
+    def entries_of(self, key: str, first_seq: int = 1, last_seq: int | None = None) -> list[Entry]:
+        """A stretch of key's chain, in order (a statement)."""
+        query: dict[str, Any] = {"key": key, "seq": {"$gte": first_seq}}
+        if last_seq is not None:
+            query["seq"]["$lte"] = last_seq
+        return list(self.entries.find(query).sort("seq", 1))
+
+    def _append_batch(self, items: Sequence[Append]) -> list[Result]:
         """Append a batch in rounds holding at most one item per key, so that no entry is
         built on another entry of the same batch whose insert might still fail."""
-        results: list[bool | Exception] = [False] * len(items)
+        results: list[Result] = [None] * len(items)
         rounds: list[list[int]] = []
         taken: dict[str, int] = {}
         for index, (key, _, _) in enumerate(items):
@@ -83,10 +110,17 @@ class Journal:
             self._append_round(items, indexes, results)
         return results
 
-    def _append_round(
-        self, items: Sequence[Append], indexes: list[int], results: list[bool | Exception]
-    ) -> None:
-        entries = [self._next_entry(self._cached(items[i][0]), *items[i]) for i in indexes]
+    def _append_round(self, items: Sequence[Append], indexes: list[int], results: list[Result]) -> None:
+        built = []
+        for index in indexes:
+            try:
+                built.append((index, self._next_entry(self._cached(items[index][0]), *items[index])))
+            except Exception as exc:
+                results[index] = self._refusal(items[index][1], exc)
+        if not built:
+            return
+        indexes = [index for index, _ in built]
+        entries = [entry for _, entry in built]
         refused: set[int] = set()
         try:
             self.entries.insert_many(entries, ordered=False)
@@ -105,17 +139,24 @@ class Journal:
                     results[index] = exc
             else:
                 changed[key] = self.fold(self._cached(key), entries[position])
-                results[index] = True
-        self.summaries.replace_many(changed)
-        for key, summary in changed.items():
-            self._remember(key, summary)
+                results[index] = entries[position]
+        self._write_summaries(changed)
 
-    def _append_one(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> bool:
+    def _refusal(self, guard: str, exc: Exception) -> Result:
+        """`entry_for` refused: right, unless this is a redelivery of an entry already made
+        (the chain moved on since, so the refusal is about a state after it)."""
+        return None if self.entries.find_one({"guard": guard}, {"_id": 1}) else exc
+
+    def _append_one(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> Result:
         """The slow path, after a refused insert: walk the chain until the guard decides."""
         summary = known = self._cached(key)
-        appended = False
+        appended = None
         while True:
-            entry = self._next_entry(summary, key, guard, entry_for)
+            try:
+                entry = self._next_entry(summary, key, guard, entry_for)
+            except Exception as exc:
+                appended = self._refusal(guard, exc)
+                break
             try:
                 self.entries.insert_one(entry)
             except DuplicateKeyError:
@@ -125,17 +166,31 @@ class Journal:
                 summary = self.fold(summary, taken)  # the summary was behind; walk on
                 continue
             summary = self.fold(summary, entry)
-            appended = True
+            appended = entry
             break
         if summary is not known:
-            self.summaries.replace_many({key: summary})
-            self._remember(key, summary)
+            self._write_summaries({key: summary})
         return appended
 
     @staticmethod
     def _next_entry(summary: Summary, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> Entry:
         seq = summary["seq"] + 1
         return {**entry_for(summary), "_id": slot_id(key, seq), "key": key, "seq": seq, "guard": guard}
+
+    def _write_summaries(self, changed: dict[str, Summary]) -> None:
+        """Best effort: the entries are written, and a summary left behind heals at the next
+        append (FerretDB can fail concurrent upserts of one summary; seen in tests)."""
+        try:
+            self.summaries.replace_many(changed)
+        except Exception:
+            log.warning(
+                "could not write %d journal summaries; they catch up later", len(changed), exc_info=True
+            )
+            for key in changed:
+                self._cache.pop(key, None)
+            return
+        for key, summary in changed.items():
+            self._remember(key, summary)
 
     def _cached(self, key: str) -> Summary:
         summary = self._cache.get(key)

@@ -1,19 +1,38 @@
-"""Points bank domain (积分银行): how volunteer acts become points. No I/O here."""
+"""Points bank domain (积分银行): accounts, double-entry transfers, earning rules. No I/O here.
+
+Every change of points is a transfer between two accounts: a debit leg and a credit leg of
+equal points, so the sum over all accounts is always zero. Points are whole numbers. Accounts:
+- a person: `<person id>`; a volunteer team: `team:<id>` — never below zero;
+- a community's pool, which issues points and takes spent ones back: `pool:<community>:<n>`,
+  spread over a few shards so that credits to many people do not queue on one chain;
+- points reserved by open redemption orders: `held:<community>:<n>`.
+Counters (stock, purchases per person, caps) are chains too, but not accounts.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import zlib
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from shared.events import Envelope, VolunteerActRecorded
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.events import Envelope, VolunteerActRecorded
+from shared.schemas.points import ApprovalDecision, Inspection, ManualAward
+
+Entry = dict[str, Any]
+Summary = dict[str, Any]
+POOL_SHARDS = 8
 # The account summary is rewritten on every posting (see shared/partitions.py for what that
 # costs on FerretDB): it carries a few slim latest entries; the ledger chain holds them all.
 RECENT_ENTRIES = 10
 SUMMARY_FIELDS = (
     "seq",
     "kind",
+    "transfer_id",
+    "counterparty",
     "event_id",
     "act_id",
     "act_type",
@@ -21,8 +40,184 @@ SUMMARY_FIELDS = (
     "occurred_on",
     "points",
     "balance_after",
+    "reason",
+    "reverses",
+    "capped",
     "applied_at",
 )
+
+
+class Refused(Exception):
+    """An entry that would break a bound: a balance below zero, a stock below zero."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+def shard(community_id: str, counterparty: str) -> int:
+    return zlib.crc32(counterparty.encode()) % POOL_SHARDS
+
+
+def pool_account(community_id: str, counterparty: str) -> str:
+    return f"pool:{community_id}:{shard(community_id, counterparty)}"
+
+
+def held_account(community_id: str, counterparty: str) -> str:
+    return f"held:{community_id}:{shard(community_id, counterparty)}"
+
+
+def team_account(team_id: str) -> str:
+    return f"team:{team_id}"
+
+
+def may_go_negative(account_id: str) -> bool:
+    """Pools issue points (their balance is minus what they issued); people and teams cannot
+    spend what they do not have."""
+    return account_id.startswith("pool:")
+
+
+# --- transfers --------------------------------------------------------------------------------
+
+
+class Transfer(BaseModel):
+    """One movement of points. `id` is derived from what caused it, so a cause moves points
+    once however often it is processed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    kind: str
+    from_account: str
+    to_account: str
+    points: int = Field(ge=0)
+    community_id: str
+    reason: str | None = None
+    actor: str | None = None  # the staff member who made it, for manual ones
+    reverses: str | None = None  # the transfer this one compensates
+    facts: dict[str, Any] = Field(default_factory=dict)  # of the cause: act, order, inspection
+
+    @model_validator(mode="after")
+    def two_accounts(self) -> Transfer:
+        if self.from_account == self.to_account:
+            raise ValueError("from_account: a transfer needs two different accounts")
+        return self
+
+
+def legs(transfer: Transfer, applied_at: datetime) -> list[tuple[str, str, Callable[[Summary], Entry]]]:
+    """(account, guard, entry_for) for the debit and the credit leg, debit first."""
+
+    def leg(account: str, counterparty: str, points: int) -> Callable[[Summary], Entry]:
+        def entry_for(summary: Summary) -> Entry:
+            balance_after = summary["balance"] + points
+            if balance_after < 0 and not may_go_negative(account):
+                raise Refused(
+                    "insufficient_points", f"{account} has {summary['balance']} points, {-points} needed"
+                )
+            return {
+                "kind": transfer.kind,
+                "transfer_id": transfer.id,
+                "counterparty": counterparty,
+                "community_id": transfer.community_id,
+                "points": points,
+                "balance_after": balance_after,
+                "reason": transfer.reason,
+                "actor": transfer.actor,
+                "reverses": transfer.reverses,
+                **transfer.facts,
+                "applied_at": applied_at,
+            }
+
+        return entry_for
+
+    return [
+        (
+            transfer.from_account,
+            f"{transfer.id}@{transfer.from_account}",
+            leg(transfer.from_account, transfer.to_account, -transfer.points),
+        ),
+        (
+            transfer.to_account,
+            f"{transfer.id}@{transfer.to_account}",
+            leg(transfer.to_account, transfer.from_account, transfer.points),
+        ),
+    ]
+
+
+def reversal_of(original: Entry, actor: str | None, reason: str) -> Transfer:
+    """The compensating transfer of the transfer `original` (one of its legs) belongs to."""
+    points = abs(original["points"])
+    receiver, sender = original["key"], original["counterparty"]
+    if original["points"] < 0:  # the debit leg: its account sent, the other received
+        receiver, sender = sender, receiver
+    return Transfer(
+        id=f"reversal:{original['transfer_id']}",
+        kind="reversal",
+        from_account=receiver,
+        to_account=sender,
+        points=points,
+        community_id=original["community_id"],
+        reason=reason,
+        actor=actor,
+        reverses=original["transfer_id"],
+    )
+
+
+# --- earning rules ------------------------------------------------------------------------------
+
+
+class EarningRule(BaseModel):
+    """How a community turns an act type into points, from a date; a change is a new rule."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    rule_id: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z_-]{1,39}$")
+    community_id: str = Field(min_length=1, max_length=64)
+    act_type: str | None = Field(None, description="an act type code; none: every act type")
+    points_per_hour: Decimal | None = Field(None, gt=0, le=1000, decimal_places=2)
+    fixed_points: int | None = Field(None, gt=0, le=10_000, description="points per act, whatever its hours")
+    daily_cap: int | None = Field(None, gt=0, description="most points a person earns by this rule a day")
+    yearly_cap: int | None = Field(None, gt=0, description="most points a person earns by this rule a year")
+    valid_from: date
+    valid_to: date | None = None
+    approval_above_hours: Decimal | None = Field(
+        None, gt=0, le=24, description="acts longer than this wait for a community approver"
+    )
+
+    @model_validator(mode="after")
+    def one_measure(self) -> EarningRule:
+        if (self.points_per_hour is None) == (self.fixed_points is None):
+            raise ValueError("points_per_hour: give exactly one of points_per_hour or fixed_points")
+        if self.valid_to is not None and self.valid_to < self.valid_from:
+            raise ValueError("valid_to: before valid_from")
+        return self
+
+
+def default_rule(community_id: str, points_per_hour: Decimal) -> EarningRule:
+    return EarningRule(
+        rule_id="default",
+        community_id=community_id,
+        points_per_hour=points_per_hour,
+        valid_from=date(2000, 1, 1),
+    )
+
+
+def rule_for(rules: Iterable[EarningRule], community_id: str, act_type: str, day: date) -> EarningRule | None:
+    """The rule in force: of the community's rules valid that day, one for the act type over
+    one for every type, then the latest start."""
+    valid = [
+        r
+        for r in rules
+        if r.community_id == community_id
+        and r.act_type in (None, act_type)
+        and r.valid_from <= day
+        and (r.valid_to is None or day <= r.valid_to)
+    ]
+    return max(valid, key=lambda r: (r.act_type is not None, r.valid_from), default=None)
 
 
 def points_for_hours(hours: Decimal, points_per_hour: Decimal) -> int:
@@ -30,32 +225,155 @@ def points_for_hours(hours: Decimal, points_per_hour: Decimal) -> int:
     return int((hours * points_per_hour).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def volunteer_act_credit(
-    envelope: Envelope, act: VolunteerActRecorded, points_per_hour: Decimal, applied_at: datetime
-) -> dict[str, Any]:
-    """The ledger entry crediting a volunteer act (without its place in the account's chain)."""
+def points_by_rule(rule: EarningRule, hours: Decimal) -> int:
+    if rule.fixed_points is not None:
+        return rule.fixed_points
+    return points_for_hours(hours, rule.points_per_hour)
+
+
+def rule_text(rule: EarningRule) -> str:
+    measure = (
+        f"{rule.fixed_points} points per act"
+        if rule.fixed_points
+        else f"{rule.points_per_hour} points per hour"
+    )
+    return f"{rule.rule_id}: {measure}"
+
+
+def needs_approval(rule: EarningRule, hours: Decimal) -> bool:
+    return rule.approval_above_hours is not None and hours > rule.approval_above_hours
+
+
+def caps(rule: EarningRule, person_id: str, day: date) -> list[tuple[str, int, str]]:
+    """(counter key, cap, label) of the caps that apply, daily first."""
+    found = []
+    if rule.daily_cap:
+        found.append((f"cap:{person_id}:{rule.rule_id}:{day.isoformat()}", rule.daily_cap, "daily"))
+    if rule.yearly_cap:
+        found.append((f"cap:{person_id}:{rule.rule_id}:{day.year}", rule.yearly_cap, "yearly"))
+    return found
+
+
+def grant_within(cap: int, label: str, requested: int) -> Callable[[Summary], Entry]:
+    """A cap counter's entry: grants what fits under the cap, records what was asked."""
+
+    def entry_for(summary: Summary) -> Entry:
+        granted = max(0, min(requested, cap - summary["balance"]))
+        return {
+            "kind": f"{label}_cap",
+            "requested": requested,
+            "points": granted,
+            "balance_after": summary["balance"] + granted,
+            "cap": cap,
+        }
+
+    return entry_for
+
+
+def volunteer_act_transfer(
+    envelope: Envelope,
+    act: VolunteerActRecorded,
+    rule: EarningRule,
+    points: int,
+    capped: dict[str, Any] | None,
+) -> Transfer:
+    return Transfer(
+        id=f"va:{envelope.id}",
+        kind="volunteer_act",
+        from_account=pool_account(act.community_id, act.person_id),
+        to_account=act.person_id,
+        points=points,
+        community_id=act.community_id,
+        reason=rule_text(rule),
+        facts={"event_id": envelope.id, **act.facts(), "rule": rule_text(rule), "capped": capped},
+    )
+
+
+def award_transfer(key: str, award: ManualAward) -> Transfer:
+    return Transfer(
+        id=f"award:{key}",
+        kind="manual_award",
+        from_account=pool_account(award.community_id, award.person_id),
+        to_account=award.person_id,
+        points=award.points,
+        community_id=award.community_id,
+        reason=award.reason,
+        actor=award.actor,
+    )
+
+
+def inspection_transfer(key: str, inspection: Inspection) -> Transfer:
+    """A failed check moves no points but is on the record (a transfer of 0)."""
+    return Transfer(
+        id=f"inspection:{key}",
+        kind="inspection",
+        from_account=pool_account(inspection.community_id, inspection.person_id),
+        to_account=inspection.person_id,
+        points=inspection.points if inspection.passed else 0,
+        community_id=inspection.community_id,
+        reason=f"门前三包检查{'合格' if inspection.passed else '不合格'}"
+        + (f"：{inspection.notes}" if inspection.notes else ""),
+        actor=inspection.inspector,
+        facts={
+            "household_id": inspection.household_id,
+            "inspected_on": inspection.inspected_on.isoformat(),
+            "passed": inspection.passed,
+        },
+    )
+
+
+def transfer_view(transfer: Transfer) -> dict[str, Any]:
+    return transfer.model_dump(mode="json", exclude={"facts"}) | {"transfer_id": transfer.id}
+
+
+# --- approvals --------------------------------------------------------------------------------
+
+
+def decision(act_id: str, pending: dict[str, Any], wanted: ApprovalDecision) -> dict[str, Any]:
     return {
-        "kind": "volunteer_act",
-        "event_id": envelope.id,
-        **act.facts(),
-        "points": points_for_hours(act.hours, points_per_hour),
-        "rule": f"{points_per_hour} points per hour",
-        "applied_at": applied_at,
+        "_id": act_id,
+        "community_id": pending["community_id"],
+        "approved": wanted.approve,
+        "approver": wanted.approver,
+        "reason": wanted.reason,
+        "decided_at": datetime.now(UTC),
     }
 
 
-def with_running_balance(entry: dict[str, Any], account: dict[str, Any]) -> dict[str, Any]:
-    return {**entry, "balance_after": account["balance"] + entry["points"]}
+def decision_view(decided: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "act_id": decided["_id"],
+        "approved": decided["approved"],
+        "approver": decided["approver"],
+        "reason": decided.get("reason"),
+        "decided_at": decided["decided_at"].isoformat(),
+    }
 
 
-def empty_account(account_id: str) -> dict[str, Any]:
+def pending_view(pending: dict[str, Any]) -> dict[str, Any]:
+    act = pending["envelope"]["data"]
+    return {
+        "act_id": pending["_id"],
+        "person_id": pending["person_id"],
+        "act_type": act["act_type"],
+        "hours": act["hours"],
+        "occurred_on": act["occurred_on"],
+        "community_id": pending["community_id"],
+        "rule": pending["rule"],
+    }
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+
+def empty_account(account_id: str) -> Summary:
     return {"_id": account_id, "seq": 0, "balance": 0, "recent": []}
 
 
-def with_entry(account: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def with_entry(account: Summary, entry: Entry) -> Summary:
     """The account summary once `entry` (the next in its chain) is applied."""
     recent = [e for e in account["recent"] if e["seq"] != entry["seq"]]
-    slim = {k: entry[k] for k in SUMMARY_FIELDS if k in entry}
+    slim = {k: entry[k] for k in SUMMARY_FIELDS if entry.get(k) is not None}
     return {
         "_id": account["_id"],
         "seq": entry["seq"],
@@ -64,5 +382,6 @@ def with_entry(account: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def entry_view(entry: dict[str, Any]) -> dict[str, Any]:
-    return {**entry, "applied_at": entry["applied_at"].isoformat()}
+def entry_view(entry: Entry) -> Entry:
+    view = {k: entry[k] for k in SUMMARY_FIELDS if entry.get(k) is not None}
+    return {**view, "applied_at": entry["applied_at"].isoformat()}

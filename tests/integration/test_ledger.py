@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from pymongo import MongoClient
 
+from services.points import domain
 from services.points.store import PointsStore
 from shared.journal import slot_id
 
@@ -35,20 +36,26 @@ def store_on(settings, name: str) -> PointsStore:
     return store
 
 
-def entry(points: int) -> dict:
-    return {"kind": "volunteer_act", "points": points, "rule": "test", "applied_at": datetime.now(UTC)}
+def transfer(transfer_id: str, points: int, to: str = "p-1", source: str = "pool:c1:0") -> domain.Transfer:
+    return domain.Transfer(
+        id=transfer_id, kind="test", from_account=source, to_account=to, points=points, community_id="c1"
+    )
+
+
+def balances(store: PointsStore, *accounts: str) -> list[int]:
+    return [(store.account(a) or {"balance": 0})["balance"] for a in accounts]
 
 
 def test_concurrent_duplicate_deliveries_across_instances_credit_once(settings, ledger_db):
     _, name = ledger_db
     instances = [store_on(settings, name) for _ in range(6)]
-    events = [f"evt-{i}" for i in range(50)]
+    transfers = [transfer(f"t-{i}", 10) for i in range(50)]
     errors = []
 
     def deliver(store: PointsStore) -> None:
         try:
-            for event_id in events:
-                store.post("p-1", event_id, entry(10))
+            for each in transfers:
+                store.execute(each)
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
@@ -62,9 +69,36 @@ def test_concurrent_duplicate_deliveries_across_instances_credit_once(settings, 
     entries = list(instances[0].ledger.entries.find({"key": "p-1"}))
     assert len(entries) == 50
     assert sorted(e["seq"] for e in entries) == list(range(1, 51))  # an unbroken chain
-    assert {e["guard"] for e in entries} == {f"{e}@p-1" for e in events}
+    assert {e["guard"] for e in entries} == {f"t-{i}@p-1" for i in range(50)}
     assert sorted(e["balance_after"] for e in entries) == list(range(10, 501, 10))
-    assert max(e["balance_after"] for e in entries) == sum(e["points"] for e in entries) == 500
+    pool = list(instances[0].ledger.entries.find({"key": "pool:c1:0"}))
+    assert sum(e["points"] for e in pool) + sum(e["points"] for e in entries) == 0  # double entry
+
+
+def test_concurrent_debits_never_take_a_balance_below_zero(settings, ledger_db):
+    """100 points, 30 debits of 10 at once from three processes: exactly ten go through."""
+    _, name = ledger_db
+    store_on(settings, name).execute(transfer("fund", 100))
+    instances = [store_on(settings, name) for _ in range(3)]
+    outcomes: list[str] = []
+
+    def spend(store: PointsStore, start: int) -> None:
+        for i in range(start, 30, 3):
+            try:
+                store.execute(transfer(f"order-{i}", 10, to="held:c1:0", source="p-1"))
+                outcomes.append("paid")
+            except domain.Refused as exc:
+                outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=spend, args=(store, n)) for n, store in enumerate(instances)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["insufficient_points"] * 20 + ["paid"] * 10
+    entries = list(instances[0].ledger.entries.find({"key": "p-1"}))
+    assert min(e["balance_after"] for e in entries) == 0
+    assert balances(instances[0], "p-1", "held:c1:0", "pool:c1:0") == [0, 100, -100]
 
 
 def test_stale_summary_is_repaired_by_the_next_posting(settings, ledger_db):
@@ -72,33 +106,18 @@ def test_stale_summary_is_repaired_by_the_next_posting(settings, ledger_db):
     posting walks the chain and the balance comes out right."""
     _, name = ledger_db
     store = store_on(settings, name)
-    store.post("p-2", "e-1", entry(10))
-    # What a crash right after the insert of e-2 leaves behind: the entry, no summary update.
-    store.ledger.entries.insert_one(
-        {
-            **entry(5),
-            "_id": slot_id("p-2", 2),
-            "account": "p-2",
-            "seq": 2,
-            "guard": "e-2@p-2",
-            "balance_after": 15,
-        }
-    )
+    store.execute(transfer("t-1", 10, to="p-2"))
+    # What a crash right after the insert of t-2's credit leg leaves: the entry, no summary.
+    _, (_, guard, credit) = domain.legs(transfer("t-2", 5, to="p-2"), datetime.now(UTC))
+    leg = credit(store.account("p-2"))
+    store.ledger.entries.insert_one({**leg, "_id": slot_id("p-2", 2), "key": "p-2", "seq": 2, "guard": guard})
     assert store.account("p-2")["balance"] == 10
 
-    assert store.post("p-2", "e-2", entry(5)) is False  # the redelivery is recognised
-    assert store.account("p-2")["balance"] == 15  # and the summary caught up
-    assert store.post("p-2", "e-3", entry(1)) is True
+    assert store.execute(transfer("t-2", 5, to="p-2")) is True  # its pool leg was missing
+    assert store.execute(transfer("t-2", 5, to="p-2")) is False  # now all of it is there
+    assert store.execute(transfer("t-3", 1, to="p-2")) is True
     summary = store.account("p-2")
     assert (summary["balance"], summary["seq"]) == (16, 3)
     assert [e["seq"] for e in summary["recent"]] == [3, 2, 1]
     assert [e["points"] for e in summary["recent"]] == [1, 5, 10]
-
-
-def test_one_event_may_post_to_two_accounts(settings, ledger_db):
-    _, name = ledger_db
-    store = store_on(settings, name)
-    assert store.post("p-3", "e-1", entry(7)) is True
-    assert store.post("pool-c1", "e-1", entry(-7)) is True
-    assert store.post("p-3", "e-1", entry(7)) is False
-    assert store.account("p-3")["balance"] + store.account("pool-c1")["balance"] == 0
+    assert balances(store, "p-2", "pool:c1:0") == [16, -16]

@@ -76,16 +76,18 @@ def recorded_event(hours="1.5"):
 
 def test_points_bank_credits_the_person_by_the_rule():
     service = worker_factory(PointsBank)
+    service.store.rules_of.return_value = []  # no community rule: the default, 10 per hour
     event = recorded_event(hours="1.5")
     service.credit_volunteer_act(event)
-    account, event_id, entry = service.store.post.call_args.args
-    assert (account, event_id, entry["points"], entry["act_id"]) == ("p-1", event["id"], 15, "va_1")
+    [transfer] = service.store.execute.call_args.args
+    assert (transfer.to_account, transfer.points, transfer.facts["act_id"]) == ("p-1", 15, "va_1")
+    assert transfer.id == f"va:{event['id']}" and transfer.from_account.startswith("pool:")
 
 
 def test_invalid_event_is_parked_not_applied():
     service = worker_factory(PointsBank)
     service.credit_volunteer_act({"id": "e-1", "type": "nonsense"})
-    service.store.post.assert_not_called()
+    service.store.execute.assert_not_called()
     payload, reason, handler = service.store.park_event.call_args.args
     assert payload["id"] == "e-1" and handler == "credit_volunteer_act" and reason
 
