@@ -7,7 +7,7 @@ from typing import Any
 
 from nameko.rpc import rpc
 
-from services.points import domain
+from services.points import domain, redemptions
 from services.points.store import PointsStore
 from shared.cache import RecentlyFound
 from shared.consumer import consumes
@@ -16,8 +16,17 @@ from shared.events import POINTS_BANK, Envelope, VolunteerActRecorded
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.schemas import validated
-from shared.schemas.points import ApprovalDecision, Inspection, ManualAward, Reversal
-from shared.settings import get_settings
+from shared.schemas.points import (
+    ApprovalDecision,
+    Inspection,
+    ManualAward,
+    NewCatalogueItem,
+    NewOrder,
+    OrderOutcome,
+    Restock,
+    Reversal,
+)
+from shared.settings import get_settings, local_today
 
 # Rules change rarely and take effect from a date: a community's list is reused this long.
 RULES_SECONDS = 10.0
@@ -106,6 +115,129 @@ class PointsBank(HealthEntrypoints):
             raise Conflict("is_a_reversal", "a reversal is not reversed; make a new transfer")
         return self._move(domain.reversal_of(legs[0], wanted.actor, wanted.reason))
 
+    # --- redemptions ---------------------------------------------------------------------------
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def add_catalogue_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        new = validated(NewCatalogueItem, item)
+        document = redemptions.new_item(new)
+        if not self.store.add_item(document):
+            raise Conflict("item_exists", f"catalogue item {new.item_id!r} exists")
+        return redemptions.item_view(document, 0)
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def restock_item(self, item_id: str, key: str, restock: dict[str, Any]) -> dict[str, Any]:
+        """Add stock once per key (a delivery counted twice adds once)."""
+        wanted = validated(Restock, restock)
+        item = self.store.item(item_id)
+        if item is None:
+            raise NotFound("catalogue item", item_id)
+        entry = self.store.count(
+            redemptions.stock_key(item_id), f"restock:{key}", redemptions.give_back(wanted.quantity)
+        )
+        return redemptions.item_view(item, entry["balance_after"])
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def list_catalogue(self, community_id: str) -> dict[str, Any]:
+        items = self.store.items_of(community_id)
+        stock = self.store.stock_levels([i["_id"] for i in items])
+        return {
+            "items": [redemptions.item_view(i, stock.get(i["_id"], 0)) for i in items],
+            "total": len(items),
+        }
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def place_order(self, client_id: str, key: str, order: dict[str, Any]) -> dict[str, Any]:
+        """Reserve stock, the buyer's quota and the points; all or nothing, once per key."""
+        wanted = validated(NewOrder, order)
+        identifier = redemptions.order_id(client_id, key)
+        earlier, outcome = self.store.order(identifier), self.store.outcome(identifier)
+        if earlier is not None:
+            return {**redemptions.order_view(earlier, outcome), "replayed": True}
+        if outcome is not None:  # refused before: the key stays refused
+            raise Conflict(outcome["code"], outcome["reason"])
+        item = self.store.item(wanted.item_id)
+        redemptions.check_orderable(item, wanted, local_today())
+        document = redemptions.new_order(identifier, item, wanted, client_id)
+        self._reserve(document, item)
+        self.store.add_order(document)
+        return {**redemptions.order_view(document, None), "replayed": False}
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def fulfil_order(self, order_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        wanted = validated(OrderOutcome, outcome)
+        order, settled = self._settle(order_id, "fulfilled", wanted)
+        self.store.execute(redemptions.fulfilment(order, settled["actor"]))
+        return redemptions.order_view(order, settled)
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def cancel_order(self, order_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        wanted = validated(OrderOutcome, outcome)
+        order, settled = self._settle(order_id, "cancelled", wanted)
+        self._release(order, f"cancel:{order_id}")
+        self.store.execute(redemptions.cancellation(order, settled["actor"], settled.get("reason")))
+        return redemptions.order_view(order, settled)
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def list_orders(self, community_id: str | None = None, person_id: str | None = None) -> dict[str, Any]:
+        query = {k: v for k, v in (("community_id", community_id), ("person_id", person_id)) if v}
+        orders = self.store.orders_of(query)
+        outcomes = self.store.outcomes_of([o["_id"] for o in orders])
+        return {
+            "items": [redemptions.order_view(o, outcomes.get(o["_id"])) for o in orders],
+            "total": len(orders),
+        }
+
+    def _reserve(self, order: dict[str, Any], item: dict[str, Any]) -> None:
+        """Stock, then quota, then points; a refusal gives back what was taken."""
+        guard, quantity = f"order:{order['_id']}", order["quantity"]
+        stock = redemptions.stock_key(item["_id"])
+        quota = redemptions.quota_key(item["_id"], order["person_id"])
+        steps = [
+            (stock, redemptions.take_stock(quantity, item["_id"]), redemptions.give_back(quantity)),
+            (
+                quota,
+                redemptions.take_quota(quantity, item.get("per_person_limit")),
+                redemptions.give_back(-quantity),
+            ),
+        ]
+        taken = []
+        try:
+            for key, take, undo in steps:
+                self.store.count(key, guard, take)
+                taken.append((key, undo))
+            self.store.execute(redemptions.reservation(order))
+        except domain.Refused as exc:
+            for key, undo in taken:
+                self.store.count(key, f"{guard}:refused", undo)
+            # The key is spent: a retry answers the same refusal instead of reusing the guards
+            # of stock and quota already given back.
+            refusal = {"_id": order["_id"], "status": "refused", "code": exc.code, "reason": exc.message}
+            self.store.settle({**refusal, "actor": "system"})
+            raise Conflict(exc.code, exc.message) from None
+
+    def _release(self, order: dict[str, Any], guard: str) -> None:
+        quantity = order["quantity"]
+        self.store.count(redemptions.stock_key(order["item_id"]), guard, redemptions.give_back(quantity))
+        self.store.count(
+            redemptions.quota_key(order["item_id"], order["person_id"]),
+            guard,
+            redemptions.give_back(-quantity),
+        )
+
+    def _settle(
+        self, order_id: str, status: str, wanted: OrderOutcome
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        order = self.store.order(order_id)
+        if order is None:
+            raise NotFound("order", order_id)
+        settled = self.store.settle(
+            {"_id": order_id, "status": status, "actor": wanted.actor, "reason": wanted.reason}
+        )
+        if settled["status"] != status:
+            raise Conflict("order_settled", f"order {order_id} was {settled['status']}")
+        return order, settled
+
     # --- reading -------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
@@ -136,7 +268,7 @@ class PointsBank(HealthEntrypoints):
         requested = points = domain.points_by_rule(rule, act.hours)
         capped = None
         for key, cap, label in domain.caps(rule, act.person_id, act.occurred_on):
-            granted = self.store.count(key, f"{envelope.id}@{key}", domain.grant_within(cap, label, points))
+            granted = self.store.count(key, envelope.id, domain.grant_within(cap, label, points))
             if granted["points"] < points:
                 capped = {"requested": requested, "granted": granted["points"], "cap": f"{label} {cap}"}
             points = granted["points"]

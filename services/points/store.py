@@ -38,6 +38,9 @@ class PointsStore(BaseStore):
         self.rules = db["earning_rules"]
         self.approvals = db["approvals"]
         self.decisions = db["approval_decisions"]
+        self.items = db["catalogue_items"]
+        self.orders = db["orders"]
+        self.outcomes = db["order_outcomes"]
 
     def ensure_indexes(self) -> None:
         self.ledger.ensure_indexes()
@@ -81,13 +84,58 @@ class PointsStore(BaseStore):
 
     # --- counters (caps, stock, purchases) -------------------------------------------------
 
-    def count(self, key: str, guard: str, entry_for: Callable[[dict[str, Any]], Entry]) -> Entry:
-        """Append to a counter once per guard; the entry appended now or before."""
-        entry, _ = self.counters.append_entry(key, guard, entry_for)
+    def count(self, key: str, cause: str, entry_for: Callable[[dict[str, Any]], Entry]) -> Entry:
+        """Append to a counter once per cause (one cause may move several counters); the
+        entry appended now or before."""
+        entry, _ = self.counters.append_entry(key, f"{cause}@{key}", entry_for)
         return entry
 
     def counter(self, key: str) -> dict[str, Any]:
         return self.counters.summary(key) or domain.empty_account(key)
+
+    # --- redemptions ----------------------------------------------------------------------
+
+    def add_item(self, item: dict[str, Any]) -> bool:
+        return self._insert_once(self.items, item)
+
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        return self.items.find_one({"_id": item_id})
+
+    def items_of(self, community_id: str) -> list[dict[str, Any]]:
+        return list(self.items.find({"community_id": community_id}).sort("_id", 1))
+
+    def stock_levels(self, item_ids: Sequence[str]) -> dict[str, int]:
+        keys = {f"stock:{item_id}": item_id for item_id in item_ids}
+        return {keys[s["_id"]]: s["balance"] for s in self.counters.summaries.find_many(list(keys))}
+
+    def add_order(self, order: dict[str, Any]) -> bool:
+        return self._insert_once(self.orders, order)
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        return self.orders.find_one({"_id": order_id})
+
+    def orders_of(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(self.orders.find(query).sort("_id", 1))
+
+    def outcome(self, order_id: str) -> dict[str, Any] | None:
+        return self.outcomes.find_one({"_id": order_id})
+
+    def outcomes_of(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {o["_id"]: o for o in self.outcomes.find({"_id": {"$in": list(order_ids)}})}
+
+    def settle(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        """Record how an order ended, once: the first outcome stands; returns it."""
+        if self._insert_once(self.outcomes, outcome):
+            return outcome
+        return self.outcomes.find_one({"_id": outcome["_id"]})
+
+    @staticmethod
+    def _insert_once(collection: Any, document: dict[str, Any]) -> bool:
+        try:
+            collection.insert_one(document)
+        except DuplicateKeyError:
+            return False
+        return True
 
     # --- earning rules and approvals -----------------------------------------------------
 

@@ -1,0 +1,127 @@
+"""Redemptions on the real broker and database: nothing oversold, nothing overspent, however
+many orders arrive at once; cancellations and fulfilments balance out."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from shared.errors import Conflict
+from tests.conftest import COMMUNITY, TEST_ENV, new_id
+
+pytestmark = pytest.mark.integration
+
+
+def add_item(rpc, price: int, stock: int, limit: int | None = None) -> str:
+    item_id = new_id("item")
+    rpc.points_bank.add_catalogue_item(
+        {
+            "item_id": item_id,
+            "community_id": COMMUNITY,
+            "name": "洗衣液",
+            "kind": "goods",
+            "price": price,
+            "per_person_limit": limit,
+            "available_from": "2026-01-01",
+        }
+    )
+    rpc.points_bank.restock_item(item_id, new_id("delivery"), {"quantity": stock, "actor": "staff-1"})
+    return item_id
+
+
+def fund(rpc, person_id: str, points: int) -> None:
+    award = {
+        "person_id": person_id,
+        "community_id": COMMUNITY,
+        "points": points,
+        "reason": "测试发放",
+        "actor": "s",
+    }
+    rpc.points_bank.award_points(new_id("award"), award)
+
+
+def balance(rpc, person_id: str) -> int:
+    return rpc.points_bank.get_account(person_id)["balance"]
+
+
+def order(rpc, person_id: str, item_id: str, quantity: int = 1, key: str | None = None) -> dict:
+    return rpc.points_bank.place_order(
+        "client-test",
+        key or new_id("order"),
+        {"person_id": person_id, "item_id": item_id, "quantity": quantity},
+    )
+
+
+def test_many_orders_at_once_never_oversell_or_overspend(rpc, databases, stack):
+    item = add_item(rpc, price=30, stock=10)
+    buyers = [new_id("buyer") for _ in range(24)]
+    for buyer in buyers:
+        fund(rpc, buyer, 50)  # enough for one unit, not for two
+    outcomes: list[str] = []
+
+    def buy(chosen: list[str]) -> None:
+        with ClusterRpcProxy({"AMQP_URI": TEST_ENV["AMQP_URI"]}, timeout=30) as own:
+            for buyer in chosen:
+                try:
+                    order(own, buyer, item)
+                    outcomes.append("reserved")
+                except Conflict as exc:
+                    outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=buy, args=(buyers[n::6],)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["out_of_stock"] * 14 + ["reserved"] * 10
+    [listed] = [i for i in rpc.points_bank.list_catalogue(COMMUNITY)["items"] if i["item_id"] == item]
+    assert listed["stock"] == 0
+    stock_chain = list(databases["points_bank"].counter_entries.find({"key": f"stock:{item}"}))
+    assert min(e["balance_after"] for e in stock_chain) == 0  # never below zero on the way
+    assert sorted(balance(rpc, b) for b in buyers) == [20] * 10 + [50] * 14
+
+
+def test_a_person_cannot_buy_beyond_the_limit_or_their_points(rpc, stack):
+    item = add_item(rpc, price=10, stock=100, limit=2)
+    buyer = new_id("buyer")
+    fund(rpc, buyer, 25)
+    order(rpc, buyer, item, quantity=2)
+    with pytest.raises(Conflict) as caught:
+        order(rpc, buyer, item)
+    assert caught.value.code == "limit_reached"
+    other = add_item(rpc, price=10, stock=100)
+    with pytest.raises(Conflict) as caught:
+        order(rpc, buyer, other)  # 5 points left, 10 needed
+    assert caught.value.code == "insufficient_points"
+    assert balance(rpc, buyer) == 5
+    [listed] = [i for i in rpc.points_bank.list_catalogue(COMMUNITY)["items"] if i["item_id"] == other]
+    assert listed["stock"] == 100  # the refused order gave its unit back
+
+
+def test_cancel_gives_back_and_fulfil_pays_the_community(rpc, databases, stack):
+    item = add_item(rpc, price=40, stock=5)
+    buyer = new_id("buyer")
+    fund(rpc, buyer, 100)
+    kept = order(rpc, buyer, item)
+    dropped = order(rpc, buyer, item, key="cancel-me-" + buyer)
+    assert order(rpc, buyer, item, key="cancel-me-" + buyer)["replayed"] is True
+    assert balance(rpc, buyer) == 20
+    cancelled = rpc.points_bank.cancel_order(dropped["order_id"], {"actor": "staff-1", "reason": "缺货改期"})
+    assert cancelled["status"] == "cancelled"
+    assert balance(rpc, buyer) == 60
+    fulfilled = rpc.points_bank.fulfil_order(kept["order_id"], {"actor": "staff-1"})
+    assert fulfilled["status"] == "fulfilled"
+    with pytest.raises(Conflict):
+        rpc.points_bank.cancel_order(kept["order_id"], {"actor": "staff-2"})
+    entries = databases["points_bank"].ledger_entries
+    refund = entries.find_one({"transfer_id": f"cancel:{dropped['order_id']}", "key": buyer})
+    assert refund["points"] == 40 and refund["reverses"] == f"order:{dropped['order_id']}"
+    [listed] = [i for i in rpc.points_bank.list_catalogue(COMMUNITY)["items"] if i["item_id"] == item]
+    assert listed["stock"] == 4
+    person = list(entries.find({"key": buyer}))
+    assert sum(e["points"] for e in person) == 60
+    transfers = {e["transfer_id"] for e in person} | {f"fulfil:{kept['order_id']}"}
+    legs = list(entries.find({"transfer_id": {"$in": sorted(transfers)}}))
+    assert len(legs) == 2 * len(transfers) and sum(e["points"] for e in legs) == 0  # double entry
