@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format bench clean
+.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format reconcile bench clean
 
 run: install ## install what is missing, start everything with demo data, Ctrl-C stops
 	$(PY) deploy/local/stack.py up
@@ -41,6 +41,9 @@ lint: install
 format: install
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
+
+reconcile: ## prove the points bank adds up (REPAIR=1 heals what a crash left behind)
+	$(PY) -m services.points.reconcile $(if $(REPAIR),--repair)
 
 bench: install ## throughput and latency figures: the volunteer-act flow, the registry
 	$(PY) tests/bench/bench_flow.py

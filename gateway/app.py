@@ -21,10 +21,11 @@ from gateway import responses as r
 from gateway.http import ApiError, idempotency_key, json_body
 from gateway.keys import ApiKeys, api_keys
 from gateway.openapi import OpenApi, Operation
+from gateway.points_routes import add_points_routes
 from gateway.registry_routes import add_registry_routes
 from gateway.rpc import RpcPool, ServiceTimeout, ServiceUnavailable
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.events import CADRE_EVALUATION, ISSUE_INTAKE, POINTS_BANK, REGISTRY
+from shared.events import CADRE_EVALUATION, ISSUE_INTAKE
 from shared.schemas import VolunteerActBatch, VolunteerActInput
 from shared.settings import Settings, get_settings
 
@@ -75,6 +76,7 @@ def create_app(
         if record is None:
             raise ApiError(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
         g.client_id = record["client_id"]
+        g.key = record
 
     @app.after_request
     def tag_response(response: Response) -> Response:
@@ -164,20 +166,6 @@ def create_app(
     @route(
         Operation(
             "GET",
-            "/api/v1/points/accounts/<person_id>",
-            "A person's points balance and latest entries",
-            r.Account,
-            errors={404: "unknown person"},
-            tag="Points bank",
-        )
-    )
-    def get_points_account(person_id: str) -> Any:
-        rpc.call(REGISTRY, "get_person", person_id)  # 404 for people the registry does not know
-        return jsonify(rpc.call(POINTS_BANK, "get_account", person_id))
-
-    @route(
-        Operation(
-            "GET",
             "/api/v1/cadres/<person_id>/dossier",
             "A cadre's dossier of community records",
             r.Dossier,
@@ -189,6 +177,7 @@ def create_app(
         return jsonify(rpc.call(CADRE_EVALUATION, "get_dossier", person_id))
 
     add_registry_routes(route, rpc, settings)
+    add_points_routes(route, rpc)
 
     @route(
         Operation(

@@ -1,12 +1,14 @@
 """API keys: stored as SHA-256 hashes in the gateway's own database, shown once.
 
-`python -m gateway.keys create <name>` prints a new key;
+`python -m gateway.keys create <name> [--role R]… [--scope CODE]` prints a new key; a key acts
+with its roles (staff actions need one) within the subtree of its scope (none: everywhere);
 `python -m gateway.keys ensure-demo <file>` makes sure the demo key exists (GRIDLINK_DEMO_API_KEY
 if set, else the one saved in <file>, else a new one saved there) and prints it.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import secrets
 import sys
@@ -22,6 +24,14 @@ from shared.mongo import connect
 from shared.settings import get_settings
 
 GATEWAY = "gateway"
+# Staff actions and the role each needs. A key without roles reads and records volunteer acts.
+ROLES = {
+    "rules_admin": "sets earning rules and the redemption catalogue",
+    "approver": "approves or rejects long acts, reverses transfers",
+    "awarder": "awards points by hand, with a reason",
+    "inspector": "records doorstep and household inspections (门前三包)",
+    "redemption_clerk": "places, fulfils and cancels redemption orders",
+}
 CACHE_SECONDS = 30.0  # a revoked key stops working within this time
 
 
@@ -35,7 +45,12 @@ class ApiKeys:
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
 
-    def create(self, name: str, key: str | None = None) -> str:
+    def create(
+        self, name: str, key: str | None = None, roles: list[str] | None = None, scope: str | None = None
+    ) -> str:
+        unknown = set(roles or []) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
         key = key or f"glk_{secrets.token_urlsafe(32)}"
         digest = key_hash(key)
         self.collection.update_one(
@@ -45,7 +60,7 @@ class ApiKeys:
                     "client_id": f"client_{digest[:16]}",
                     "created_at": datetime.now(UTC),
                 },
-                "$set": {"name": name, "revoked": False},
+                "$set": {"name": name, "revoked": False, "roles": sorted(roles or []), "scope": scope},
             },
             upsert=True,
         )
@@ -76,7 +91,8 @@ def ensure_demo_key(saved: Path) -> str:
     key = get_settings().demo_api_key
     if not key and saved.exists():
         key = saved.read_text().strip()
-    key = api_keys().create("demo", key or None)
+    # The demo key is the street's staff: every role, the demo street as its scope.
+    key = api_keys().create("demo", key or None, roles=list(ROLES), scope=None)
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(key + "\n")
     saved.chmod(0o600)
@@ -85,9 +101,16 @@ def ensure_demo_key(saved: Path) -> str:
 
 if __name__ == "__main__":
     command = sys.argv[1:2]
-    if command == ["create"] and len(sys.argv) == 3:
-        print(api_keys().create(sys.argv[2]))
+    if command == ["create"] and len(sys.argv) >= 3:
+        parser = argparse.ArgumentParser(prog="python -m gateway.keys create")
+        parser.add_argument("name")
+        parser.add_argument("--role", action="append", default=[], choices=sorted(ROLES))
+        parser.add_argument("--scope", help="an organisation code: the key acts within its subtree")
+        options = parser.parse_args(sys.argv[2:])
+        print(api_keys().create(options.name, roles=options.role, scope=options.scope))
     elif command == ["ensure-demo"] and len(sys.argv) == 3:
         print(ensure_demo_key(Path(sys.argv[2])))
     else:
-        sys.exit("usage: python -m gateway.keys create <name> | ensure-demo <file>")
+        sys.exit(
+            "usage: python -m gateway.keys create <name> [--role R]… [--scope CODE] | ensure-demo <file>"
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -57,12 +59,17 @@ class ActTypes(BaseModel):
 class LedgerEntry(BaseModel):
     seq: int
     kind: str
-    event_id: str
+    transfer_id: str
+    counterparty: str = Field(description="the other account of the transfer")
+    event_id: str | None = None
     act_id: str | None = None
     act_type: str | None = None
     hours: str | None = None
-    points: int
+    points: int = Field(description="signed: credits positive, debits negative")
     balance_after: int
+    reason: str | None = None
+    reverses: str | None = Field(None, description="the transfer this entry compensates")
+    capped: dict[str, Any] | None = Field(None, description="what a cap held back: requested, granted, cap")
     applied_at: str
 
 
@@ -94,6 +101,7 @@ class Dossier(BaseModel):
     name: str
     employer: str | None
     dual_report: DossierDualReport | None = Field(description="双报到, once the cadre has reported")
+    points: dict[str, int] = Field(description="points earned, spent and held, from the points bank's events")
     acts_total: int
     hours_total: str
     volunteer_acts: list[DossierAct]
@@ -299,6 +307,124 @@ class ImportJob(BaseModel):
     processed: int = Field(description="rows written or found already there")
     unchanged: int = Field(description="rows that were there already with the same details")
     message: str | None = None
+
+
+# --- points bank ----------------------------------------------------------------------------
+
+
+class Statement(BaseModel):
+    account_id: str
+    opening_balance: int
+    closing_balance: int
+    credited: int
+    debited: int
+    entries: list[dict[str, Any]]
+
+
+class EarningRuleView(BaseModel):
+    rule_id: str
+    community_id: str
+    act_type: str | None
+    points_per_hour: str | None
+    fixed_points: int | None
+    daily_cap: int | None
+    yearly_cap: int | None
+    valid_from: str
+    valid_to: str | None
+    approval_above_hours: str | None
+
+
+class EarningRules(BaseModel):
+    items: list[EarningRuleView]
+    total: int
+
+
+class PendingApproval(BaseModel):
+    act_id: str
+    person_id: str
+    act_type: str
+    hours: str
+    occurred_on: str
+    community_id: str
+    rule: str
+
+
+class PendingApprovals(BaseModel):
+    items: list[PendingApproval]
+    total: int
+
+
+class ApprovalDecisionView(BaseModel):
+    act_id: str
+    approved: bool
+    approver: str | None
+    reason: str | None
+    decided_at: str
+
+
+class TransferView(BaseModel):
+    transfer_id: str
+    kind: str
+    from_account: str
+    to_account: str
+    points: int
+    community_id: str
+    reason: str | None
+    actor: str | None
+    reverses: str | None
+    replayed: bool = Field(description="true when this key moved the points before")
+
+
+class CatalogueItem(BaseModel):
+    item_id: str
+    community_id: str
+    name: str
+    kind: str
+    price: int
+    per_person_limit: int | None
+    available_from: str
+    available_to: str | None
+    stock: int
+
+
+class Catalogue(BaseModel):
+    items: list[CatalogueItem]
+    total: int
+
+
+class OrderOutcomeView(BaseModel):
+    status: str
+    actor: str | None
+    reason: str | None
+
+
+class Order(BaseModel):
+    order_id: str
+    person_id: str
+    item_id: str
+    item_name: str
+    community_id: str
+    quantity: int
+    points: int
+    status: str = Field(description="reserved, fulfilled or cancelled")
+    outcome: OrderOutcomeView | None
+    replayed: bool | None = None
+
+
+class Orders(BaseModel):
+    items: list[Order]
+    total: int
+
+
+class Leaderboard(BaseModel):
+    month: str
+    items: list[dict[str, Any]]
+
+
+class Disclosure(BaseModel):
+    community_id: str
+    month: str
+    items: list[dict[str, Any]]
 
 
 class Pong(BaseModel):

@@ -84,6 +84,7 @@ class PersonRegistered(EventData):
     is_party_member: bool
     is_cadre: bool
     employer: str | None = None
+    grid_id: str | None = None  # the grid of the person's household
 
 
 class OrganisationMoved(EventData):
@@ -120,6 +121,7 @@ class PersonUpdated(EventData):
     is_party_member: bool
     is_cadre: bool
     employer: str | None = None
+    grid_id: str | None = None  # the grid of the person's household
 
 
 class MembershipStarted(EventData):
@@ -201,6 +203,25 @@ class VolunteerActRecorded(EventData):
         }
 
 
+# --- points bank ------------------------------------------------------------------------
+
+
+class PointsTransferred(EventData):
+    """Points moved between two accounts: a credit, a debit, a redemption or a reversal.
+    Accounts are person ids, `team:<id>`, `pool:<community>:<n>` or `held:<community>:<n>`."""
+
+    event_name: ClassVar[str] = "points.transferred"
+    source_service: ClassVar[str] = POINTS_BANK
+
+    transfer_id: str
+    kind: str
+    from_account: str
+    to_account: str
+    points: int
+    community_id: str
+    reverses: str | None = None
+
+
 ContractT = TypeVar("ContractT", bound=EventData)
 
 
@@ -276,6 +297,9 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(DualReportRegistered, CADRE_EVALUATION, "add_dual_report_to_dossier"),
     Subscription(ServicePostClaimed, CADRE_EVALUATION, "add_claimed_post_to_dossier"),
     Subscription(VolunteerActRecorded, POINTS_BANK, "credit_volunteer_act"),
+    Subscription(PointsTransferred, CADRE_EVALUATION, "note_points"),
+    Subscription(PersonRegistered, POINTS_BANK, "remember_person"),
+    Subscription(PersonUpdated, POINTS_BANK, "update_person"),
     Subscription(VolunteerActRecorded, CADRE_EVALUATION, "add_act_to_dossier"),
 )
 
@@ -295,6 +319,7 @@ CONTRACTS: tuple[type[EventData], ...] = (
     DualReportRegistered,
     ServicePostClaimed,
     VolunteerActRecorded,
+    PointsTransferred,
 )
 _CONTRACT_BY_TYPE = {contract.cloudevent_type(): contract for contract in CONTRACTS}
 

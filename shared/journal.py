@@ -94,6 +94,14 @@ class Journal:
             query["seq"]["$lte"] = last_seq
         return list(self.entries.find(query).sort("seq", 1))
 
+    def heal(self, key: str) -> Summary:
+        """Rebuild key's summary from its whole chain and write it (reconciliation repairs)."""
+        summary = self.empty(key)
+        for entry in self.entries_of(key):
+            summary = self.fold(summary, entry)
+        self._write_summaries({key: summary})
+        return summary
+
     def _append_batch(self, items: Sequence[Append]) -> list[Result]:
         """Append a batch in rounds holding at most one item per key, so that no entry is
         built on another entry of the same batch whose insert might still fail."""

@@ -113,11 +113,11 @@ def infrastructure(settings):
 def stack(infrastructure):
     """The whole suite running as separate processes on the real broker and database."""
     from deploy.local.demo_data import load_demo_data
-    from gateway.keys import api_keys
+    from gateway.keys import ROLES, api_keys
 
     infrastructure.start_all()
     load_demo_data()
-    infrastructure.api_key = api_keys().create("tests")
+    infrastructure.api_key = api_keys().create("tests", roles=list(ROLES))
     infrastructure.base_url = f"http://127.0.0.1:{infrastructure.gateway_port}"
     return infrastructure
 

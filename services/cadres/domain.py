@@ -11,6 +11,7 @@ from shared.events import (
     Envelope,
     PersonRegistered,
     PersonUpdated,
+    PointsTransferred,
     VolunteerActRecorded,
 )
 
@@ -41,6 +42,31 @@ def dual_report_facts(report: DualReportRegistered) -> dict[str, Any]:
         "reported_on": report.reported_on.isoformat(),
         "posts": report.posts,
     }
+
+
+def points_moves(transfer: PointsTransferred) -> list[dict[str, Any]]:
+    """The transfer as seen by each person in it (person accounts are bare person ids)."""
+    moves = []
+    for account, points in (
+        (transfer.from_account, -transfer.points),
+        (transfer.to_account, transfer.points),
+    ):
+        if ":" not in account:
+            moves.append(
+                {
+                    "_id": f"{transfer.transfer_id}@{account}",
+                    "person_id": account,
+                    "kind": transfer.kind,
+                    "points": points,
+                }
+            )
+    return moves
+
+
+def points_figures(moves: list[dict[str, Any]]) -> dict[str, int]:
+    earned = sum(m["points"] for m in moves if m["points"] > 0)
+    spent = -sum(m["points"] for m in moves if m["points"] < 0)
+    return {"earned": earned, "spent": spent, "balance": earned - spent}
 
 
 def empty_dossier(person_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from shared.events import (
     Envelope,
     PersonRegistered,
     PersonUpdated,
+    PointsTransferred,
     ServicePostClaimed,
     VolunteerActRecorded,
 )
@@ -47,6 +48,12 @@ class CadreEvaluation(HealthEntrypoints):
         if report.person_id is not None:  # units report too; only people have dossiers
             self.store.remember_dual_report(report.person_id, domain.dual_report_facts(report))
 
+    @consumes(PointsTransferred)
+    def note_points(self, envelope: Envelope, transfer: PointsTransferred) -> None:
+        """The points bank's movements of people's points, for the dossier's points figures."""
+        for move in domain.points_moves(transfer):
+            self.store.remember_points_move(move)
+
     @consumes(VolunteerActRecorded)
     def add_act_to_dossier(self, envelope: Envelope, act: VolunteerActRecorded) -> None:
         person = self.store.person(act.person_id)
@@ -60,4 +67,5 @@ class CadreEvaluation(HealthEntrypoints):
         if person is None or not person["is_cadre"]:
             raise NotFound("cadre", person_id)
         dossier = self.store.dossier(person_id) or domain.empty_dossier(person_id)
-        return domain.dossier_view(person, dossier, self.store.dual_report(person_id))
+        view = domain.dossier_view(person, dossier, self.store.dual_report(person_id))
+        return {**view, "points": domain.points_figures(self.store.points_moves(person_id))}

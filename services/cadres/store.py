@@ -28,6 +28,7 @@ class CadreStore(BaseStore):
         self.people = db["people"]
         self.dual_reports = db["dual_reports"]
         self.claimed_posts = db["claimed_posts"]
+        self.points_moves_of = db["points_moves"]
         self.journal = Journal(
             db["dossier_acts"], Partitioned(db, "dossiers"), empty=domain.empty_dossier, fold=domain.with_act
         )
@@ -56,6 +57,13 @@ class CadreStore(BaseStore):
             self.claimed_posts.insert_one(
                 {"_id": f"{person_id}#{post}", "person_id": person_id, "post": post, "claimed_on": claimed_on}
             )
+
+    def remember_points_move(self, move: dict[str, Any]) -> None:
+        with suppress(DuplicateKeyError):  # one document per transfer and person: redelivery is a no-op
+            self.points_moves_of.insert_one(move)
+
+    def points_moves(self, person_id: str) -> list[dict[str, Any]]:
+        return list(self.points_moves_of.find({"person_id": person_id}))
 
     def dual_report(self, person_id: str) -> dict[str, Any] | None:
         report = self.dual_reports.find_one({"_id": person_id}, {"_id": 0})

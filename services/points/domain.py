@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.events import Envelope, VolunteerActRecorded
-from shared.schemas.points import ApprovalDecision, Inspection, ManualAward
+from shared.events import Envelope, PointsTransferred, VolunteerActRecorded, new_event
+from shared.schemas.points import ApprovalDecision, EarningRule, Inspection, ManualAward
 
 Entry = dict[str, Any]
 Summary = dict[str, Any]
@@ -170,33 +170,6 @@ def reversal_of(original: Entry, actor: str | None, reason: str) -> Transfer:
 # --- earning rules ------------------------------------------------------------------------------
 
 
-class EarningRule(BaseModel):
-    """How a community turns an act type into points, from a date; a change is a new rule."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    rule_id: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z_-]{1,39}$")
-    community_id: str = Field(min_length=1, max_length=64)
-    act_type: str | None = Field(None, description="an act type code; none: every act type")
-    points_per_hour: Decimal | None = Field(None, gt=0, le=1000, decimal_places=2)
-    fixed_points: int | None = Field(None, gt=0, le=10_000, description="points per act, whatever its hours")
-    daily_cap: int | None = Field(None, gt=0, description="most points a person earns by this rule a day")
-    yearly_cap: int | None = Field(None, gt=0, description="most points a person earns by this rule a year")
-    valid_from: date
-    valid_to: date | None = None
-    approval_above_hours: Decimal | None = Field(
-        None, gt=0, le=24, description="acts longer than this wait for a community approver"
-    )
-
-    @model_validator(mode="after")
-    def one_measure(self) -> EarningRule:
-        if (self.points_per_hour is None) == (self.fixed_points is None):
-            raise ValueError("points_per_hour: give exactly one of points_per_hour or fixed_points")
-        if self.valid_to is not None and self.valid_to < self.valid_from:
-            raise ValueError("valid_to: before valid_from")
-        return self
-
-
 def default_rule(community_id: str, points_per_hour: Decimal) -> EarningRule:
     return EarningRule(
         rule_id="default",
@@ -320,6 +293,22 @@ def inspection_transfer(key: str, inspection: Inspection) -> Transfer:
             "passed": inspection.passed,
         },
     )
+
+
+def transfer_record(transfer: Transfer) -> tuple[dict[str, Any], list[Envelope]]:
+    """The applied transfer as kept in `transfers`, with the event that tells the others."""
+    event = PointsTransferred(
+        transfer_id=transfer.id,
+        kind=transfer.kind,
+        from_account=transfer.from_account,
+        to_account=transfer.to_account,
+        points=transfer.points,
+        community_id=transfer.community_id,
+        reverses=transfer.reverses,
+    )
+    return {"_id": transfer.id, **transfer.model_dump(mode="json", exclude={"id"})}, [
+        new_event(event, subject=transfer.id)
+    ]
 
 
 def transfer_view(transfer: Transfer) -> dict[str, Any]:

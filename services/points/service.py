@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from nameko.rpc import rpc
 
-from services.points import domain, redemptions
+from services.points import domain, redemptions, reports
 from services.points.store import PointsStore
 from shared.cache import RecentlyFound
 from shared.consumer import consumes
 from shared.errors import DOMAIN_ERRORS, Conflict, NotFound
-from shared.events import POINTS_BANK, Envelope, VolunteerActRecorded
+from shared.events import POINTS_BANK, Envelope, PersonRegistered, PersonUpdated, VolunteerActRecorded
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
+from shared.outbox import OutboxRelay
 from shared.schemas import validated
 from shared.schemas.points import (
     ApprovalDecision,
+    EarningRule,
     Inspection,
     ManualAward,
     NewCatalogueItem,
@@ -37,6 +40,7 @@ class PointsBank(HealthEntrypoints):
     name = POINTS_BANK
 
     store: PointsStore = StoreProvider(POINTS_BANK, PointsStore)
+    relay: OutboxRelay = OutboxRelay(POINTS_BANK)
 
     # --- earning -------------------------------------------------------------------------------
 
@@ -58,7 +62,7 @@ class PointsBank(HealthEntrypoints):
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def add_earning_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
-        new = validated(domain.EarningRule, rule)
+        new = validated(EarningRule, rule)
         if not self.store.add_rule(new.model_dump(mode="json")):
             raise Conflict(
                 "rule_exists", f"rule {new.rule_id!r} exists; rules are never changed, add a new one"
@@ -167,7 +171,7 @@ class PointsBank(HealthEntrypoints):
     def fulfil_order(self, order_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
         wanted = validated(OrderOutcome, outcome)
         order, settled = self._settle(order_id, "fulfilled", wanted)
-        self.store.execute(redemptions.fulfilment(order, settled["actor"]))
+        self._apply(redemptions.fulfilment(order, settled["actor"]))
         return redemptions.order_view(order, settled)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
@@ -175,7 +179,7 @@ class PointsBank(HealthEntrypoints):
         wanted = validated(OrderOutcome, outcome)
         order, settled = self._settle(order_id, "cancelled", wanted)
         self._release(order, f"cancel:{order_id}")
-        self.store.execute(redemptions.cancellation(order, settled["actor"], settled.get("reason")))
+        self._apply(redemptions.cancellation(order, settled["actor"], settled.get("reason")))
         return redemptions.order_view(order, settled)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
@@ -206,7 +210,7 @@ class PointsBank(HealthEntrypoints):
             for key, take, undo in steps:
                 self.store.count(key, guard, take)
                 taken.append((key, undo))
-            self.store.execute(redemptions.reservation(order))
+            self._apply(redemptions.reservation(order))
         except domain.Refused as exc:
             for key, undo in taken:
                 self.store.count(key, f"{guard}:refused", undo)
@@ -241,6 +245,20 @@ class PointsBank(HealthEntrypoints):
     # --- reading -------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def community_of(self, kind: str, identifier: str) -> str:
+        """The community a waiting approval, a transfer, an item or an order belongs to (the
+        gateway checks a staff key's scope with it)."""
+        found = {
+            "approval": lambda: self.store.approval(identifier),
+            "transfer": lambda: next(iter(self.store.legs_of(identifier)), None),
+            "item": lambda: self.store.item(identifier),
+            "order": lambda: self.store.order(identifier),
+        }[kind]()
+        if found is None:
+            raise NotFound(kind, identifier)
+        return found["community_id"]
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
     def get_account(self, person_id: str) -> dict[str, Any]:
         """An account nobody has credited yet answers with balance 0 and no entries."""
         summary = self.store.account(person_id) or domain.empty_account(person_id)
@@ -253,9 +271,9 @@ class PointsBank(HealthEntrypoints):
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _rule_for(self, community_id: str, act_type: str, day: date) -> domain.EarningRule:
+    def _rule_for(self, community_id: str, act_type: str, day: date) -> EarningRule:
         rules = _rules.get(
-            community_id, lambda: [domain.EarningRule.model_validate(r) for r in self._stored(community_id)]
+            community_id, lambda: [EarningRule.model_validate(r) for r in self._stored(community_id)]
         )
         return domain.rule_for(rules, community_id, act_type, day) or domain.default_rule(
             community_id, get_settings().points_per_hour
@@ -264,7 +282,7 @@ class PointsBank(HealthEntrypoints):
     def _stored(self, community_id: str) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "_id"} for r in self.store.rules_of(community_id)]
 
-    def _credit_act(self, envelope: Envelope, act: VolunteerActRecorded, rule: domain.EarningRule) -> None:
+    def _credit_act(self, envelope: Envelope, act: VolunteerActRecorded, rule: EarningRule) -> None:
         requested = points = domain.points_by_rule(rule, act.hours)
         capped = None
         for key, cap, label in domain.caps(rule, act.person_id, act.occurred_on):
@@ -272,11 +290,65 @@ class PointsBank(HealthEntrypoints):
             if granted["points"] < points:
                 capped = {"requested": requested, "granted": granted["points"], "cap": f"{label} {cap}"}
             points = granted["points"]
-        self.store.execute(domain.volunteer_act_transfer(envelope, act, rule, points, capped))
+        self._apply(domain.volunteer_act_transfer(envelope, act, rule, points, capped))
+
+    def _apply(self, transfer: domain.Transfer) -> bool:
+        """Move the points, then record the transfer with its event (a retry completes both)."""
+        applied = self.store.execute(transfer)
+        self.relay.publish_soon(self.store.record(transfer))
+        return applied
 
     def _move(self, transfer: domain.Transfer) -> dict[str, Any]:
         try:
-            applied = self.store.execute(transfer)
+            applied = self._apply(transfer)
         except domain.Refused as exc:
             raise Conflict(exc.code, exc.message) from None
         return {**domain.transfer_view(transfer), "replayed": not applied}
+
+    # --- reports ---
+
+    @consumes(PersonRegistered)
+    def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
+        self.store.remember_person(reports.person_facts(data, version=1))
+
+    @consumes(PersonUpdated)
+    def update_person(self, envelope: Envelope, data: PersonUpdated) -> None:
+        self.store.remember_person(reports.person_facts(data, version=data.revision))
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def statement(self, account_id: str, period_from: str, period_to: str) -> dict[str, Any]:
+        """An account's entries from one local day to another (both included), with balances."""
+        within = reports.period(period_from, period_to)
+        zone = self._local_zone()
+        before, entries = self.store.period_entries(account_id, *within.bounds(zone))
+        return reports.statement(account_id, within, before, entries, zone)
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def leaderboard(
+        self, scope_kind: str, scope_ids: list[str], month: str, limit: int = 20
+    ) -> dict[str, Any]:
+        """People ranked by the points they earned in a month. The caller resolves a street or
+        community to the ids of its communities or grids (the registry knows the tree)."""
+        wanted = reports.board(scope_kind, scope_ids, month, limit)
+        entries = self.store.applied_between(*wanted.month.bounds(self._local_zone()))
+        earlier = self.store.legs_of_transfers(reports.reversed_acts(entries))
+        people = self.store.people_where(wanted.field, wanted.scope_ids)
+        return reports.leaderboard(wanted, entries, earlier, people)
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def monthly_disclosure(self, community_id: str, month: str) -> dict[str, Any]:
+        """志愿服务情况按月公示: who served the community in the month, names masked."""
+        within = reports.month_period(month)
+        acts = self.store.community_acts(community_id, within.first.isoformat(), within.last.isoformat())
+        reversed_transfers = self.store.reversed_transfers(community_id)
+        people = self.store.people_where("_id", [act["key"] for act in acts])
+        return reports.disclosure(community_id, within, acts, reversed_transfers, people)
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def monthly_disclosure_xlsx(self, community_id: str, month: str) -> dict[str, Any]:
+        """The disclosure as an .xlsx file: {"filename", "content" (base64)}."""
+        return reports.disclosure_file(self.monthly_disclosure(community_id, month))
+
+    @staticmethod
+    def _local_zone() -> ZoneInfo:
+        return ZoneInfo(get_settings().local_timezone)

@@ -13,9 +13,12 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.points import domain
+from shared.group_commit import GroupCommit
 from shared.journal import Journal
 from shared.mongo import BaseStore
+from shared.outbox import insert_with_events
 from shared.partitions import Partitioned
+from shared.read_models import remember_newer
 
 Entry = dict[str, Any]
 
@@ -35,6 +38,10 @@ class PointsStore(BaseStore):
             empty=domain.empty_account,
             fold=domain.with_entry,
         )
+        self.transfers = db["transfers"]
+        # Applied transfers are recorded with their event in batches: one outbox insert and one
+        # transfers insert for all the transfers that finish together.
+        self._record = GroupCommit(self._record_batch)
         self.rules = db["earning_rules"]
         self.approvals = db["approvals"]
         self.decisions = db["approval_decisions"]
@@ -63,6 +70,25 @@ class PointsStore(BaseStore):
     def legs_of(self, transfer_id: str) -> list[Entry]:
         return list(self.ledger.entries.find({"transfer_id": transfer_id}))
 
+    def chain_totals(self) -> list[dict[str, Any]]:
+        """Per account: the sum of its entries' points, their number and the sum of their seqs."""
+        # One accumulator per pass: FerretDB 1.24 fills only the first of several in a $group.
+        totals: dict[str, dict[str, Any]] = {}
+        for name, accumulator in (("sum", "$points"), ("count", 1), ("seq_sum", "$seq")):
+            for row in self.ledger.entries.aggregate(
+                [{"$group": {"_id": "$key", name: {"$sum": accumulator}}}]
+            ):
+                totals.setdefault(row["_id"], {"_id": row["_id"]})[name] = row[name]
+        return list(totals.values())
+
+    def summaries_of(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {s["_id"]: s for s in self.ledger.summaries.find_many(account_ids)}
+
+    def one_legged_transfers(self) -> list[str]:
+        legs = [{"$group": {"_id": "$transfer_id", "legs": {"$sum": 1}}}, {"$match": {"legs": {"$ne": 2}}}]
+        # Entries from before double entry have no transfer; they show as one group.
+        return [t["_id"] or "(entries without a transfer)" for t in self.ledger.entries.aggregate(legs)]
+
     def execute(self, transfer: domain.Transfer) -> bool:
         """Apply both legs of a transfer. True if applied now, False if it had been before.
         Raises `domain.Refused` (nothing moved) if the debit would break its account's bound.
@@ -81,6 +107,19 @@ class PointsStore(BaseStore):
             if isinstance(result, Exception):
                 raise result
         return any(result is not None for result in results)
+
+    def record(self, transfer: domain.Transfer) -> list[dict[str, Any]]:
+        """Keep an applied transfer with its `points.transferred` event, once; the outbox
+        records to relay (none if it was recorded before)."""
+        return self._record(transfer)
+
+    def _record_batch(self, transfers: Sequence[domain.Transfer]) -> list[list[dict[str, Any]]]:
+        changes = [domain.transfer_record(t) for t in transfers]
+        records, existing = insert_with_events(self.db, "transfers", changes)
+        by_transfer: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_transfer.setdefault(record["aggregate_id"], []).append(record)
+        return [[] if index in existing else by_transfer.get(t.id, []) for index, t in enumerate(transfers)]
 
     # --- counters (caps, stock, purchases) -------------------------------------------------
 
@@ -168,3 +207,66 @@ class PointsStore(BaseStore):
         except DuplicateKeyError:
             return self.decisions.find_one({"_id": decision["_id"]})
         return decision
+
+    # --- reports ---
+
+    # What leaderboards and disclosures read of an entry.
+    REPORT_FIELDS = ("key", "kind", "points", "transfer_id", "reverses", "hours", "community_id")
+
+    @property
+    def people(self) -> Any:
+        """The registry's people as reports need them, fed by its events."""
+        return self.db["people"]
+
+    def remember_person(self, person: dict[str, Any]) -> None:
+        remember_newer(self.people, person)
+
+    def people_where(self, field: str, values: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {p["_id"]: p for p in self.people.find({field: {"$in": sorted(set(values))}})}
+
+    def period_entries(
+        self, account_id: str, start: datetime, end: datetime
+    ) -> tuple[Entry | None, list[Entry]]:
+        """The entry before [start, end), whose balance opens it, and the entries within, in
+        chain order. Within is a stretch of the chain, from the first entry applied at or after
+        `start` up to the first applied at or after `end`: clocks of two processes can stamp
+        neighbouring entries a moment out of order, and a stretch keeps opening + movements
+        = closing, with each entry in exactly one period."""
+        first = self._first_seq_since(account_id, start)
+        if first is None:
+            latest = self.ledger.entries.find({"key": account_id}).sort("seq", -1).limit(1)
+            return next(iter(latest), None), []
+        after = self._first_seq_since(account_id, end)
+        stretch = self.ledger.entries_of(account_id, max(first - 1, 1), None if after is None else after - 1)
+        if stretch and stretch[0]["seq"] < first:
+            return stretch[0], stretch[1:]
+        return None, stretch
+
+    def _first_seq_since(self, account_id: str, since: datetime) -> int | None:
+        found = (
+            self.ledger.entries.find({"key": account_id, "applied_at": {"$gte": since}}, {"seq": 1})
+            .sort("seq", 1)
+            .limit(1)
+        )
+        return next((e["seq"] for e in found), None)
+
+    def applied_between(self, start: datetime, end: datetime) -> list[Entry]:
+        """Every leg applied in [start, end), slim. Kinds are picked in Python: FerretDB scans the
+        ledger anyway, and holds its write lock while it matches an `$in`."""
+        return list(self.ledger.entries.find({"applied_at": {"$gte": start, "$lt": end}}, self.REPORT_FIELDS))
+
+    def legs_of_transfers(self, transfer_ids: Sequence[str]) -> list[Entry]:
+        return [leg for transfer_id in transfer_ids for leg in self.legs_of(transfer_id)]
+
+    def community_acts(self, community_id: str, first: str, last: str) -> list[Entry]:
+        """Legs of the community's volunteer acts done from `first` to `last` (ISO dates)."""
+        query = {
+            "kind": "volunteer_act",
+            "community_id": community_id,
+            "occurred_on": {"$gte": first, "$lte": last},
+        }
+        return list(self.ledger.entries.find(query, self.REPORT_FIELDS))
+
+    def reversed_transfers(self, community_id: str) -> set[str]:
+        found = self.ledger.entries.find({"kind": "reversal", "community_id": community_id}, {"reverses": 1})
+        return {e["reverses"] for e in found}

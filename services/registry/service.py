@@ -204,14 +204,14 @@ class OrganisationRegistry(HealthEntrypoints):
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def register_person(self, person: dict[str, Any]) -> dict[str, Any]:
         new = validated(NewPerson, person)
-        nodes = self.store.tree()
-        people.check_person(new.model_dump(), nodes, self.store.places())
+        nodes, places = self.store.tree(), self.store.places()
+        people.check_person(new.model_dump(), nodes, places)
         if new.person_id is not None:
             earlier = self.store.document(PEOPLE, new.person_id)
             if earlier is not None:
                 return people.person_view(self._same_person_or_conflict(earlier, new))
         self._refuse_taken_id_number(new.id_number, new.person_id)
-        document, events = people.new_person(new, vault(), nodes)
+        document, events = people.new_person(new, vault(), nodes, places)
         records = self.store.insert(PEOPLE, document, events)
         if records is None:
             return people.person_view(
@@ -224,8 +224,9 @@ class OrganisationRegistry(HealthEntrypoints):
     def update_person(self, person_id: str, details: dict[str, Any]) -> dict[str, Any]:
         change = validated(PersonDetails, details)
         person = self._person(person_id)
-        after, fields, events = people.updated(person, change, vault())
-        people.check_person(after, self.store.tree(), self.store.places())
+        places = self.store.places()
+        after, fields, events = people.updated(person, change, vault(), places)
+        people.check_person(after, self.store.tree(), places)
         if change.id_number:
             self._refuse_taken_id_number(change.id_number, person_id)
         return people.person_view(self._update(PEOPLE, person, fields, events))

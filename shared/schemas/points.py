@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,6 +15,31 @@ class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class EarningRule(Input):
+    """How a community turns an act type into points, from a date; a change is a new rule."""
+
+    rule_id: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z_-]{1,39}$")
+    community_id: str = Field(min_length=1, max_length=64)
+    act_type: str | None = Field(None, description="an act type code; none: every act type")
+    points_per_hour: Decimal | None = Field(None, gt=0, le=1000, decimal_places=2)
+    fixed_points: int | None = Field(None, gt=0, le=10_000, description="points per act, whatever its hours")
+    daily_cap: int | None = Field(None, gt=0, description="most points a person earns by this rule a day")
+    yearly_cap: int | None = Field(None, gt=0, description="most points a person earns by this rule a year")
+    valid_from: date
+    valid_to: date | None = None
+    approval_above_hours: Decimal | None = Field(
+        None, gt=0, le=24, description="acts longer than this wait for a community approver"
+    )
+
+    @model_validator(mode="after")
+    def one_measure(self) -> EarningRule:
+        if (self.points_per_hour is None) == (self.fixed_points is None):
+            raise ValueError("points_per_hour: give exactly one of points_per_hour or fixed_points")
+        if self.valid_to is not None and self.valid_to < self.valid_from:
+            raise ValueError("valid_to: before valid_from")
+        return self
+
+
 class ManualAward(Input):
     """Points a staff member awards by hand; the reason is kept with the entry."""
 
@@ -21,7 +47,9 @@ class ManualAward(Input):
     community_id: str = Code
     points: int = Field(gt=0, le=10_000)
     reason: str = Field(min_length=2, max_length=200)
-    actor: str = Field(min_length=1, max_length=64, description="the staff member awarding")
+    actor: str | None = Field(
+        None, max_length=64, description="who awards; the gateway sets the API key's name"
+    )
 
 
 class Inspection(Input):
@@ -39,12 +67,12 @@ class Inspection(Input):
 
 class ApprovalDecision(Input):
     approve: bool
-    approver: str = Field(min_length=1, max_length=64)
+    approver: str | None = Field(None, max_length=64, description="the gateway sets the API key's name")
     reason: str | None = Field(None, max_length=200)
 
 
 class Reversal(Input):
-    actor: str = Field(min_length=1, max_length=64)
+    actor: str | None = Field(None, max_length=64, description="the gateway sets the API key's name")
     reason: str = Field(min_length=2, max_length=200)
 
 
@@ -75,7 +103,7 @@ class NewCatalogueItem(Input):
 
 class Restock(Input):
     quantity: int = Field(gt=0, le=100_000)
-    actor: str = Field(min_length=1, max_length=64)
+    actor: str | None = Field(None, max_length=64, description="the gateway sets the API key's name")
 
 
 class NewOrder(Input):
@@ -85,5 +113,5 @@ class NewOrder(Input):
 
 
 class OrderOutcome(Input):
-    actor: str = Field(min_length=1, max_length=64)
+    actor: str | None = Field(None, max_length=64, description="the gateway sets the API key's name")
     reason: str | None = Field(None, max_length=200)

@@ -121,3 +121,32 @@ def test_stale_summary_is_repaired_by_the_next_posting(settings, ledger_db):
     assert [e["seq"] for e in summary["recent"]] == [3, 2, 1]
     assert [e["points"] for e in summary["recent"]] == [1, 5, 10]
     assert balances(store, "p-2", "pool:c1:0") == [16, -16]
+
+
+def test_reconciliation_finds_and_repairs_a_lost_leg_and_a_stale_summary(settings, ledger_db):
+    from services.points import reconcile
+
+    _, name = ledger_db
+    store = store_on(settings, name)
+    store.execute(transfer("t-1", 10, to="p-4"))
+    store.execute(transfer("t-2", 7, to="p-4"))
+
+    def report():
+        chains = store.chain_totals()
+        return reconcile.check(
+            chains, store.summaries_of([c["_id"] for c in chains]), store.one_legged_transfers()
+        )
+
+    assert report().exact and report().total == 0
+    # A crash after the debit leg of t-3: the pool gave, the person never received.
+    debit, _ = domain.legs(transfer("t-3", 5, to="p-4"), datetime.now(UTC))
+    store.ledger.append(*debit)
+    # And a summary written wrong by hand.
+    store.ledger.summaries.replace_many({"p-4": {**store.account("p-4"), "balance": 999}})
+    broken = report()
+    assert not broken.exact and broken.total == -5
+    assert (broken.one_legged, broken.stale_summaries) == (["t-3"], ["p-4"])
+    store.execute(reconcile.missing_leg(store.legs_of("t-3")[0]))
+    store.ledger.heal("p-4")
+    healed = report()
+    assert healed.exact and store.account("p-4")["balance"] == 22

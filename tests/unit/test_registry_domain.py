@@ -188,7 +188,7 @@ def test_numbers_are_sealed_indexed_masked_and_never_in_events(nodes):
         },
     )
     people.check_person(new.model_dump(), nodes, {})
-    document, events = people.new_person(new, VAULT, nodes)
+    document, events = people.new_person(new, VAULT, nodes, {})
     assert "13812345678" not in str(document)
     assert document["phone"]["masked"] == "138****5678"
     assert document["id_number"]["masked"] == "4203**********123X"
@@ -219,15 +219,29 @@ def test_person_rules_name_the_field(nodes):
 
 def test_an_update_bumps_the_version_and_publishes_public_details_only(nodes):
     new = validated(NewPerson, {"person_id": "p1", "name": "李平", "community_id": COMMUNITY})
-    document, _ = people.new_person(new, VAULT, nodes)
+    document, _ = people.new_person(new, VAULT, nodes, {})
     change = validated(PersonDetails, {"is_party_member": True, "phone": "13900001111", "household_id": None})
-    after, fields, events = people.updated(document, change, VAULT)
+    after, fields, events = people.updated(document, change, VAULT, {})
     assert fields["version"] == 2 and after["is_party_member"] is True
     assert events[0].type == "cn.gridlink.person.updated.v1"
     assert events[0].data["revision"] == 2 and "phone" not in events[0].data
     with pytest.raises(InvalidInput) as caught:
-        people.updated(document, validated(PersonDetails, {"name": None}), VAULT)
+        people.updated(document, validated(PersonDetails, {"name": None}), VAULT, {})
     assert errors_of(caught) == {"name"}
+
+
+def test_a_persons_grid_is_their_households_and_travels_in_the_events(nodes):
+    household = {"_id": "H1", "kind": "household", "community_id": COMMUNITY, "grid_id": GRID}
+    places = {"H1": household}
+    new = validated(
+        NewPerson, {"person_id": "p1", "name": "李平", "community_id": COMMUNITY, "household_id": "H1"}
+    )
+    people.check_person(new.model_dump(), nodes, places)
+    document, [registered] = people.new_person(new, VAULT, nodes, places)
+    assert document["grid_id"] == GRID and registered.data["grid_id"] == GRID
+    moved_out = validated(PersonDetails, {"household_id": None})
+    after, fields, [update] = people.updated(document, moved_out, VAULT, places)
+    assert after["grid_id"] is None and fields["grid_id"] is None and update.data["grid_id"] is None
 
 
 # --- posts over time ---------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def _people(plan: ImportPlan, rows, nodes, places, known_people, tenures, vault)
         except InvalidInput as exc:
             plan.refuse(line, exc)
             continue
-        document, events = people.new_person(new, vault, nodes)
+        document, events = people.new_person(new, vault, nodes, places)
         index = document.get("id_number", {}).get("index") if document.get("id_number") else None
         if index is not None and index in id_numbers:
             plan.refuse(line, InvalidInput.single("id_number", f"also the ID number of {id_numbers[index]}"))

@@ -73,20 +73,21 @@ def check_person(
 
 
 def new_person(
-    new: NewPerson, vault: PiiVault, tree: Mapping[str, Document]
+    new: NewPerson, vault: PiiVault, tree: Mapping[str, Document], places: Mapping[str, Document]
 ) -> tuple[Document, list[Envelope]]:
     person_id = new.person_id or f"p-{uuid.uuid4().hex[:20]}"
     fields = {name: getattr(new, name) for name in PLAIN_FIELDS}
     fields = {**fields, **{flag: bool(fields[flag]) for flag in FLAGS}}
     if fields["employer"] is None and fields["employer_unit_id"]:
         fields["employer"] = tree[fields["employer_unit_id"]]["name"]
+    fields["grid_id"] = grid_of(fields, places)
     document = {"_id": person_id, **fields, **_sealed(new, vault), "version": 1}
     event = new_event(PersonRegistered(person_id=person_id, **_public(document)), subject=person_id)
     return document, [event]
 
 
 def updated(
-    person: Document, details: PersonDetails, vault: PiiVault
+    person: Document, details: PersonDetails, vault: PiiVault, places: Mapping[str, Document]
 ) -> tuple[Document, Document, list[Envelope]]:
     """(the whole record after the change, the fields that change, the events)."""
     given = details.model_dump(exclude_unset=True)
@@ -96,12 +97,20 @@ def updated(
     change = {name: value for name, value in given.items() if name in PLAIN_FIELDS}
     change |= _sealed(details, vault)
     change["version"] = person.get("version", 1) + 1
+    # Set on every update: the household may have changed, and older records lack it.
+    change["grid_id"] = grid_of({**person, **change}, places)
     after = {**person, **change}
     event = new_event(
         PersonUpdated(person_id=person["_id"], revision=after["version"], **_public(after)),
         subject=person["_id"],
     )
     return after, change, [event]
+
+
+def grid_of(person: Mapping[str, Any], places: Mapping[str, Document]) -> str | None:
+    """A person's grid is their household's (places carry it); none without a household."""
+    household = places.get(person.get("household_id") or "")
+    return household.get("grid_id") if household else None
 
 
 def _sealed(details: PersonDetails, vault: PiiVault) -> Document:
@@ -118,6 +127,7 @@ def _public(person: Mapping[str, Any]) -> Document:
         "is_party_member": person["is_party_member"],
         "is_cadre": person["is_cadre"],
         "employer": person.get("employer"),
+        "grid_id": person.get("grid_id"),
     }
 
 

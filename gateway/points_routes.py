@@ -1,0 +1,397 @@
+"""The points bank under /api/v1/points: accounts, rules, approvals, awards, inspections,
+reversals, the redemption catalogue and orders, statements, leaderboards and the monthly list.
+
+Staff actions need a role on the API key (see gateway/keys.py) and act within the key's
+scope: the community acted on must lie in the subtree of the key's organisation.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, g, jsonify, request
+from pydantic import BaseModel
+
+from gateway import responses as r
+from gateway.http import ApiError, date_arg, idempotency_key, int_arg, invalid, json_body
+from gateway.openapi import Operation
+from gateway.rpc import RpcPool
+from shared.events import POINTS_BANK, REGISTRY
+from shared.schemas.points import (
+    ApprovalDecision,
+    EarningRule,
+    Inspection,
+    ManualAward,
+    NewCatalogueItem,
+    NewOrder,
+    OrderOutcome,
+    Restock,
+    Reversal,
+)
+
+TAG = "Points bank"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+KEYED = {"Idempotency-Key": "your unique key for this action; a retry with it changes nothing"}
+STAFF = {403: "the API key lacks the role, or acts outside its scope"}
+Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
+
+
+def month_arg() -> str:
+    month = request.args.get("month", "")
+    if (
+        len(month) != 7
+        or month[4] != "-"
+        or not (month[:4] + month[5:]).isdigit()
+        or not 1 <= int(month[5:]) <= 12
+    ):
+        raise invalid("month", "a month, YYYY-MM")
+    return month
+
+
+def add_points_routes(route: Route, rpc: RpcPool) -> None:
+    def call(method: str, *args: Any) -> Any:
+        return rpc.call(POINTS_BANK, method, *args)
+
+    def require(role: str, community_id: str) -> None:
+        """The key has `role`, and `community_id` lies within the key's scope."""
+        key = g.key
+        if role not in key.get("roles", []):
+            raise ApiError(403, "forbidden", f"this API key lacks the {role} role")
+        scope = key.get("scope")
+        if scope and scope != community_id:
+            path = rpc.call(REGISTRY, "get_organisation", community_id)["path"]
+            if scope not in path:
+                raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {community_id}")
+
+    def signed(model: BaseModel, field: str = "actor") -> dict[str, Any]:
+        """The body with the acting staff member taken from the API key, not from the caller."""
+        return model.model_copy(update={field: g.key.get("name")}).model_dump(mode="json")
+
+    # --- accounts -------------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/accounts/<person_id>",
+            "A person's points balance and latest entries",
+            r.Account,
+            errors={404: "unknown person"},
+            tag=TAG,
+        )
+    )
+    def get_points_account(person_id: str) -> Any:
+        rpc.call(REGISTRY, "get_person", person_id)  # 404 for people the registry does not know
+        return jsonify(call("get_account", person_id))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/accounts/<account_id>/statement",
+            "An account's statement for a period: opening and closing balance, every entry",
+            r.Statement,
+            query={
+                "from": ("string", "first day, YYYY-MM-DD (China Standard Time)"),
+                "to": ("string", "last day, YYYY-MM-DD"),
+            },
+            errors={422: "invalid period"},
+            tag=TAG,
+        )
+    )
+    def account_statement(account_id: str) -> Any:
+        period_from, period_to = date_arg("from"), date_arg("to")
+        if period_from is None or period_to is None:
+            raise invalid("from" if period_from is None else "to", "required, YYYY-MM-DD")
+        return jsonify(call("statement", account_id, period_from, period_to))
+
+    # --- earning ----------------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/rules",
+            "A community's earning rules",
+            r.EarningRules,
+            query={"community_id": ("string", "the community")},
+            errors={422: "community_id missing"},
+            tag=TAG,
+        )
+    )
+    def list_earning_rules() -> Any:
+        return jsonify(call("list_earning_rules", required_arg("community_id")))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/rules",
+            "Add an earning rule (rules are never changed: a new rule from a date replaces it)",
+            r.EarningRuleView,
+            status=201,
+            request=EarningRule,
+            errors={**STAFF, 409: "the rule id exists", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def add_earning_rule() -> Any:
+        rule = json_body(EarningRule)
+        require("rules_admin", rule.community_id)
+        return jsonify(call("add_earning_rule", rule.model_dump(mode="json"))), 201
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/approvals",
+            "Acts waiting for a community approver (above the rule's hours threshold)",
+            r.PendingApprovals,
+            query={"community_id": ("string", "the community")},
+            tag=TAG,
+        )
+    )
+    def list_pending_approvals() -> Any:
+        return jsonify(call("list_pending_approvals", required_arg("community_id")))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/approvals/<act_id>:decide",
+            "Approve (credit) or reject a waiting act; the first decision stands",
+            r.ApprovalDecisionView,
+            request=ApprovalDecision,
+            errors={**STAFF, 404: "no act waits under this id", 409: "decided otherwise before"},
+            tag=TAG,
+        )
+    )
+    def decide_approval(act_id: str) -> Any:
+        decision = json_body(ApprovalDecision)
+        require("approver", call("community_of", "approval", act_id))
+        return jsonify(call("decide_approval", act_id, signed(decision, "approver")))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/awards",
+            "Award points by hand, with a reason",
+            r.TransferView,
+            status=201,
+            request=ManualAward,
+            headers=KEYED,
+            errors={**STAFF, 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def award_points() -> Any:
+        key, award = idempotency_key(), json_body(ManualAward)
+        require("awarder", award.community_id)
+        return jsonify(call("award_points", f"{g.client_id}:{key}", signed(award))), 201
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/inspections",
+            "Record a doorstep or household inspection (门前三包); a passed one earns points",
+            r.TransferView,
+            status=201,
+            request=Inspection,
+            headers=KEYED,
+            errors={**STAFF, 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def record_inspection() -> Any:
+        key, inspection = idempotency_key(), json_body(Inspection)
+        require("inspector", inspection.community_id)
+        return jsonify(
+            call("record_inspection", f"{g.client_id}:{key}", inspection.model_dump(mode="json"))
+        ), 201
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/transfers/<transfer_id>:reverse",
+            "Reverse a transfer with a compensating one that points at it",
+            r.TransferView,
+            request=Reversal,
+            errors={**STAFF, 404: "unknown transfer", 409: "not enough points left to take back"},
+            tag=TAG,
+        )
+    )
+    def reverse_transfer(transfer_id: str) -> Any:
+        reversal = json_body(Reversal)
+        require("approver", call("community_of", "transfer", transfer_id))
+        return jsonify(call("reverse_transfer", transfer_id, signed(reversal)))
+
+    # --- redemptions ----------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/catalogue",
+            "What a community's residents can buy with points, with stock",
+            r.Catalogue,
+            query={"community_id": ("string", "the community")},
+            tag=TAG,
+        )
+    )
+    def list_catalogue() -> Any:
+        return jsonify(call("list_catalogue", required_arg("community_id")))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/catalogue",
+            "Add a catalogue item (goods, a service, a property-fee offset)",
+            r.CatalogueItem,
+            status=201,
+            request=NewCatalogueItem,
+            errors={**STAFF, 409: "the item id exists", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def add_catalogue_item() -> Any:
+        item = json_body(NewCatalogueItem)
+        require("rules_admin", item.community_id)
+        return jsonify(call("add_catalogue_item", item.model_dump(mode="json"))), 201
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/catalogue/<item_id>:restock",
+            "Add stock to an item",
+            r.CatalogueItem,
+            request=Restock,
+            headers=KEYED,
+            errors={**STAFF, 404: "unknown item"},
+            tag=TAG,
+        )
+    )
+    def restock_item(item_id: str) -> Any:
+        key, restock = idempotency_key(), json_body(Restock)
+        require("redemption_clerk", call("community_of", "item", item_id))
+        return jsonify(call("restock_item", item_id, f"{g.client_id}:{key}", signed(restock)))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/orders",
+            "Order an item: stock, the person's quota and points are reserved, or nothing is",
+            r.Order,
+            status=201,
+            request=NewOrder,
+            headers=KEYED,
+            errors={**STAFF, 409: "out of stock, limit reached or not enough points", 422: "invalid field"},
+            tag=TAG,
+        )
+    )
+    def place_order() -> Any:
+        key, order = idempotency_key(), json_body(NewOrder)
+        require("redemption_clerk", call("community_of", "item", order.item_id))
+        return jsonify(call("place_order", g.client_id, key, order.model_dump(mode="json"))), 201
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/orders",
+            "Orders of a community or a person",
+            r.Orders,
+            query={
+                "community_id": ("string", "orders of this community"),
+                "person_id": ("string", "of this person"),
+            },
+            tag=TAG,
+        )
+    )
+    def list_orders() -> Any:
+        return jsonify(call("list_orders", request.args.get("community_id"), request.args.get("person_id")))
+
+    def settle(order_id: str, how: str) -> Any:
+        outcome = json_body(OrderOutcome)
+        require("redemption_clerk", call("community_of", "order", order_id))
+        return jsonify(call(how, order_id, signed(outcome)))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/orders/<order_id>:fulfil",
+            "Hand over a reserved order: its points go to the community",
+            r.Order,
+            request=OrderOutcome,
+            errors={**STAFF, 404: "unknown order", 409: "cancelled before"},
+            tag=TAG,
+        )
+    )
+    def fulfil_order(order_id: str) -> Any:
+        return settle(order_id, "fulfil_order")
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/points/orders/<order_id>:cancel",
+            "Cancel a reserved order: points, stock and quota come back",
+            r.Order,
+            request=OrderOutcome,
+            errors={**STAFF, 404: "unknown order", 409: "fulfilled before"},
+            tag=TAG,
+        )
+    )
+    def cancel_order(order_id: str) -> Any:
+        return settle(order_id, "cancel_order")
+
+    # --- publishing -------------------------------------------------------------------------------
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/leaderboards",
+            "Who earned most in a month, within a grid, a community or a street",
+            r.Leaderboard,
+            query={
+                "scope": ("string", "a grid, community or street code"),
+                "month": ("string", "YYYY-MM"),
+                "limit": ("integer", "1 to 200 (default 20)"),
+            },
+            errors={404: "unknown scope", 422: "invalid parameter"},
+            tag=TAG,
+        )
+    )
+    def leaderboard() -> Any:
+        scope, month, limit = required_arg("scope"), month_arg(), int_arg("limit", 20, 1, 200)
+        organisation = rpc.call(REGISTRY, "get_organisation", scope)
+        kind = organisation["classification"]
+        if kind == "grid_party_branch":
+            return jsonify(call("leaderboard", "grid", [scope], month, limit))
+        if kind == "community_party_committee":
+            return jsonify(call("leaderboard", "community", [scope], month, limit))
+        if kind != "street_working_committee":
+            raise invalid("scope", "a grid, community or street")
+        page = rpc.call(REGISTRY, "list_organisations", scope, "community_party_committee")
+        return jsonify(call("leaderboard", "street", [c["id"] for c in page["items"]], month, limit))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/disclosures/<community_id>",
+            "The monthly public list of volunteer service (志愿服务情况按月公示); format=xlsx for Excel",
+            r.Disclosure,
+            query={"month": ("string", "YYYY-MM"), "format": ("string", "json (default) or xlsx")},
+            errors={422: "invalid parameter"},
+            tag=TAG,
+        )
+    )
+    def monthly_disclosure(community_id: str) -> Any:
+        month = month_arg()
+        if request.args.get("format", "json") == "xlsx":
+            exported = call("monthly_disclosure_xlsx", community_id, month)
+            return Response(
+                base64.b64decode(exported["content"]),
+                mimetype=XLSX,
+                headers={"Content-Disposition": f'attachment; filename="{exported["filename"]}"'},
+            )
+        return jsonify(call("monthly_disclosure", community_id, month))
+
+
+def required_arg(name: str) -> str:
+    value = request.args.get(name)
+    if not value:
+        raise invalid(name, "required")
+    return value

@@ -1,0 +1,359 @@
+"""Points bank reports (积分报表): statements, leaderboards, the monthly public disclosure
+(志愿服务情况按月公示). No I/O here.
+
+Periods are calendar days where the users are (GRIDLINK_TIMEZONE, China Standard Time) while
+the ledger stamps entries in UTC: a day holds the entries applied from its local midnight to
+the next, so an entry applied at 2026-10-31T17:00Z belongs to November 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Alignment, Font
+
+from services.points.domain import entry_view
+from shared.errors import InvalidInput
+from shared.events import PersonRegistered, PersonUpdated
+
+Entry = dict[str, Any]
+Person = dict[str, Any]
+Errors = list[dict[str, str]]
+
+MAX_PERIOD_DAYS = 366
+MAX_LEADERBOARD = 500
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+# A street is ranked over its communities: the gateway resolves it to their ids.
+SCOPE_FIELDS = {"grid": "grid_id", "community": "community_id", "street": "community_id"}
+# What people earn; spending (redemptions) is not earning.
+EARNING_KINDS = ("volunteer_act", "manual_award", "inspection")
+# How earning transfers' ids begin (domain.volunteer_act_transfer, award_transfer,
+# inspection_transfer): a reversal names only the transfer it reverses.
+ACT_TRANSFER = "va:"
+EARNING_TRANSFERS = (ACT_TRANSFER, "award:", "inspection:")
+# Most family names are one character; these common ones are two.
+COMPOUND_SURNAMES = (
+    "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "长孙",
+    "宇文", "司徒", "夏侯", "轩辕", "令狐", "端木", "独孤", "南宫", "西门", "呼延",
+)  # fmt: skip
+DISCLOSURE_HEADER = ("序号", "姓名", "服务次数", "服务时长（小时）", "获得积分")
+
+
+def is_person_account(account_id: str) -> bool:
+    """People's accounts are their person ids, which have no colon; community and team
+    accounts (`pool:`, `held:`, `team:`) do."""
+    return ":" not in account_id
+
+
+# --- the people read model ------------------------------------------------------------------
+
+
+def person_facts(data: PersonRegistered | PersonUpdated, version: int) -> Person:
+    """What reports need to know of a person from the registry: a name, where they live."""
+    return {
+        "_id": data.person_id,
+        "name": data.name,
+        "community_id": data.community_id,
+        "grid_id": data.grid_id,
+        "version": version,
+    }
+
+
+def mask_name(name: str | None) -> str | None:
+    """Public lists show the family name only: 王建国 → 王**, 欧阳明 → 欧阳*."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    surname = next((s for s in COMPOUND_SURNAMES if name.startswith(s) and len(name) > len(s)), name[:1])
+    return surname + "*" * (len(name) - len(surname))
+
+
+# --- periods ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    first: date
+    last: date  # inclusive
+
+    def bounds(self, zone: tzinfo) -> tuple[datetime, datetime]:
+        """[start, end) in UTC: local midnight of the first day to local midnight after the last."""
+        start = datetime.combine(self.first, time(), zone).astimezone(UTC)
+        end = datetime.combine(self.last + timedelta(days=1), time(), zone).astimezone(UTC)
+        return start, end
+
+
+def period(period_from: Any, period_to: Any) -> Period:
+    """A statement's period from its inclusive ISO dates; InvalidInput names `from` or `to`."""
+    first, last = _day(period_from), _day(period_to)
+    errors: Errors = [
+        {"field": field, "message": "a date, YYYY-MM-DD"}
+        for field, day in (("from", first), ("to", last))
+        if day is None
+    ]
+    if errors:
+        raise InvalidInput(errors)
+    if last < first:
+        raise InvalidInput.single("to", f"{last} is before from ({first})")
+    if (last - first).days + 1 > MAX_PERIOD_DAYS:
+        raise InvalidInput.single("to", f"a period is at most {MAX_PERIOD_DAYS} days")
+    return Period(first, last)
+
+
+def month_period(month: Any) -> Period:
+    found = MONTH.fullmatch(month) if isinstance(month, str) else None
+    if found is None:
+        raise InvalidInput.single("month", "a month, YYYY-MM")
+    first = date(int(found[1]), int(found[2]), 1)
+    return Period(first, (first + timedelta(days=31)).replace(day=1) - timedelta(days=1))
+
+
+def _day(text: Any) -> date | None:
+    if not isinstance(text, str) or not DAY.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # 2026-02-30
+        return None
+
+
+def month_label(within: Period) -> str:
+    return f"{within.first.year}年{within.first.month:02d}月"
+
+
+# --- statements -------------------------------------------------------------------------------
+
+
+def statement(
+    account_id: str, within: Period, before: Entry | None, entries: Sequence[Entry], zone: tzinfo
+) -> dict[str, Any]:
+    """An account's statement: `before` is the entry preceding the period (its balance opens
+    it), `entries` are the period's, in chain order."""
+    opening = before["balance_after"] if before else 0
+    return {
+        "account_id": account_id,
+        "from": within.first.isoformat(),
+        "to": within.last.isoformat(),
+        "opening_balance": opening,
+        "closing_balance": entries[-1]["balance_after"] if entries else opening,
+        "credited": sum(e["points"] for e in entries if e["points"] > 0),
+        "debited": -sum(e["points"] for e in entries if e["points"] < 0),
+        "entries": [
+            {**entry_view(e), "on": e["applied_at"].astimezone(zone).date().isoformat()} for e in entries
+        ],
+    }
+
+
+# --- what people earned ---------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    points: int = 0
+    acts: int = 0
+    hours: Decimal = Decimal(0)
+
+    def count_act(self, hours: str, sign: int) -> None:
+        self.acts += sign
+        self.hours += sign * Decimal(hours)
+
+    def view(self) -> dict[str, Any]:
+        # Exact decimal text without trailing zeros: 2 + 1.5 + 4 + 0.5 is "8".
+        return {"points": self.points, "acts": self.acts, "hours": f"{self.hours.normalize():f}"}
+
+
+def is_earning_reversal(entry: Entry) -> bool:
+    return entry["kind"] == "reversal" and (entry.get("reverses") or "").startswith(EARNING_TRANSFERS)
+
+
+def reversed_acts(entries: Sequence[Entry]) -> list[str]:
+    """The volunteer-act transfers reversed on people's accounts by `entries` whose credits are
+    not among them (credited in an earlier month): a reversal carries only points, their
+    credits tell the acts and hours it takes back."""
+    present = {e["transfer_id"] for e in entries}
+    return sorted(
+        {
+            e["reverses"]
+            for e in entries
+            if is_person_account(e["key"])
+            and is_earning_reversal(e)
+            and e["reverses"].startswith(ACT_TRANSFER)
+            and e["reverses"] not in present
+        }
+    )
+
+
+def earnings(entries: Sequence[Entry], earlier_credits: Iterable[Entry] = ()) -> dict[str, Tally]:
+    """What each person earned by `entries`: earning credits, less reversals of earnings (a
+    reversed act counts neither as an act nor in hours). `earlier_credits` are the legs of
+    reversed acts credited before `entries` (see `reversed_acts`)."""
+    acts = {
+        e["transfer_id"]: e
+        for e in (*entries, *earlier_credits)
+        if e["kind"] == "volunteer_act" and is_person_account(e["key"])
+    }
+    tallies: dict[str, Tally] = {}
+    for entry in entries:
+        if not is_person_account(entry["key"]):
+            continue
+        if entry["kind"] in EARNING_KINDS:
+            tally = tallies.setdefault(entry["key"], Tally())
+            tally.points += entry["points"]
+            if entry["kind"] == "volunteer_act":
+                tally.count_act(entry["hours"], +1)
+        elif is_earning_reversal(entry):
+            tally = tallies.setdefault(entry["key"], Tally())
+            tally.points += entry["points"]  # negative: the earning given back
+            if entry["reverses"] in acts:
+                tally.count_act(acts[entry["reverses"]]["hours"], -1)
+    return tallies
+
+
+def _ranked(tallies: Mapping[str, Tally], people: Mapping[str, Person]) -> list[tuple[str, Tally]]:
+    """Who earned something, most points first; ties by name, then id, so the order is stable."""
+    earned = [(pid, t) for pid, t in tallies.items() if pid in people and (t.points > 0 or t.acts > 0)]
+    return sorted(earned, key=lambda item: (-item[1].points, people[item[0]].get("name") or "", item[0]))
+
+
+# --- leaderboards -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Board:
+    scope_kind: str
+    scope_ids: tuple[str, ...]
+    month: Period
+    limit: int
+
+    @property
+    def field(self) -> str:
+        return SCOPE_FIELDS[self.scope_kind]
+
+
+def board(scope_kind: Any, scope_ids: Any, month: Any, limit: Any) -> Board:
+    """A leaderboard request, checked; InvalidInput names every bad field."""
+    errors: Errors = []
+    if not isinstance(scope_kind, str) or scope_kind not in SCOPE_FIELDS:
+        errors.append({"field": "scope_kind", "message": f"one of {', '.join(SCOPE_FIELDS)}"})
+    ids_ok = isinstance(scope_ids, list | tuple) and all(isinstance(i, str) and i for i in scope_ids)
+    if not ids_ok or not scope_ids:
+        errors.append({"field": "scope_ids", "message": "one or more grid or community codes"})
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LEADERBOARD:
+        errors.append({"field": "limit", "message": f"a whole number from 1 to {MAX_LEADERBOARD}"})
+    try:
+        within = month_period(month)
+    except InvalidInput as exc:
+        errors += exc.errors
+    if errors:
+        raise InvalidInput(errors)
+    return Board(scope_kind, tuple(dict.fromkeys(scope_ids)), within, limit)
+
+
+def leaderboard(
+    wanted: Board, entries: Sequence[Entry], earlier_credits: Iterable[Entry], people: Mapping[str, Person]
+) -> dict[str, Any]:
+    """People of the scope ranked by what they earned by the month's `entries` (see
+    `earnings`); `people` are the scope's, so people the registry has not told of are left out."""
+    ranked = _ranked(earnings(entries, earlier_credits), people)
+    return {
+        "scope_kind": wanted.scope_kind,
+        "scope_ids": list(wanted.scope_ids),
+        "month": wanted.month.first.strftime("%Y-%m"),
+        "total": len(ranked),
+        "items": [
+            {
+                "rank": rank,
+                "person_id": person_id,
+                "name": people[person_id].get("name"),
+                "community_id": people[person_id].get("community_id"),
+                "grid_id": people[person_id].get("grid_id"),
+                **tally.view(),
+            }
+            for rank, (person_id, tally) in enumerate(ranked[: wanted.limit], start=1)
+        ],
+    }
+
+
+# --- the monthly public disclosure ------------------------------------------------------------
+
+
+def disclosure(
+    community_id: str,
+    within: Period,
+    acts: Iterable[Entry],
+    reversed_transfers: set[str],
+    people: Mapping[str, Person],
+) -> dict[str, Any]:
+    """志愿服务情况按月公示: who served the community in the month (by the day of the act), with
+    names masked for posting. `acts` are the community's volunteer-act entries of the month;
+    reversed ones were not credited and are left out."""
+    credited = [a for a in acts if a["transfer_id"] not in reversed_transfers]
+    tallies = earnings(credited)
+    # Everyone who served is listed, even if the registry has not told of them yet.
+    named = {pid: people.get(pid, {}) for pid in tallies}
+    ranked = _ranked(tallies, named)
+    total = Tally(
+        points=sum(t.points for _, t in ranked),
+        acts=sum(t.acts for _, t in ranked),
+        hours=sum((t.hours for _, t in ranked), Decimal(0)),
+    )
+    return {
+        "community_id": community_id,
+        "month": within.first.strftime("%Y-%m"),
+        "title": f"{community_id} {month_label(within)} 志愿服务情况公示",
+        "items": [
+            {"no": no, "name": mask_name(named[pid].get("name")), **tally.view()}
+            for no, (pid, tally) in enumerate(ranked, start=1)
+        ],
+        "totals": {"people": len(ranked), **total.view()},
+    }
+
+
+def disclosure_file(report: Mapping[str, Any]) -> dict[str, str]:
+    """The disclosure as an .xlsx file, base64 so that it crosses RPC as text."""
+    return {
+        "filename": f"volunteer-disclosure-{report['community_id']}-{report['month']}.xlsx",
+        "content": base64.b64encode(disclosure_xlsx(report)).decode(),
+    }
+
+
+def disclosure_xlsx(report: Mapping[str, Any]) -> bytes:
+    """The disclosure as a sheet to print and post: title, header, one row a person, totals."""
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = "志愿服务公示"
+    _append(sheet, [report["title"]])
+    sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=len(DISCLOSURE_HEADER))
+    sheet["A1"].font = Font(bold=True, size=14)
+    sheet["A1"].alignment = Alignment(horizontal="center")
+    _append(sheet, DISCLOSURE_HEADER)
+    totals = report["totals"]
+    rows = [(item["no"], item["name"], item) for item in report["items"]]
+    for no, name, figures in [*rows, ("合计", f"{totals['people']}人", totals)]:
+        _append(sheet, [no, name, figures["acts"], Decimal(figures["hours"]), figures["points"]])
+    bold = Font(bold=True)
+    for cell in (*sheet[2], *sheet[sheet.max_row]):
+        cell.font = bold
+    for column, width in zip("ABCDE", (8, 14, 12, 18, 12), strict=True):
+        sheet.column_dimensions[column].width = width
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _append(sheet: Any, values: Sequence[Any]) -> None:
+    # Control characters are not allowed in XML, so they go; text stays text, even "=…".
+    sheet.append([ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v for v in values])
+    for cell in sheet[sheet.max_row]:
+        if isinstance(cell.value, str):
+            cell.data_type = "s"

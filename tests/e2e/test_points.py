@@ -1,0 +1,157 @@
+"""The points bank over HTTP: rules with caps and approvals, staff actions with roles in the
+right part of the tree, awards, inspections, reversals and redemptions."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy.local.demo_data import STREET
+from gateway import responses as r
+from tests.conftest import COMMUNITY, Api, new_id
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+OTHER_COMMUNITY = f"{STREET}-002"
+
+
+def staff(stack, *roles: str, scope: str | None = None) -> Api:
+    from gateway.keys import api_keys
+
+    return Api(stack.base_url, api_keys().create(new_id("staff"), roles=list(roles), scope=scope))
+
+
+def keyed(api: Api, path: str, body: dict, key: str | None = None):
+    return api.post(path, json=body, headers={"Idempotency-Key": key or new_id("key")})
+
+
+def balance(api: Api, person_id: str) -> int:
+    return api.get(f"/api/v1/points/accounts/{person_id}").json()["balance"]
+
+
+def act(api: Api, person_id: str, act_type: str, hours: str, occurred_on: str = "2026-11-02"):
+    body = {
+        "person_id": person_id,
+        "act_type": act_type,
+        "hours": hours,
+        "occurred_on": occurred_on,
+        "community_id": COMMUNITY,
+    }
+    assert api.record_act(body).status_code == 202
+
+
+def add_rule(api: Api, **fields) -> dict:
+    rule = {"rule_id": new_id("rule"), "community_id": COMMUNITY, "valid_from": "2026-11-01", **fields}
+    response = api.post("/api/v1/points/rules", json=rule)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_daily_cap_credits_what_fits_and_shows_what_it_held_back(api, resident):
+    add_rule(api, act_type="mediation", points_per_hour="10", daily_cap=25)
+    act(api, resident, "mediation", "2")
+    eventually(lambda: balance(api, resident) == 20)
+    act(api, resident, "mediation", "2")
+    eventually(lambda: balance(api, resident) == 25)
+    act(api, resident, "mediation", "1", occurred_on="2026-11-03")  # a new day
+    eventually(lambda: balance(api, resident) == 35)
+    entries = r.Account.model_validate(api.get(f"/api/v1/points/accounts/{resident}").json()).entries
+    capped = [e for e in entries if e.capped]
+    assert [(e.points, e.capped) for e in capped] == [(5, {"requested": 20, "granted": 5, "cap": "daily 25"})]
+    assert {e.counterparty.split(":")[0] for e in entries} == {"pool"}  # double entry: from the pool
+
+
+def test_long_acts_wait_for_an_approver_whose_first_decision_stands(api, stack, resident):
+    add_rule(api, act_type="elder_care", points_per_hour="10", approval_above_hours="4")
+    act(api, resident, "elder_care", "6")
+    act(api, resident, "elder_care", "3")  # under the threshold: credited at once
+    eventually(lambda: balance(api, resident) == 30)
+    pending = eventually(
+        lambda: [
+            p
+            for p in api.get("/api/v1/points/approvals", params={"community_id": COMMUNITY}).json()["items"]
+            if p["person_id"] == resident
+        ]
+    )
+    [waiting] = pending
+    assert (waiting["hours"], balance(api, resident)) == ("6", 30)
+    reader = staff(stack)
+    refused = reader.post(f"/api/v1/points/approvals/{waiting['act_id']}:decide", json={"approve": True})
+    assert refused.status_code == 403
+    decided = api.post(f"/api/v1/points/approvals/{waiting['act_id']}:decide", json={"approve": True})
+    assert decided.status_code == 200 and decided.json()["approved"] is True
+    assert decided.json()["approver"] == "tests"  # from the key, not from the body
+    assert balance(api, resident) == 90
+    again = api.post(f"/api/v1/points/approvals/{waiting['act_id']}:decide", json={"approve": False})
+    assert again.status_code == 409
+    assert balance(api, resident) == 90
+
+
+def test_staff_act_only_with_their_role_and_within_their_scope(stack, api, resident):
+    award = {"person_id": resident, "community_id": COMMUNITY, "points": 15, "reason": "社区活动组织"}
+    assert keyed(staff(stack, "inspector"), "/api/v1/points/awards", award).status_code == 403
+    elsewhere = staff(stack, "awarder", scope=OTHER_COMMUNITY)
+    denied = keyed(elsewhere, "/api/v1/points/awards", award)
+    assert denied.status_code == 403 and OTHER_COMMUNITY in denied.json()["error"]["message"]
+    street_staff = staff(stack, "awarder", scope=STREET)
+    first = keyed(street_staff, "/api/v1/points/awards", award, key="award-once")
+    assert first.status_code == 201 and first.json()["replayed"] is False
+    replay = keyed(street_staff, "/api/v1/points/awards", award, key="award-once")
+    assert replay.json()["replayed"] is True
+    assert balance(api, resident) == 15
+    bad = keyed(street_staff, "/api/v1/points/awards", {**award, "points": 0})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "points"
+
+
+def test_inspections_and_reversals_are_on_the_record(api, databases, resident):
+    check = {
+        "person_id": resident,
+        "community_id": COMMUNITY,
+        "inspected_on": "2026-11-10",
+        "passed": False,
+        "points": 5,
+        "inspector": "网格员张",
+    }
+    failed = keyed(api, "/api/v1/points/inspections", check)
+    assert failed.status_code == 201 and failed.json()["points"] == 0
+    passed = keyed(api, "/api/v1/points/inspections", {**check, "passed": True, "inspected_on": "2026-11-17"})
+    assert passed.json()["points"] == 5 and balance(api, resident) == 5
+    transfer_id = passed.json()["transfer_id"]
+    reversed_ = api.post(f"/api/v1/points/transfers/{transfer_id}:reverse", json={"reason": "检查记录有误"})
+    assert reversed_.status_code == 200 and reversed_.json()["reverses"] == transfer_id
+    assert balance(api, resident) == 0
+    entries = api.get(f"/api/v1/points/accounts/{resident}").json()["entries"]
+    assert [(e["kind"], e["points"]) for e in entries][:2] == [("reversal", -5), ("inspection", 5)]
+    assert api.post(f"/api/v1/points/transfers/{transfer_id}:reverse", json={"reason": "再次"}).json()[
+        "replayed"
+    ]
+    legs = list(
+        databases["points_bank"].ledger_entries.find(
+            {"transfer_id": {"$in": [transfer_id, f"reversal:{transfer_id}"]}}
+        )
+    )
+    assert len(legs) == 4 and sum(e["points"] for e in legs) == 0
+
+
+def test_a_redemption_over_http(api, resident):
+    award = {"person_id": resident, "community_id": COMMUNITY, "points": 100, "reason": "测试"}
+    keyed(api, "/api/v1/points/awards", award)
+    item_id = new_id("item")
+    item = {
+        "item_id": item_id,
+        "community_id": COMMUNITY,
+        "name": "家政服务1小时",
+        "kind": "service",
+        "price": 60,
+        "available_from": "2026-01-01",
+    }
+    assert api.post("/api/v1/points/catalogue", json=item).status_code == 201
+    assert keyed(api, f"/api/v1/points/catalogue/{item_id}:restock", {"quantity": 3}).json()["stock"] == 3
+    placed = keyed(api, "/api/v1/points/orders", {"person_id": resident, "item_id": item_id})
+    assert placed.status_code == 201 and r.Order.model_validate(placed.json()).status == "reserved"
+    second = keyed(api, "/api/v1/points/orders", {"person_id": resident, "item_id": item_id})
+    assert second.status_code == 409 and second.json()["error"]["code"] == "insufficient_points"
+    done = api.post(f"/api/v1/points/orders/{placed.json()['order_id']}:fulfil", json={})
+    assert done.json()["status"] == "fulfilled" and done.json()["outcome"]["actor"] == "tests"
+    catalogue = api.get("/api/v1/points/catalogue", params={"community_id": COMMUNITY}).json()["items"]
+    assert [i["stock"] for i in catalogue if i["item_id"] == item_id] == [2]
+    assert balance(api, resident) == 40

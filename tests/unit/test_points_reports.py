@@ -1,0 +1,251 @@
+"""Points bank reports: statements, leaderboards, the monthly public disclosure."""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from openpyxl import load_workbook
+
+from services.points import domain, reports
+from shared.errors import InvalidInput
+from shared.events import PersonUpdated, new_event
+from shared.schemas.points import Inspection, ManualAward
+from tests.support import act_recorded
+
+CST = ZoneInfo("Asia/Shanghai")
+NOVEMBER = reports.month_period("2026-11")
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def entry(key: str, kind: str, points: int, transfer_id: str, **facts) -> dict:
+    return {"key": key, "kind": kind, "points": points, "transfer_id": transfer_id, **facts}
+
+
+def act(key: str, points: int, hours: str, transfer_id: str, occurred_on: str = "2026-11-20") -> dict:
+    return entry(key, "volunteer_act", points, transfer_id, hours=hours, occurred_on=occurred_on)
+
+
+def fields_of(caught) -> set[str]:
+    return {e["field"] for e in caught.value.errors}
+
+
+# --- periods ----------------------------------------------------------------------------------
+
+
+def test_a_period_is_local_days_so_17_00_utc_on_october_31_is_november_1():
+    start, end = reports.period("2026-11-01", "2026-11-30").bounds(CST)
+    assert (start, end) == (at("2026-10-31T16:00:00"), at("2026-11-30T16:00:00"))
+    assert start <= at("2026-10-31T17:00:00") < end
+    assert not start <= at("2026-10-31T15:59:59") < end
+    assert reports.Period(date(2026, 11, 1), date(2026, 11, 30)) == NOVEMBER
+    assert reports.month_period("2028-02").last == date(2028, 2, 29)
+
+
+@pytest.mark.parametrize(
+    ("period_from", "period_to", "fields"),
+    [
+        ("2026-11-1", "yesterday", {"from", "to"}),
+        ("2026-02-30", "2026-03-01", {"from"}),
+        ("2026-11-02", "2026-11-01", {"to"}),
+        ("2025-01-01", "2026-01-02", {"to"}),  # 367 days
+    ],
+)
+def test_a_bad_period_names_the_field(period_from, period_to, fields):
+    with pytest.raises(InvalidInput) as caught:
+        reports.period(period_from, period_to)
+    assert fields_of(caught) == fields
+
+
+def test_a_whole_leap_year_is_a_period():
+    assert reports.period("2024-01-01", "2024-12-31").last == date(2024, 12, 31)
+
+
+# --- statements -------------------------------------------------------------------------------
+
+
+def ledger_entry(seq: int, points: int, balance_after: int, applied_at: str, kind="volunteer_act") -> dict:
+    return {
+        **entry("p1", kind, points, f"t{seq}"),
+        "seq": seq,
+        "balance_after": balance_after,
+        "counterparty": "pool:c1:3",
+        "applied_at": at(applied_at),
+    }
+
+
+def test_a_statement_opens_with_the_balance_before_the_period_and_adds_up():
+    before = ledger_entry(3, 10, 30, "2026-10-31T15:00:00")
+    within = [
+        ledger_entry(4, 23, 53, "2026-10-31T17:00:00"),
+        ledger_entry(5, -10, 43, "2026-11-10T08:00:00", kind="redemption"),
+        ledger_entry(6, 5, 48, "2026-11-30T15:59:00", kind="manual_award"),
+    ]
+    result = reports.statement("p1", NOVEMBER, before, within, CST)
+    assert (result["from"], result["to"]) == ("2026-11-01", "2026-11-30")
+    assert (result["opening_balance"], result["credited"], result["debited"]) == (30, 28, 10)
+    assert result["closing_balance"] == 48 == 30 + 28 - 10
+    assert [e["seq"] for e in result["entries"]] == [4, 5, 6]
+    assert result["entries"][0]["on"] == "2026-11-01"  # 17:00 UTC is 01:00 the next day in CST
+    assert result["entries"][0]["applied_at"] == "2026-10-31T17:00:00+00:00"
+
+
+def test_a_statement_without_history_or_movements_keeps_its_balance():
+    empty = reports.statement("p1", NOVEMBER, None, [], CST)
+    assert (empty["opening_balance"], empty["closing_balance"], empty["entries"]) == (0, 0, [])
+    quiet = reports.statement("p1", NOVEMBER, ledger_entry(1, 40, 40, "2026-01-01T00:00:00"), [], CST)
+    assert (quiet["opening_balance"], quiet["closing_balance"], quiet["credited"]) == (40, 40, 0)
+
+
+# --- leaderboards -----------------------------------------------------------------------------
+
+PEOPLE = {
+    "p1": {"_id": "p1", "name": "王建国", "community_id": "c1", "grid_id": "c1-01"},
+    "p2": {"_id": "p2", "name": "李平", "community_id": "c1", "grid_id": "c1-02"},
+    "p3": {"_id": "p3", "name": "张敏", "community_id": "c1", "grid_id": "c1-01"},
+    "p4": {"_id": "p4", "name": "李平", "community_id": "c1", "grid_id": "c1-02"},
+}
+MONTH_ENTRIES = [
+    act("p1", 20, "2", "va:e1"),
+    act("pool:c1:1", -20, "2", "va:e1"),  # the pool's leg: not anyone's earning
+    act("p1", 10, "1", "va:e2"),
+    entry("p2", "manual_award", 30, "award:k1"),
+    act("p3", 25, "2.5", "va:e3"),
+    entry("p3", "reversal", -10, "reversal:va:e0", reverses="va:e0"),  # an October act taken back
+    entry("p3", "redemption", -15, "order:o1"),  # spending is not negative earning
+    entry("p4", "manual_award", 30, "award:k2"),
+    entry("p4", "inspection", 0, "inspection:k3"),  # a failed check
+    entry("p9", "manual_award", 50, "award:k4"),  # the registry has not told of p9
+]
+OCTOBER_ACT = act("p3", 10, "1", "va:e0", occurred_on="2026-10-30")
+
+
+def test_the_leaderboard_ranks_by_earned_points_with_reversals_and_ties_by_name_then_id():
+    assert reports.reversed_acts(MONTH_ENTRIES) == ["va:e0"]
+    wanted = reports.board("community", ["c1"], "2026-11", 20)
+    board = reports.leaderboard(wanted, MONTH_ENTRIES, [OCTOBER_ACT], PEOPLE)
+    ranking = [(i["rank"], i["person_id"], i["points"], i["acts"], i["hours"]) for i in board["items"]]
+    assert ranking == [
+        (1, "p2", 30, 0, "0"),  # 李平 before 王建国 at 30 points; p2 before p4, both 李平
+        (2, "p4", 30, 0, "0"),
+        (3, "p1", 30, 2, "3"),
+        (4, "p3", 15, 0, "1.5"),  # 25 - 10: the reversed October act is no act any more
+    ]
+    assert board["total"] == 4 and board["month"] == "2026-11"
+
+
+def test_a_reversal_in_the_same_month_takes_the_act_back_entirely():
+    entries = [act("p1", 20, "2", "va:e1"), entry("p1", "reversal", -20, "reversal:va:e1", reverses="va:e1")]
+    assert reports.reversed_acts(entries) == []
+    assert reports.earnings(entries)["p1"] == reports.Tally(points=0, acts=0, hours=Decimal(0))
+    board = reports.leaderboard(reports.board("grid", ["c1-01"], "2026-11", 5), entries, [], PEOPLE)
+    assert board["items"] == []
+
+
+def test_the_leaderboard_keeps_to_its_scope_and_limit():
+    wanted = reports.board("grid", ["c1-01"], "2026-11", 1)
+    in_grid = {pid: p for pid, p in PEOPLE.items() if p["grid_id"] in wanted.scope_ids}
+    board = reports.leaderboard(wanted, MONTH_ENTRIES, [OCTOBER_ACT], in_grid)
+    assert board["total"] == 2 and [i["person_id"] for i in board["items"]] == ["p1"]
+    assert reports.board("street", ["c1", "c2"], "2026-11", 20).field == "community_id"
+
+
+def test_a_bad_leaderboard_request_names_every_field():
+    with pytest.raises(InvalidInput) as caught:
+        reports.board("city", [], "2026-13", 0)
+    assert fields_of(caught) == {"scope_kind", "scope_ids", "month", "limit"}
+
+
+def test_earning_transfer_ids_are_what_reports_recognise():
+    recorded = act_recorded(community_id="c1", person_id="p1")
+    rule = domain.default_rule("c1", Decimal(10))
+    award = ManualAward(person_id="p1", community_id="c1", points=5, reason="帮扶")
+    checked = {"inspected_on": date(2026, 11, 2), "passed": True, "points": 5, "inspector": "x"}
+    inspection = Inspection(person_id="p1", community_id="c1", **checked)
+    transfers = [
+        domain.volunteer_act_transfer(new_event(recorded, subject=recorded.act_id), recorded, rule, 10, None),
+        domain.award_transfer("k", award),
+        domain.inspection_transfer("k", inspection),
+    ]
+    assert [t.id.startswith(reports.EARNING_TRANSFERS) for t in transfers] == [True, True, True]
+    assert transfers[0].id.startswith(reports.ACT_TRANSFER)
+
+
+# --- the monthly public disclosure ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "masked"),
+    [("王建国", "王**"), ("李平", "李*"), ("欧阳明", "欧阳*"), ("欧阳", "欧*"), ("王", "王"), (None, None)],
+)
+def test_public_names_keep_the_family_name_only(name, masked):
+    assert reports.mask_name(name) == masked
+
+
+DISCLOSED_ACTS = [
+    act("p1", 20, "2", "va:e1"),
+    act("pool:c1:1", -20, "2", "va:e1"),
+    act("p1", 15, "1.5", "va:e2"),
+    act("p2", 40, "4", "va:e3"),
+    act("p3", 10, "1", "va:e4"),  # reversed later: not credited
+    act("p9", 5, "0.5", "va:e5"),
+]
+
+
+def disclosed() -> dict:
+    return reports.disclosure("c1", NOVEMBER, DISCLOSED_ACTS, {"va:e4"}, PEOPLE)
+
+
+def test_the_disclosure_lists_who_served_most_points_first_with_masked_names():
+    report = disclosed()
+    assert report["title"] == "c1 2026年11月 志愿服务情况公示"
+    assert report["items"] == [
+        {"no": 1, "name": "李*", "points": 40, "acts": 1, "hours": "4"},
+        {"no": 2, "name": "王**", "points": 35, "acts": 2, "hours": "3.5"},
+        {"no": 3, "name": None, "points": 5, "acts": 1, "hours": "0.5"},  # not yet known by name
+    ]
+    assert report["totals"] == {"people": 3, "points": 80, "acts": 4, "hours": "8"}
+
+
+def test_the_disclosure_workbook_has_title_header_rows_and_totals():
+    people = {**PEOPLE, "p9": {"_id": "p9", "name": "=HYPERLINK(1)"}}
+    report = reports.disclosure("c1", NOVEMBER, DISCLOSED_ACTS, {"va:e4"}, people)
+    file = reports.disclosure_file(report)
+    assert file["filename"] == "volunteer-disclosure-c1-2026-11.xlsx"
+    sheet = load_workbook(io.BytesIO(base64.b64decode(file["content"]))).active
+    rows = [tuple(cell.value for cell in row) for row in sheet.iter_rows()]
+    assert rows[0][0] == "c1 2026年11月 志愿服务情况公示"
+    assert rows[1] == ("序号", "姓名", "服务次数", "服务时长（小时）", "获得积分")
+    assert rows[2:] == [
+        (1, "李*", 1, 4, 40),
+        (2, "王**", 2, 3.5, 35),
+        (3, "=************", 1, 0.5, 5),
+        ("合计", "3人", 4, 8, 80),
+    ]
+    assert sheet.cell(5, 2).data_type == "s"  # a name that looks like a formula stays text
+
+
+def test_the_read_model_keeps_name_community_grid_and_version():
+    update = PersonUpdated(
+        person_id="p1",
+        revision=3,
+        name="王建国",
+        community_id="c1",
+        is_party_member=False,
+        is_cadre=False,
+        grid_id="c1-01",
+    )
+    assert reports.person_facts(update, version=3) == {
+        "_id": "p1",
+        "name": "王建国",
+        "community_id": "c1",
+        "grid_id": "c1-01",
+        "version": 3,
+    }
