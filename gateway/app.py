@@ -18,7 +18,7 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException
 
 from gateway import responses as r
-from gateway.http import ApiError, idempotency_key, json_body
+from gateway.http import ApiError, idempotency_key, json_body, require_role, signed
 from gateway.keys import ApiKeys, api_keys
 from gateway.openapi import OpenApi, Operation
 from gateway.points_routes import add_points_routes
@@ -26,7 +26,7 @@ from gateway.registry_routes import add_registry_routes
 from gateway.rpc import RpcPool, ServiceTimeout, ServiceUnavailable
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE
-from shared.schemas import VolunteerActBatch, VolunteerActInput
+from shared.schemas import ActRevocation, VolunteerActBatch, VolunteerActInput
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("gridlink.gateway")
@@ -148,6 +148,23 @@ def create_app(
     )
     def get_volunteer_act(act_id: str) -> Any:
         return jsonify(rpc.call(ISSUE_INTAKE, "get_volunteer_act", act_id))
+
+    @route(
+        Operation(
+            "POST",
+            "/api/v1/volunteer-acts/<act_id>:revoke",
+            "Revoke a recorded act: the points it earned are taken back, pointing at the credit",
+            r.VolunteerAct,
+            request=ActRevocation,
+            errors={403: "the API key lacks the approver role for the act's community", 404: "unknown act"},
+            tag="Volunteer acts",
+        )
+    )
+    def revoke_volunteer_act(act_id: str) -> Any:
+        revocation = json_body(ActRevocation)
+        act = rpc.call(ISSUE_INTAKE, "get_volunteer_act", act_id)
+        require_role(rpc, "approver", act["community_id"])
+        return jsonify(rpc.call(ISSUE_INTAKE, "revoke_volunteer_act", act_id, signed(revocation)))
 
     @route(
         Operation(

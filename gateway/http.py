@@ -6,9 +6,10 @@ import json
 from datetime import date
 from typing import Any
 
-from flask import request
+from flask import g, request
 from pydantic import BaseModel
 
+from shared.events import REGISTRY
 from shared.schemas import validated
 
 
@@ -83,3 +84,21 @@ def choice_arg(name: str, choices: list[str]) -> str | None:
     if raw is not None and raw not in choices:
         raise invalid(name, f"one of {', '.join(choices)}")
     return raw
+
+
+def require_role(rpc: Any, role: str, community_id: str) -> None:
+    """The request's API key has `role`, and `community_id` lies within the key's scope (the
+    subtree of its organisation)."""
+    key = g.key
+    if role not in key.get("roles", []):
+        raise ApiError(403, "forbidden", f"this API key lacks the {role} role")
+    scope = key.get("scope")
+    if scope and scope != community_id:
+        path = rpc.call(REGISTRY, "get_organisation", community_id)["path"]
+        if scope not in path:
+            raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {community_id}")
+
+
+def signed(model: BaseModel, field: str = "actor") -> dict[str, Any]:
+    """The body with the acting staff member taken from the API key, not from the caller."""
+    return model.model_copy(update={field: g.key.get("name")}).model_dump(mode="json")

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Response, g, jsonify, request
-from pydantic import BaseModel
 
 from gateway import responses as r
-from gateway.http import ApiError, date_arg, idempotency_key, int_arg, invalid, json_body
+from gateway.http import date_arg, idempotency_key, int_arg, invalid, json_body, require_role, signed
 from gateway.openapi import Operation
 from gateway.rpc import RpcPool
 from shared.events import POINTS_BANK, REGISTRY
@@ -55,19 +54,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
         return rpc.call(POINTS_BANK, method, *args)
 
     def require(role: str, community_id: str) -> None:
-        """The key has `role`, and `community_id` lies within the key's scope."""
-        key = g.key
-        if role not in key.get("roles", []):
-            raise ApiError(403, "forbidden", f"this API key lacks the {role} role")
-        scope = key.get("scope")
-        if scope and scope != community_id:
-            path = rpc.call(REGISTRY, "get_organisation", community_id)["path"]
-            if scope not in path:
-                raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {community_id}")
-
-    def signed(model: BaseModel, field: str = "actor") -> dict[str, Any]:
-        """The body with the acting staff member taken from the API key, not from the caller."""
-        return model.model_copy(update={field: g.key.get("name")}).model_dump(mode="json")
+        require_role(rpc, role, community_id)
 
     # --- accounts -------------------------------------------------------------------------------
 

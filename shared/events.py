@@ -222,6 +222,20 @@ class PointsTransferred(EventData):
     reverses: str | None = None
 
 
+class VolunteerActRevoked(EventData):
+    """A recorded act turned out wrong: what it earned is taken back, pointing at the credit."""
+
+    event_name: ClassVar[str] = "volunteer_act.revoked"
+    source_service: ClassVar[str] = ISSUE_INTAKE
+
+    act_id: str
+    person_id: str
+    community_id: str
+    recorded_event_id: str  # the `volunteer_act.recorded` event the credit came from
+    reason: str
+    revoked_by: str | None
+
+
 ContractT = TypeVar("ContractT", bound=EventData)
 
 
@@ -298,6 +312,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(ServicePostClaimed, CADRE_EVALUATION, "add_claimed_post_to_dossier"),
     Subscription(VolunteerActRecorded, POINTS_BANK, "credit_volunteer_act"),
     Subscription(PointsTransferred, CADRE_EVALUATION, "note_points"),
+    Subscription(VolunteerActRevoked, POINTS_BANK, "reverse_volunteer_act"),
     Subscription(PersonRegistered, POINTS_BANK, "remember_person"),
     Subscription(PersonUpdated, POINTS_BANK, "update_person"),
     Subscription(VolunteerActRecorded, CADRE_EVALUATION, "add_act_to_dossier"),
@@ -319,6 +334,7 @@ CONTRACTS: tuple[type[EventData], ...] = (
     DualReportRegistered,
     ServicePostClaimed,
     VolunteerActRecorded,
+    VolunteerActRevoked,
     PointsTransferred,
 )
 _CONTRACT_BY_TYPE = {contract.cloudevent_type(): contract for contract in CONTRACTS}

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from shared.errors import InvalidInput, NotFound
-from shared.events import Envelope, VolunteerActRecorded, new_event
+from shared.events import Envelope, VolunteerActRecorded, VolunteerActRevoked, new_event
 from shared.schemas import VolunteerActInput
 
 
@@ -116,8 +116,29 @@ def new_act(
     return document, [event]
 
 
+def revocation(
+    document: dict[str, Any], reason: str, actor: str | None
+) -> tuple[dict[str, Any], list[Envelope]]:
+    """The change that revokes a recorded act, and the event that takes its points back."""
+    recorded = next(e for e in document["events"] if e["type"] == VolunteerActRecorded.cloudevent_type())
+    event = new_event(
+        VolunteerActRevoked(
+            act_id=document["_id"],
+            person_id=document["person_id"],
+            community_id=document["community_id"],
+            recorded_event_id=recorded["id"],
+            reason=reason,
+            revoked_by=actor,
+        ),
+        subject=document["_id"],
+    )
+    change = {"revoked": {"reason": reason, "by": actor}, "version": document.get("version", 1) + 1}
+    return change, [event]
+
+
 def act_view(document: dict[str, Any]) -> dict[str, Any]:
     return {
+        "revoked": document.get("revoked"),
         "act_id": document["_id"],
         "person_id": document["person_id"],
         "act_type": document["act_type"],

@@ -23,7 +23,7 @@ from shared.events import (
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.outbox import OutboxRelay
-from shared.schemas import VolunteerActBatch, VolunteerActInput, validated
+from shared.schemas import ActRevocation, VolunteerActBatch, VolunteerActInput, validated
 from shared.settings import local_today
 
 
@@ -86,6 +86,22 @@ class IssueIntake(HealthEntrypoints):
         if document is None:
             raise NotFound("volunteer act", act_id)
         return domain.act_view(document)
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def revoke_volunteer_act(self, act_id: str, revocation: dict[str, Any]) -> dict[str, Any]:
+        """Revoke a recorded act (its points are taken back); revoking it again changes nothing."""
+        wanted = validated(ActRevocation, revocation)
+        document = self.store.act(act_id)
+        if document is None:
+            raise NotFound("volunteer act", act_id)
+        if document.get("revoked"):
+            return domain.act_view(document)
+        change, events = domain.revocation(document, wanted.reason, wanted.actor)
+        records = self.store.update_act(document, change, events)
+        if records is None:
+            raise Conflict("changed_meanwhile", f"{act_id} changed meanwhile; try again")
+        self.relay.publish_soon(records)
+        return domain.act_view({**document, **change})
 
     @consumes(PersonRegistered)
     def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:

@@ -11,7 +11,7 @@ from shared.cache import RecentlyFound
 from shared.events import Envelope, OrganisationCreated
 from shared.group_commit import GroupCommit
 from shared.mongo import BaseStore
-from shared.outbox import insert_with_events
+from shared.outbox import insert_with_events, update_with_events
 from shared.read_models import remember_newer
 
 ACTS = "volunteer_acts"
@@ -81,3 +81,8 @@ class IntakeStore(BaseStore):
 
     def act(self, act_id: str) -> dict[str, Any] | None:
         return self.acts.find_one({"_id": act_id})
+
+    def update_act(
+        self, current: dict[str, Any], change: dict[str, Any], events: Sequence[Envelope]
+    ) -> list[dict[str, Any]] | None:
+        return update_with_events(self.db, self.acts.name, current, change, events)

@@ -13,7 +13,14 @@ from services.points.store import PointsStore
 from shared.cache import RecentlyFound
 from shared.consumer import consumes
 from shared.errors import DOMAIN_ERRORS, Conflict, NotFound
-from shared.events import POINTS_BANK, Envelope, PersonRegistered, PersonUpdated, VolunteerActRecorded
+from shared.events import (
+    POINTS_BANK,
+    Envelope,
+    PersonRegistered,
+    PersonUpdated,
+    VolunteerActRecorded,
+    VolunteerActRevoked,
+)
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.outbox import OutboxRelay
@@ -59,6 +66,23 @@ class PointsBank(HealthEntrypoints):
             )
             return
         self._credit_act(envelope, act, rule)
+
+    @consumes(VolunteerActRevoked)
+    def reverse_volunteer_act(self, envelope: Envelope, revoked: VolunteerActRevoked) -> None:
+        """Take back what a revoked act earned, pointing at its credit. An act still waiting for
+        approval is rejected instead; one not credited yet is retried (then parked)."""
+        credit = self.store.leg(f"va:{revoked.recorded_event_id}", revoked.person_id)
+        if credit is not None:
+            reason = f"志愿服务记录撤销：{revoked.reason}"
+            self._apply(domain.reversal_of(credit, revoked.revoked_by, reason))
+            return
+        pending = self.store.approval(revoked.act_id)
+        if pending is None:
+            raise domain.Refused("not_yet_credited", f"the credit of {revoked.act_id} is not there yet")
+        refusal = ApprovalDecision(
+            approve=False, approver=revoked.revoked_by, reason=f"revoked: {revoked.reason}"
+        )
+        self.store.decide(domain.decision(revoked.act_id, pending, refusal))
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def add_earning_rule(self, rule: dict[str, Any]) -> dict[str, Any]:

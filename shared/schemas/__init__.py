@@ -45,6 +45,13 @@ class VolunteerActBatch(BaseModel):
     items: list[VolunteerActBatchItem] = Field(min_length=1, max_length=500)
 
 
+class ActRevocation(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=2, max_length=200)
+    actor: str | None = Field(None, max_length=64, description="the gateway sets the API key's name")
+
+
 def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     """pydantic errors as [{"field": "items[3].hours", "message": ...}]."""
     errors = []

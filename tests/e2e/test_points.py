@@ -155,3 +155,61 @@ def test_a_redemption_over_http(api, resident):
     catalogue = api.get("/api/v1/points/catalogue", params={"community_id": COMMUNITY}).json()["items"]
     assert [i["stock"] for i in catalogue if i["item_id"] == item_id] == [2]
     assert balance(api, resident) == 40
+
+
+def test_a_revoked_act_gives_its_points_back_pointing_at_the_credit(api, stack, resident):
+    response = api.record_act(
+        {
+            "person_id": resident,
+            "act_type": "clean_up",
+            "hours": "2",
+            "occurred_on": "2026-11-05",
+            "community_id": COMMUNITY,
+        }
+    )
+    act_id = response.json()["act_id"]
+    eventually(lambda: balance(api, resident) == 20)
+    assert (
+        staff(stack).post(f"/api/v1/volunteer-acts/{act_id}:revoke", json={"reason": "重复登记"}).status_code
+        == 403
+    )
+    revoked = api.post(f"/api/v1/volunteer-acts/{act_id}:revoke", json={"reason": "重复登记"})
+    assert revoked.status_code == 200 and revoked.json()["revoked"] == {"reason": "重复登记", "by": "tests"}
+    eventually(lambda: balance(api, resident) == 0)
+    again = api.post(f"/api/v1/volunteer-acts/{act_id}:revoke", json={"reason": "重复登记"})
+    assert again.status_code == 200
+    entries = api.get(f"/api/v1/points/accounts/{resident}").json()["entries"]
+    reversal, credit = entries[0], entries[1]
+    assert (reversal["kind"], reversal["points"], reversal["reverses"]) == (
+        "reversal",
+        -20,
+        credit["transfer_id"],
+    )
+    assert balance(api, resident) == 0
+
+
+def test_the_month_is_published_ranked_and_as_an_excel_list(api, resident):
+    for hours in ("3", "1.5"):
+        act(api, resident, "patrol_duty", hours, occurred_on="2026-11-06")
+    eventually(lambda: balance(api, resident) == 45)
+    board = api.get(
+        "/api/v1/points/leaderboards", params={"scope": COMMUNITY, "month": "2026-11", "limit": 200}
+    )
+    assert board.status_code == 200, board.text
+    mine = [row for row in board.json()["items"] if row["person_id"] == resident]
+    assert [(row["points"], row["acts"]) for row in mine] == [(45, 2)]
+    street = api.get(
+        "/api/v1/points/leaderboards", params={"scope": STREET, "month": "2026-11", "limit": 200}
+    )
+    assert resident in {row["person_id"] for row in street.json()["items"]}
+    bad = api.get("/api/v1/points/leaderboards", params={"scope": COMMUNITY, "month": "2026-13"})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "month"
+    listed = api.get(f"/api/v1/points/disclosures/{COMMUNITY}", params={"month": "2026-11"}).json()
+    assert any(row["name"] == "测***" and row["points"] == 45 for row in listed["items"])
+    excel = api.get(f"/api/v1/points/disclosures/{COMMUNITY}", params={"month": "2026-11", "format": "xlsx"})
+    from io import BytesIO
+
+    from openpyxl import load_workbook
+
+    rows = list(load_workbook(BytesIO(excel.content)).active.iter_rows(values_only=True))
+    assert "志愿服务情况公示" in rows[0][0] and rows[1][:2] == ("序号", "姓名")
