@@ -219,6 +219,56 @@ def dual_reports() -> list[dict[str, Any]]:
     ]
 
 
+# 积分银行 (seeds 001, 002): a capped rule for parking duty and a catalogue of daily goods,
+# housekeeping and a property-fee offset.
+def earning_rules() -> list[dict[str, Any]]:
+    return [
+        {
+            "rule_id": "zg-parking-2026",
+            "community_id": ZG,
+            "act_type": "parking_order",
+            "fixed_points": 15,
+            "daily_cap": 30,
+            "yearly_cap": 1500,
+            "valid_from": "2026-01-01",
+            "approval_above_hours": "6",
+        }
+    ]
+
+
+def catalogue() -> list[tuple[dict[str, Any], int]]:
+    """(item, initial stock)."""
+    common = {"community_id": ZG, "available_from": "2026-01-01"}
+    return [
+        ({**common, "item_id": "zg-detergent", "name": "洗衣液一瓶", "kind": "goods", "price": 50}, 40),
+        (
+            {
+                **common,
+                "item_id": "zg-rice",
+                "name": "大米5斤",
+                "kind": "goods",
+                "price": 80,
+                "per_person_limit": 2,
+            },
+            30,
+        ),
+        (
+            {
+                **common,
+                "item_id": "zg-housekeeping",
+                "name": "家政服务1小时",
+                "kind": "service",
+                "price": 200,
+            },
+            10,
+        ),
+        (
+            {**common, "item_id": "zg-fee-10", "name": "抵扣物业费10元", "kind": "fee_offset", "price": 100},
+            100,
+        ),
+    ]
+
+
 def load_demo_data() -> None:
     with ClusterRpcProxy({"AMQP_URI": get_settings().amqp_uri}, timeout=30) as rpc:
         registry = rpc.registry
@@ -237,6 +287,16 @@ def load_demo_data() -> None:
         for report in dual_reports():
             with suppress(Conflict):
                 registry.register_dual_report(report)
+        for rule in earning_rules():
+            with suppress(Conflict):
+                rpc.points_bank.add_earning_rule(rule)
+        for item, stock in catalogue():
+            with suppress(Conflict):
+                rpc.points_bank.add_catalogue_item(item)
+            # Keyed, so loading again adds no stock.
+            rpc.points_bank.restock_item(
+                item["item_id"], "demo-initial-stock", {"quantity": stock, "actor": "demo"}
+            )
 
 
 if __name__ == "__main__":
