@@ -62,15 +62,28 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
         Operation(
             "GET",
             "/api/v1/points/accounts/<person_id>",
-            "A person's points balance and latest entries",
+            "A person's (or `team:<code>` volunteer team's) points balance and latest entries",
             r.Account,
             errors={404: "unknown person"},
             tag=TAG,
         )
     )
     def get_points_account(person_id: str) -> Any:
-        rpc.call(REGISTRY, "get_person", person_id)  # 404 for people the registry does not know
+        if not person_id.startswith("team:"):  # a volunteer team's account is `team:<code>`
+            rpc.call(REGISTRY, "get_person", person_id)  # 404 for people the registry does not know
         return jsonify(call("get_account", person_id))
+
+    @route(
+        Operation(
+            "GET",
+            "/api/v1/points/communities/<community_id>/accounts",
+            "A community's pool (issued points count against it) and the points held by open orders",
+            r.CommunityAccounts,
+            tag=TAG,
+        )
+    )
+    def community_accounts(community_id: str) -> Any:
+        return jsonify(call("community_accounts", community_id))
 
     @route(
         Operation(

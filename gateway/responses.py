@@ -312,6 +312,12 @@ class ImportJob(BaseModel):
 # --- points bank ----------------------------------------------------------------------------
 
 
+class CommunityAccounts(BaseModel):
+    community_id: str
+    pool: int = Field(description="negative: the points the community has issued and not had back")
+    held: int = Field(description="points reserved by open redemption orders")
+
+
 class Statement(BaseModel):
     account_id: str
     opening_balance: int

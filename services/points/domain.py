@@ -59,16 +59,22 @@ class Refused(Exception):
 # --- accounts -------------------------------------------------------------------------------
 
 
-def shard(community_id: str, counterparty: str) -> int:
+def shard(counterparty: str) -> int:
     return zlib.crc32(counterparty.encode()) % POOL_SHARDS
 
 
 def pool_account(community_id: str, counterparty: str) -> str:
-    return f"pool:{community_id}:{shard(community_id, counterparty)}"
+    return f"pool:{community_id}:{shard(counterparty)}"
 
 
 def held_account(community_id: str, counterparty: str) -> str:
-    return f"held:{community_id}:{shard(community_id, counterparty)}"
+    return f"held:{community_id}:{shard(counterparty)}"
+
+
+def community_accounts(community_id: str) -> tuple[list[str], list[str]]:
+    """Every shard of the community's pool and of its held account."""
+    shards = range(POOL_SHARDS)
+    return [f"pool:{community_id}:{n}" for n in shards], [f"held:{community_id}:{n}" for n in shards]
 
 
 def team_account(team_id: str) -> str:

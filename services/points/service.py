@@ -269,6 +269,17 @@ class PointsBank(HealthEntrypoints):
     # --- reading -------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
+    def community_accounts(self, community_id: str) -> dict[str, Any]:
+        """The community's pool (minus the points it has issued, plus those spent back) and the
+        points held by open orders, each summed over its shards."""
+        pools, held = domain.community_accounts(community_id)
+        return {
+            "community_id": community_id,
+            "pool": sum(s["balance"] for s in self.store.accounts(pools)),
+            "held": sum(s["balance"] for s in self.store.accounts(held)),
+        }
+
+    @rpc(expected_exceptions=DOMAIN_ERRORS)
     def community_of(self, kind: str, identifier: str) -> str:
         """The community a waiting approval, a transfer, an item or an order belongs to (the
         gateway checks a staff key's scope with it)."""

@@ -213,3 +213,14 @@ def test_the_month_is_published_ranked_and_as_an_excel_list(api, resident):
 
     rows = list(load_workbook(BytesIO(excel.content)).active.iter_rows(values_only=True))
     assert "志愿服务情况公示" in rows[0][0] and rows[1][:2] == ("序号", "姓名")
+
+
+def test_a_volunteer_team_has_an_account_paid_from_the_community_pool(api):
+    team = f"team:{new_id('zg-volunteers')}"
+    before = api.get(f"/api/v1/points/communities/{COMMUNITY}/accounts").json()
+    award = {"person_id": team, "community_id": COMMUNITY, "points": 120, "reason": "志愿服务队月度奖励"}
+    assert keyed(api, "/api/v1/points/awards", award).status_code == 201
+    assert api.get(f"/api/v1/points/accounts/{team}").json()["balance"] == 120
+    after = api.get(f"/api/v1/points/communities/{COMMUNITY}/accounts").json()
+    # Other tests move points in this community at the same time; this award moved 120 at least.
+    assert after["pool"] <= before["pool"] - 120
