@@ -46,7 +46,8 @@ class Conflict(Exception):
         super().__init__(code, message, field)
         self.code = code
         self.message = message
-        self.field = field
+        # Across RPC the arguments arrive as text: a missing field comes back as "None".
+        self.field = None if field in (None, "None") else field
 
     def __str__(self) -> str:
         return self.message

@@ -180,7 +180,7 @@ def reversed_acts(entries: Sequence[Entry]) -> list[str]:
     """The volunteer-act transfers reversed on people's accounts by `entries` whose credits are
     not among them (credited in an earlier month): a reversal carries only points, their
     credits tell the acts and hours it takes back."""
-    present = {e["transfer_id"] for e in entries}
+    present = {e.get("transfer_id") for e in entries}
     return sorted(
         {
             e["reverses"]
@@ -198,7 +198,7 @@ def earnings(entries: Sequence[Entry], earlier_credits: Iterable[Entry] = ()) ->
     reversed act counts neither as an act nor in hours). `earlier_credits` are the legs of
     reversed acts credited before `entries` (see `reversed_acts`)."""
     acts = {
-        e["transfer_id"]: e
+        e.get("transfer_id"): e
         for e in (*entries, *earlier_credits)
         if e["kind"] == "volunteer_act" and is_person_account(e["key"])
     }
@@ -297,7 +297,7 @@ def disclosure(
     """志愿服务情况按月公示: who served the community in the month (by the day of the act), with
     names masked for posting. `acts` are the community's volunteer-act entries of the month;
     reversed ones were not credited and are left out."""
-    credited = [a for a in acts if a["transfer_id"] not in reversed_transfers]
+    credited = [a for a in acts if a.get("transfer_id") not in reversed_transfers]
     tallies = earnings(credited)
     # Everyone who served is listed, even if the registry has not told of them yet.
     named = {pid: people.get(pid, {}) for pid in tallies}

@@ -150,6 +150,7 @@ def test_a_redemption_over_http(api, resident):
     assert placed.status_code == 201 and r.Order.model_validate(placed.json()).status == "reserved"
     second = keyed(api, "/api/v1/points/orders", {"person_id": resident, "item_id": item_id})
     assert second.status_code == 409 and second.json()["error"]["code"] == "insufficient_points"
+    assert second.json()["error"]["fields"] == []  # no input field is at fault
     done = api.post(f"/api/v1/points/orders/{placed.json()['order_id']}:fulfil", json={})
     assert done.json()["status"] == "fulfilled" and done.json()["outcome"]["actor"] == "tests"
     catalogue = api.get("/api/v1/points/catalogue", params={"community_id": COMMUNITY}).json()["items"]
