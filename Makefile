@@ -48,6 +48,7 @@ reconcile: ## prove the points bank adds up (REPAIR=1 heals what a crash left be
 bench: install ## throughput and latency figures: the volunteer-act flow, the registry
 	$(PY) tests/bench/bench_flow.py
 	$(PY) tests/bench/bench_registry.py
+	$(PY) tests/bench/bench_points.py
 
 clean: stop
 	rm -rf .data
