@@ -161,7 +161,7 @@ def run(client: Client, env: dict[str, str]) -> None:
                 )
             )
 
-    def wait_effects(total: int, timeout: float = 600) -> float:
+    def wait_effects(total: int, timeout: float = 1800) -> float:
         deadline = time.monotonic() + timeout
         while queued() > 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -213,8 +213,9 @@ def run(client: Client, env: dict[str, str]) -> None:
         t.join()
     wait_effects(total_before + count)
     applied: dict[str, list[datetime]] = {}
+    # The person's leg of each credit (the pool's leg of the same transfer names the act too).
     for entry in points_db.ledger_entries.find(
-        {"act_id": {"$in": list(posted_at)}}, {"act_id": 1, "applied_at": 1}
+        {"act_id": {"$in": list(posted_at)}, "points": {"$gt": 0}}, {"act_id": 1, "applied_at": 1}
     ):
         applied.setdefault(entry["act_id"], []).append(entry["applied_at"])
     for act in cadre_db.dossier_acts.find(
