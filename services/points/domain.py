@@ -77,10 +77,6 @@ def community_accounts(community_id: str) -> tuple[list[str], list[str]]:
     return [f"pool:{community_id}:{n}" for n in shards], [f"held:{community_id}:{n}" for n in shards]
 
 
-def team_account(team_id: str) -> str:
-    return f"team:{team_id}"
-
-
 def may_go_negative(account_id: str) -> bool:
     """Pools issue points (their balance is minus what they issued); people and teams cannot
     spend what they do not have."""

@@ -61,9 +61,6 @@ class PointsStore(BaseStore):
     def accounts(self, account_ids: Sequence[str]) -> list[dict[str, Any]]:
         return self.ledger.summaries.find_many(account_ids)
 
-    def statement(self, account_id: str) -> list[Entry]:
-        return self.ledger.entries_of(account_id)
-
     def leg(self, transfer_id: str, account_id: str) -> Entry | None:
         return self.ledger.entries.find_one({"guard": f"{transfer_id}@{account_id}"})
 
@@ -128,9 +125,6 @@ class PointsStore(BaseStore):
         entry appended now or before."""
         entry, _ = self.counters.append_entry(key, f"{cause}@{key}", entry_for)
         return entry
-
-    def counter(self, key: str) -> dict[str, Any]:
-        return self.counters.summary(key) or domain.empty_account(key)
 
     # --- redemptions ----------------------------------------------------------------------
 
