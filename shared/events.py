@@ -12,6 +12,7 @@ name, one durable queue per subscribing handler.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -72,10 +73,10 @@ class OrganisationCreated(EventData):
     parent_id: str | None
 
 
-class PersonRegistered(EventData):
-    """A person entered the registry. Carries no phone or ID number, by design."""
+class PersonFacts(EventData):
+    """A person's public details, as both person events carry them. No phone or ID number,
+    by design."""
 
-    event_name: ClassVar[str] = "person.registered"
     source_service: ClassVar[str] = REGISTRY
 
     person_id: str
@@ -85,6 +86,23 @@ class PersonRegistered(EventData):
     is_cadre: bool
     employer: str | None = None
     grid_id: str | None = None  # the grid of the person's household
+
+    def copy_version(self) -> int:
+        """Orders copies of one person: registration is 1, updates carry their revision."""
+        return 1
+
+    def read_model(self, fields: Iterable[str] | None = None) -> dict[str, Any]:
+        """The person as another service keeps them: `_id`, the `fields` it needs (all by
+        default) and the `version` that orders copies (see shared/read_models.py)."""
+        wanted = set(fields) if fields is not None else None
+        facts = self.model_dump(mode="json", include=wanted, exclude={"person_id", "revision"})
+        return {"_id": self.person_id, **facts, "version": self.copy_version()}
+
+
+class PersonRegistered(PersonFacts):
+    """A person entered the registry."""
+
+    event_name: ClassVar[str] = "person.registered"
 
 
 class OrganisationMoved(EventData):
@@ -107,21 +125,16 @@ class OrganisationClosed(EventData):
     closed_on: date
 
 
-class PersonUpdated(EventData):
+class PersonUpdated(PersonFacts):
     """The person's public details after a change; `revision` orders updates of one person
     (registration is revision 1)."""
 
     event_name: ClassVar[str] = "person.updated"
-    source_service: ClassVar[str] = REGISTRY
 
-    person_id: str
     revision: int
-    name: str
-    community_id: str
-    is_party_member: bool
-    is_cadre: bool
-    employer: str | None = None
-    grid_id: str | None = None  # the grid of the person's household
+
+    def copy_version(self) -> int:
+        return self.revision
 
 
 class MembershipStarted(EventData):

@@ -9,8 +9,6 @@ from typing import Any
 from shared.events import (
     DualReportRegistered,
     Envelope,
-    PersonRegistered,
-    PersonUpdated,
     PointsTransferred,
     VolunteerActRecorded,
 )
@@ -24,16 +22,8 @@ def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datet
     return {"event_id": envelope.id, **act.facts(), "applied_at": applied_at}
 
 
-def person_facts(person_id: str, data: PersonRegistered | PersonUpdated, version: int) -> dict[str, Any]:
-    """What the dossier needs to know of a person from the registry."""
-    return {
-        "_id": person_id,
-        "name": data.name,
-        "is_cadre": data.is_cadre,
-        "employer": data.employer,
-        "community_id": data.community_id,
-        "version": version,
-    }
+# What the dossier needs to know of a person from the registry.
+PERSON_FIELDS = ("name", "is_cadre", "employer", "community_id")
 
 
 def dual_report_facts(report: DualReportRegistered) -> dict[str, Any]:

@@ -32,11 +32,11 @@ class CadreEvaluation(HealthEntrypoints):
 
     @consumes(PersonRegistered)
     def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
-        self.store.remember_person(domain.person_facts(data.person_id, data, version=1))
+        self.store.remember_person(data.read_model(domain.PERSON_FIELDS))
 
     @consumes(PersonUpdated)
     def update_person(self, envelope: Envelope, data: PersonUpdated) -> None:
-        self.store.remember_person(domain.person_facts(data.person_id, data, version=data.revision))
+        self.store.remember_person(data.read_model(domain.PERSON_FIELDS))
 
     @consumes(ServicePostClaimed)
     def add_claimed_post_to_dossier(self, envelope: Envelope, claim: ServicePostClaimed) -> None:

@@ -105,12 +105,11 @@ class IssueIntake(HealthEntrypoints):
 
     @consumes(PersonRegistered)
     def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
-        self.store.remember_person({"_id": data.person_id, **data.model_dump(mode="json"), "version": 1})
+        self.store.remember_person(data.read_model())
 
     @consumes(PersonUpdated)
     def update_person(self, envelope: Envelope, data: PersonUpdated) -> None:
-        facts = data.model_dump(mode="json", exclude={"revision"})
-        self.store.remember_person({"_id": data.person_id, **facts, "version": data.revision})
+        self.store.remember_person(data.read_model())
 
     @consumes(OrganisationCreated)
     def remember_organisation(self, envelope: Envelope, data: OrganisationCreated) -> None:

@@ -23,7 +23,6 @@ from openpyxl.styles import Alignment, Font
 
 from services.points.domain import entry_view
 from shared.errors import InvalidInput
-from shared.events import PersonRegistered, PersonUpdated
 
 Entry = dict[str, Any]
 Person = dict[str, Any]
@@ -58,15 +57,8 @@ def is_person_account(account_id: str) -> bool:
 # --- the people read model ------------------------------------------------------------------
 
 
-def person_facts(data: PersonRegistered | PersonUpdated, version: int) -> Person:
-    """What reports need to know of a person from the registry: a name, where they live."""
-    return {
-        "_id": data.person_id,
-        "name": data.name,
-        "community_id": data.community_id,
-        "grid_id": data.grid_id,
-        "version": version,
-    }
+# What reports need to know of a person from the registry: a name, where they live.
+PERSON_FIELDS = ("name", "community_id", "grid_id")
 
 
 def mask_name(name: str | None) -> str | None:

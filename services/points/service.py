@@ -344,11 +344,11 @@ class PointsBank(HealthEntrypoints):
 
     @consumes(PersonRegistered)
     def remember_person(self, envelope: Envelope, data: PersonRegistered) -> None:
-        self.store.remember_person(reports.person_facts(data, version=1))
+        self.store.remember_person(data.read_model(reports.PERSON_FIELDS))
 
     @consumes(PersonUpdated)
     def update_person(self, envelope: Envelope, data: PersonUpdated) -> None:
-        self.store.remember_person(reports.person_facts(data, version=data.revision))
+        self.store.remember_person(data.read_model(reports.PERSON_FIELDS))
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def statement(self, account_id: str, period_from: str, period_to: str) -> dict[str, Any]:

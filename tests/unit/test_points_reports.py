@@ -242,7 +242,7 @@ def test_the_read_model_keeps_name_community_grid_and_version():
         is_cadre=False,
         grid_id="c1-01",
     )
-    assert reports.person_facts(update, version=3) == {
+    assert update.read_model(reports.PERSON_FIELDS) == {
         "_id": "p1",
         "name": "王建国",
         "community_id": "c1",
