@@ -245,6 +245,21 @@ def grant_within(cap: int, label: str, requested: int) -> Callable[[Summary], En
     return entry_for
 
 
+def earned(
+    transfer_id: str, kind: str, person_id: str, community_id: str, points: int, **details: Any
+) -> Transfer:
+    """Points a person earns: paid from their community's pool."""
+    return Transfer(
+        id=transfer_id,
+        kind=kind,
+        from_account=pool_account(community_id, person_id),
+        to_account=person_id,
+        points=points,
+        community_id=community_id,
+        **details,
+    )
+
+
 def volunteer_act_transfer(
     envelope: Envelope,
     act: VolunteerActRecorded,
@@ -252,26 +267,24 @@ def volunteer_act_transfer(
     points: int,
     capped: dict[str, Any] | None,
 ) -> Transfer:
-    return Transfer(
-        id=f"va:{envelope.id}",
-        kind="volunteer_act",
-        from_account=pool_account(act.community_id, act.person_id),
-        to_account=act.person_id,
-        points=points,
-        community_id=act.community_id,
+    return earned(
+        f"va:{envelope.id}",
+        "volunteer_act",
+        act.person_id,
+        act.community_id,
+        points,
         reason=rule_text(rule),
         facts={"event_id": envelope.id, **act.facts(), "rule": rule_text(rule), "capped": capped},
     )
 
 
 def award_transfer(key: str, award: ManualAward) -> Transfer:
-    return Transfer(
-        id=f"award:{key}",
-        kind="manual_award",
-        from_account=pool_account(award.community_id, award.person_id),
-        to_account=award.person_id,
-        points=award.points,
-        community_id=award.community_id,
+    return earned(
+        f"award:{key}",
+        "manual_award",
+        award.person_id,
+        award.community_id,
+        award.points,
         reason=award.reason,
         actor=award.actor,
     )
@@ -279,15 +292,14 @@ def award_transfer(key: str, award: ManualAward) -> Transfer:
 
 def inspection_transfer(key: str, inspection: Inspection) -> Transfer:
     """A failed check moves no points but is on the record (a transfer of 0)."""
-    return Transfer(
-        id=f"inspection:{key}",
-        kind="inspection",
-        from_account=pool_account(inspection.community_id, inspection.person_id),
-        to_account=inspection.person_id,
-        points=inspection.points if inspection.passed else 0,
-        community_id=inspection.community_id,
-        reason=f"门前三包检查{'合格' if inspection.passed else '不合格'}"
-        + (f"：{inspection.notes}" if inspection.notes else ""),
+    verdict = "合格" if inspection.passed else "不合格"
+    return earned(
+        f"inspection:{key}",
+        "inspection",
+        inspection.person_id,
+        inspection.community_id,
+        inspection.points if inspection.passed else 0,
+        reason=f"门前三包检查{verdict}" + (f"：{inspection.notes}" if inspection.notes else ""),
         actor=inspection.inspector,
         facts={
             "household_id": inspection.household_id,
