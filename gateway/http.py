@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import date
 from typing import Any
 
-from flask import g, request
+from flask import Response, g, request
 from pydantic import BaseModel
 
 from shared.events import REGISTRY
@@ -102,3 +103,18 @@ def require_role(rpc: Any, role: str, community_id: str) -> None:
 def signed(model: BaseModel, field: str = "actor") -> dict[str, Any]:
     """The body with the acting staff member taken from the API key, not from the caller."""
     return model.model_copy(update={field: g.key.get("name")}).model_dump(mode="json")
+
+
+FILE_TYPES = {
+    "csv": "text/csv",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def download(exported: dict[str, str], file_format: str) -> Response:
+    """A file a service made ({"filename", "content" in base64}) as an attachment."""
+    return Response(
+        base64.b64decode(exported["content"]),
+        mimetype=FILE_TYPES[file_format],
+        headers={"Content-Disposition": f'attachment; filename="{exported["filename"]}"'},
+    )

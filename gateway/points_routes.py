@@ -7,14 +7,22 @@ scope: the community acted on must lie in the subtree of the key's organisation.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import g, jsonify, request
 
 from gateway import responses as r
-from gateway.http import date_arg, idempotency_key, int_arg, invalid, json_body, require_role, signed
+from gateway.http import (
+    date_arg,
+    download,
+    idempotency_key,
+    int_arg,
+    invalid,
+    json_body,
+    require_role,
+    signed,
+)
 from gateway.openapi import Operation
 from gateway.rpc import RpcPool
 from shared.events import POINTS_BANK, REGISTRY
@@ -31,7 +39,6 @@ from shared.schemas.points import (
 )
 
 TAG = "Points bank"
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 KEYED = {"Idempotency-Key": "your unique key for this action; a retry with it changes nothing"}
 STAFF = {403: "the API key lacks the role, or acts outside its scope"}
 Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
@@ -381,12 +388,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
     def monthly_disclosure(community_id: str) -> Any:
         month = month_arg()
         if request.args.get("format", "json") == "xlsx":
-            exported = call("monthly_disclosure_xlsx", community_id, month)
-            return Response(
-                base64.b64decode(exported["content"]),
-                mimetype=XLSX,
-                headers={"Content-Disposition": f'attachment; filename="{exported["filename"]}"'},
-            )
+            return download(call("monthly_disclosure_xlsx", community_id, month), "xlsx")
         return jsonify(call("monthly_disclosure", community_id, month))
 
 

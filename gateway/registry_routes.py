@@ -11,10 +11,10 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import jsonify, request
 
 from gateway import responses as r
-from gateway.http import ApiError, bool_arg, choice_arg, date_arg, int_arg, json_body
+from gateway.http import FILE_TYPES, ApiError, bool_arg, choice_arg, date_arg, download, int_arg, json_body
 from gateway.openapi import Operation
 from gateway.rpc import RpcPool
 from shared.events import REGISTRY
@@ -37,10 +37,6 @@ from shared.settings import Settings
 
 TAG = "Organisation registry"
 LEDGER_KINDS = ["organisations", "places", "people", "memberships"]
-FILE_TYPES = {
-    "csv": "text/csv",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
 PAGE = {
     "offset": ("integer", "skip this many (default 0)"),
     "limit": ("integer", "page size, 1 to 1000 (default 200)"),
@@ -468,9 +464,4 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         if kind not in LEDGER_KINDS:
             raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
         file_format = choice_arg("format", list(FILE_TYPES)) or "csv"
-        exported = call("export_ledger", kind, file_format, request.args.get("within"))
-        return Response(
-            base64.b64decode(exported["content"]),
-            mimetype=FILE_TYPES[file_format],
-            headers={"Content-Disposition": f'attachment; filename="{exported["filename"]}"'},
-        )
+        return download(call("export_ledger", kind, file_format, request.args.get("within")), file_format)
