@@ -43,11 +43,11 @@ class Conflict(Exception):
     input that clashes (e.g. the start date of a post that overlaps another tenure)."""
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(code, message, field)
+        # Only arguments given travel: nameko sends them as text, so a None would come back "None".
+        super().__init__(code, message, *([field] if field else []))
         self.code = code
         self.message = message
-        # Across RPC the arguments arrive as text: a missing field comes back as "None".
-        self.field = None if field in (None, "None") else field
+        self.field = field
 
     def __str__(self) -> str:
         return self.message
