@@ -10,11 +10,14 @@ An entry can be refused: `entry_for` raises (a debit beyond the balance, a stock
 It is called with the summary of the true previous entry, so such bounds hold exactly under
 concurrent appends, from any number of processes.
 
-The summary (`fold` of all entries) is what reads use. It is written after the entry and
-cached in memory; appends that arrive together share their database writes (group commit).
-It can be behind the chain (a crash between the two writes, another instance appending, a
-stale cache): the next append then finds its slot taken, folds the entry it finds there and
-moves on, so the summary heals itself.
+The summary (`fold` of all entries) is what reads use. Appends that arrive together share
+their database writes (group commit). Summaries are kept in memory and written behind, each
+at most once per `SUMMARY_WRITE_SECONDS`: a busy key (a community's pool) costs one rewrite a
+second instead of one per entry. A stored summary can therefore be behind its chain (also
+after a crash, or when another instance appends); it is never wrong, only early:
+- a read folds in the entries after it (`summary`, `summaries_of`: one lookup by `_id` for
+  a summary that is current), so what callers see is exact;
+- an append finds its slot taken, folds the entry there and moves on, so it heals itself.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import eventlet
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -35,6 +39,7 @@ Entry = dict[str, Any]
 Append = tuple[str, str, Callable[[Summary], Entry]]
 Result = Entry | None | Exception  # the entry appended; None: appended before; or why not
 DUPLICATE_KEY = 11000
+SUMMARY_WRITE_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -60,12 +65,42 @@ class Journal:
         self._cache_size = cache_size
         # Appends of a process go through one flusher, in batches: no two run at once here.
         self._append = GroupCommit(self._append_batch)
+        self._unwritten: dict[str, Summary] = {}  # summaries newer than the stored ones
+        self._writer: Any = None
 
     def ensure_indexes(self) -> None:
         self.entries.create_index("guard", unique=True, name="one_entry_per_guard")
 
     def summary(self, key: str) -> Summary | None:
-        return self.summaries.find_one(key)
+        """Key's summary, exact: None if its chain is empty."""
+        return self.summaries_of([key]).get(key)
+
+    def summaries_of(self, keys: Sequence[str]) -> dict[str, Summary]:
+        """Exact summaries of the keys that have entries: the newest known, folded over any
+        entries appended after it (by another instance, or before a crash)."""
+        return self._folded(keys, {key: self._unwritten.get(key) or self._cache.get(key) for key in keys})
+
+    def stored_summaries_of(self, keys: Sequence[str]) -> dict[str, Summary]:
+        """Like `summaries_of`, from the stored summaries alone: what reconciliation checks."""
+        return self._folded(keys, {key: None for key in keys})
+
+    def _folded(self, keys: Sequence[str], known: dict[str, Summary | None]) -> dict[str, Summary]:
+        missing = [key for key, summary in known.items() if summary is None]
+        known.update({s["_id"]: s for s in self.summaries.find_many(missing)})
+        exact = {}
+        for key in keys:
+            summary = known.get(key) or self.empty(key)
+            while (entry := self.entries.find_one({"_id": slot_id(key, summary["seq"] + 1)})) is not None:
+                summary = self.fold(summary, entry)
+            if summary["seq"]:
+                exact[key] = summary
+        return exact
+
+    def recent_entries(self, summary: Summary, count: int) -> list[Entry]:
+        """The last `count` entries of a summary's chain, newest first (each found by `_id`)."""
+        seqs = range(summary["seq"], max(summary["seq"] - count, 0), -1)
+        found = (self.entries.find_one({"_id": slot_id(summary["_id"], seq)}) for seq in seqs)
+        return [entry for entry in found if entry is not None]
 
     def append(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> bool:
         """Append `entry_for(summary)` to key's chain unless `guard` is there already.
@@ -99,7 +134,9 @@ class Journal:
         summary = self.empty(key)
         for entry in self.entries_of(key):
             summary = self.fold(summary, entry)
-        self._write_summaries({key: summary})
+        self.summaries.replace_many({key: summary})
+        self._unwritten.pop(key, None)
+        self._remember(key, summary)
         return summary
 
     def _append_batch(self, items: Sequence[Append]) -> list[Result]:
@@ -186,22 +223,31 @@ class Journal:
         return {**entry_for(summary), "_id": slot_id(key, seq), "key": key, "seq": seq, "guard": guard}
 
     def _write_summaries(self, changed: dict[str, Summary]) -> None:
-        """Best effort: the entries are written, and a summary left behind heals at the next
-        append (FerretDB can fail concurrent upserts of one summary; seen in tests)."""
-        try:
-            self.summaries.replace_many(changed)
-        except Exception:
-            log.warning(
-                "could not write %d journal summaries; they catch up later", len(changed), exc_info=True
-            )
-            for key in changed:
-                self._cache.pop(key, None)
-            return
+        """Keep the new summaries; a writer stores them a moment later (see the module doc)."""
         for key, summary in changed.items():
             self._remember(key, summary)
+        self._unwritten.update(changed)
+        if self._writer is None or self._writer.dead:
+            self._writer = eventlet.spawn(self._write_behind)
+
+    def _write_behind(self) -> None:
+        while self._unwritten:
+            eventlet.sleep(SUMMARY_WRITE_SECONDS)
+            self.write_summaries()
+
+    def write_summaries(self) -> None:
+        """Store the summaries not stored yet (also called when the service stops). Best
+        effort: one left behind is caught up by reads and appends."""
+        due, self._unwritten = self._unwritten, {}
+        try:
+            self.summaries.replace_many(due)
+        except Exception:
+            log.warning("could not store %d journal summaries; they catch up later", len(due), exc_info=True)
+            for key, summary in due.items():
+                self._unwritten.setdefault(key, summary)
 
     def _cached(self, key: str) -> Summary:
-        summary = self._cache.get(key)
+        summary = self._cache.get(key) or self._unwritten.get(key)
         if summary is None:
             summary = self.summary(key) or self.empty(key)
             self._remember(key, summary)

@@ -2,9 +2,15 @@
 
 FerretDB 1.24 (SQLite backend), the development database, shapes how the stores are written
 (all measured here):
-- every lookup or rewrite reads the whole collection: `{"_id": <string>}` is scanned in SQL
-  (its index is not used), any other filter is matched in Go; so hot paths touch only small
-  collections, and inserts, which unique indexes keep O(log n), carry the load;
+- a filter of `{"_id": <string>}` alone (find, update, replace, delete) is an index lookup once
+  the local stack's `deploy/local/ferretdb_indexes.py` has indexed the table; any other filter,
+  `{"_id": {"$in": ...}}` included, reads and decodes the whole collection in Go. So hot paths
+  look documents up by `_id` one at a time, and inserts, which unique indexes keep O(log n),
+  carry the load;
+- an `update` command holds a SQLite connection for each of its statements until the last is
+  done, from a pool of 100 per database: a bulk write of about 100 updates waits for itself
+  forever and stalls every writer of that database. Bulk updates go `UPDATES_PER_COMMAND` at
+  a time (`replace_by_id`);
 - an update is read-modify-write without a check, so two concurrent updates of one document
   can lose one; inserts guarded by unique indexes are exact, so correctness rests on them.
 """
@@ -16,12 +22,23 @@ from typing import Any, Protocol
 from uuid import uuid4
 
 from nameko.extensions import DependencyProvider
-from pymongo import MongoClient
+from pymongo import MongoClient, ReplaceOne
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared.settings import get_settings
 
 _clients: dict[str, MongoClient] = {}
+UPDATES_PER_COMMAND = 25  # well below FerretDB's 100 connections, with room for other writers
+
+
+def replace_by_id(collection: Collection, documents: dict[str, dict[str, Any]]) -> None:
+    """Write documents by `_id` (inserting missing ones), a few statements per command."""
+    ids = list(documents)
+    for start in range(0, len(ids), UPDATES_PER_COMMAND):
+        chunk = ids[start : start + UPDATES_PER_COMMAND]
+        replacements = [ReplaceOne({"_id": i}, documents[i], upsert=True) for i in chunk]
+        collection.bulk_write(replacements, ordered=False)
 
 
 def connect(service: str) -> Database:
@@ -59,6 +76,8 @@ class Store(Protocol):
 
     def ensure_indexes(self) -> None: ...
 
+    def write_behind(self) -> None: ...
+
 
 class StoreProvider(DependencyProvider):
     """Injects the service's store (its one persistence module) into every worker."""
@@ -75,7 +94,10 @@ class StoreProvider(DependencyProvider):
         self.store.ensure_indexes()
 
     def stop(self) -> None:
-        disconnect()
+        try:
+            self.store.write_behind()
+        finally:
+            disconnect()
 
     def kill(self) -> None:
         self.stop()
@@ -93,6 +115,9 @@ class BaseStore:
 
     def ensure_indexes(self) -> None:
         """Stores add their own; FerretDB ignores none of them, though it uses few."""
+
+    def write_behind(self) -> None:
+        """Store now what is kept in memory to be written later (the service is stopping)."""
 
     def park_event(self, payload: Any, reason: str, handler: str) -> None:
         """Keep an event no retry can apply, for an operator to inspect; never raises twice."""

@@ -31,19 +31,20 @@ import eventlet.queue
 from amqp import Message
 from kombu import Connection, Exchange, Queue
 from nameko.extensions import DependencyProvider
+from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from shared.events import Envelope, exchange_name, routing_key, subscriptions_from
-from shared.mongo import connect
+from shared.mongo import UPDATES_PER_COMMAND, connect
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
 DUPLICATE_KEY = 11000
-ID_CHUNK = 200  # ids per bulk write: keeps each write, and so SQLite's lock, short
+ID_CHUNK = 200  # deletes per command: keeps each command, and so SQLite's lock, short
 # A pending record older than this whose event is in no aggregate belongs to a change that was
 # never written (the writer died or the write was refused); it is dropped, never published.
 ORPHAN_GRACE = timedelta(seconds=60)
@@ -163,17 +164,17 @@ def update_with_events(
 
 
 def by_id(collection: Collection, ids: Sequence[str], change: dict[str, Any] | None = None) -> None:
-    """Delete (or, given `change`, update) records by id, a chunk per statement.
+    """Delete (or, given `change`, update) records by id: a statement per id, many per command.
 
-    Measured on FerretDB: a statement per id reads the whole collection twice per id (38% of
-    its CPU under load went there), while one `$in` statement reads it once per chunk. Chunks
-    keep each statement, and so SQLite's write lock, short."""
-    for start in range(0, len(ids), ID_CHUNK):
-        chunk = {"_id": {"$in": list(ids[start : start + ID_CHUNK])}}
+    On FerretDB a statement by `_id` alone is an index lookup, while one `$in` statement reads
+    and decodes the whole collection (see shared/mongo.py)."""
+    per_command = ID_CHUNK if change is None else UPDATES_PER_COMMAND
+    for start in range(0, len(ids), per_command):
+        chunk = ids[start : start + per_command]
         if change is None:
-            collection.delete_many(chunk)
+            collection.bulk_write([DeleteOne({"_id": i}) for i in chunk], ordered=False)
         else:
-            collection.update_many(chunk, change)
+            collection.bulk_write([UpdateOne({"_id": i}, change) for i in chunk], ordered=False)
 
 
 def _withdraw(db: Database, records: Sequence[dict[str, Any]]) -> None:

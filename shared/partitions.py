@@ -15,9 +15,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
+
+from shared.mongo import replace_by_id
 
 PARTITIONS = 8
 
@@ -49,6 +50,4 @@ class Partitioned:
     def replace_many(self, documents: dict[str, dict[str, Any]]) -> None:
         """Write documents by key (inserting missing ones), one round trip per partition."""
         for collection, keys in self._by_partition(documents).items():
-            self.db[collection].bulk_write(
-                [ReplaceOne({"_id": key}, documents[key], upsert=True) for key in keys], ordered=False
-            )
+            replace_by_id(self.db[collection], {key: documents[key] for key in keys})

@@ -153,6 +153,8 @@ class Stack:
             ],
         )
         wait_for(lambda: port_open(host, port), f"FerretDB on port {port}", timeout=30)
+        indexer = [str(VENV_BIN / "python"), "-m", "deploy.local.ferretdb_indexes"]
+        self._spawn("ferretdb-indexes", [*indexer, str(data), str(self.processes["ferretdb"].pid)])
 
     def start_infrastructure(self) -> None:
         local_broker = urlparse(self._env().get("AMQP_URI", "pyamqp://127.0.0.1")).hostname in (
@@ -230,7 +232,7 @@ class Stack:
 
     def stop_all(self) -> None:
         names = [*self.processes] or [p.stem for p in (self.home / "run").glob("*.pid")]
-        for name in ["gateway", *SERVICES, "ferretdb"]:
+        for name in ["gateway", *SERVICES, "ferretdb", "ferretdb-indexes"]:
             if name in names:
                 self.stop_process(name)
         marker = self.home / "run" / "rabbitmq.started"

@@ -13,9 +13,7 @@ from shared.events import (
     VolunteerActRecorded,
 )
 
-# The dossier summary is rewritten on every act (see shared/partitions.py for what that costs
-# on FerretDB): it lists the latest acts; totals count every act and the chain keeps them all.
-RECENT_ACTS = 20
+RECENT_ACTS = 20  # the latest acts a dossier shows; its totals count them all
 
 
 def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datetime) -> dict[str, Any]:
@@ -60,23 +58,23 @@ def points_figures(moves: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def empty_dossier(person_id: str) -> dict[str, Any]:
-    return {"_id": person_id, "seq": 0, "hours_total": "0", "volunteer_acts": []}
+    return {"_id": person_id, "seq": 0, "hours_total": "0"}
 
 
 def with_act(dossier: dict[str, Any], act: dict[str, Any]) -> dict[str, Any]:
     """The dossier summary once `act` (the next in its chain) is added."""
-    recent = [a for a in dossier["volunteer_acts"] if a["seq"] != act["seq"]]
-    slim = {k: v for k, v in act.items() if k not in ("_id", "key", "guard", "event_id")}
     return {
         "_id": dossier["_id"],
         "seq": act["seq"],
         "hours_total": str(Decimal(dossier["hours_total"]) + Decimal(act["hours"])),
-        "volunteer_acts": [slim, *recent][:RECENT_ACTS],
     }
 
 
 def dossier_view(
-    person: dict[str, Any], dossier: dict[str, Any], dual_report: dict[str, Any] | None
+    person: dict[str, Any],
+    dossier: dict[str, Any],
+    recent_acts: list[dict[str, Any]],
+    dual_report: dict[str, Any] | None,
 ) -> dict[str, Any]:
     return {
         "person_id": person["_id"],
@@ -87,6 +85,10 @@ def dossier_view(
         "acts_total": dossier["seq"],
         "hours_total": dossier["hours_total"],
         "volunteer_acts": [
-            {**act, "applied_at": act["applied_at"].isoformat()} for act in dossier["volunteer_acts"]
+            {
+                **{k: v for k, v in act.items() if k not in ("_id", "key", "guard", "event_id")},
+                "applied_at": act["applied_at"].isoformat(),
+            }
+            for act in recent_acts
         ],
     }

@@ -67,5 +67,6 @@ class CadreEvaluation(HealthEntrypoints):
         if person is None or not person["is_cadre"]:
             raise NotFound("cadre", person_id)
         dossier = self.store.dossier(person_id) or domain.empty_dossier(person_id)
-        view = domain.dossier_view(person, dossier, self.store.dual_report(person_id))
+        recent = self.store.recent_acts(dossier, domain.RECENT_ACTS)
+        view = domain.dossier_view(person, dossier, recent, self.store.dual_report(person_id))
         return {**view, "points": domain.points_figures(self.store.points_moves(person_id))}

@@ -37,6 +37,9 @@ class CadreStore(BaseStore):
     def ensure_indexes(self) -> None:
         self.journal.ensure_indexes()
 
+    def write_behind(self) -> None:
+        self.journal.write_summaries()
+
     def person(self, person_id: str) -> dict[str, Any] | None:
         return self._people.get(person_id, lambda: self.people.find_one({"_id": person_id}))
 
@@ -74,6 +77,9 @@ class CadreStore(BaseStore):
 
     def dossier(self, person_id: str) -> dict[str, Any] | None:
         return self.journal.summary(person_id)
+
+    def recent_acts(self, dossier: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        return self.journal.recent_entries(dossier, count)
 
     def add_act(self, person_id: str, act: dict[str, Any]) -> bool:
         """Add an act to a dossier once. Returns False if it was there already."""

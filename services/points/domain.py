@@ -25,10 +25,9 @@ from shared.schemas.points import ApprovalDecision, EarningRule, Inspection, Man
 Entry = dict[str, Any]
 Summary = dict[str, Any]
 POOL_SHARDS = 8
-# The account summary is rewritten on every posting (see shared/partitions.py for what that
-# costs on FerretDB): it carries a few slim latest entries; the ledger chain holds them all.
-RECENT_ENTRIES = 10
-SUMMARY_FIELDS = (
+RECENT_ENTRIES = 10  # the latest entries an account answer shows; statements show them all
+# What an entry shows of itself to readers.
+ENTRY_FIELDS = (
     "seq",
     "kind",
     "transfer_id",
@@ -369,22 +368,18 @@ def pending_view(pending: dict[str, Any]) -> dict[str, Any]:
 # --- summaries --------------------------------------------------------------------------------
 
 
+# Summaries stay small: FerretDB decodes and re-encodes the whole document on every rewrite.
+
+
 def empty_account(account_id: str) -> Summary:
-    return {"_id": account_id, "seq": 0, "balance": 0, "recent": []}
+    return {"_id": account_id, "seq": 0, "balance": 0}
 
 
 def with_entry(account: Summary, entry: Entry) -> Summary:
     """The account summary once `entry` (the next in its chain) is applied."""
-    recent = [e for e in account["recent"] if e["seq"] != entry["seq"]]
-    slim = {k: entry[k] for k in SUMMARY_FIELDS if entry.get(k) is not None}
-    return {
-        "_id": account["_id"],
-        "seq": entry["seq"],
-        "balance": entry["balance_after"],
-        "recent": [slim, *recent][:RECENT_ENTRIES],
-    }
+    return {"_id": account["_id"], "seq": entry["seq"], "balance": entry["balance_after"]}
 
 
 def entry_view(entry: Entry) -> Entry:
-    view = {k: entry[k] for k in SUMMARY_FIELDS if entry.get(k) is not None}
+    view = {k: entry[k] for k in ENTRY_FIELDS if entry.get(k) is not None}
     return {**view, "applied_at": entry["applied_at"].isoformat()}

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     store = PointsStore(connect(POINTS_BANK))
     started = datetime.now(UTC)
     chains = store.chain_totals()
-    report = check(chains, store.summaries_of([c["_id"] for c in chains]), store.one_legged_transfers())
+    summaries = store.stored_summaries_of([c["_id"] for c in chains])
+    report = check(chains, summaries, store.one_legged_transfers())
     for line in report.lines():
         print(line)
     if options.repair and not report.exact:

@@ -297,11 +297,12 @@ class PointsBank(HealthEntrypoints):
     def get_account(self, person_id: str) -> dict[str, Any]:
         """An account nobody has credited yet answers with balance 0 and no entries."""
         summary = self.store.account(person_id) or domain.empty_account(person_id)
+        recent = self.store.recent_entries(summary, domain.RECENT_ENTRIES)
         return {
             "person_id": person_id,
             "balance": summary["balance"],
             "entries_total": summary["seq"],
-            "entries": [domain.entry_view(e) for e in summary["recent"]],
+            "entries": [domain.entry_view(e) for e in recent],
         }
 
     # --- helpers -------------------------------------------------------------------------------

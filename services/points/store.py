@@ -53,13 +53,20 @@ class PointsStore(BaseStore):
         self.ledger.ensure_indexes()
         self.counters.ensure_indexes()
 
+    def write_behind(self) -> None:
+        self.ledger.write_summaries()
+        self.counters.write_summaries()
+
     # --- accounts ---------------------------------------------------------------------------
 
     def account(self, account_id: str) -> dict[str, Any] | None:
         return self.ledger.summary(account_id)
 
+    def recent_entries(self, account: dict[str, Any], count: int) -> list[Entry]:
+        return self.ledger.recent_entries(account, count)
+
     def accounts(self, account_ids: Sequence[str]) -> list[dict[str, Any]]:
-        return self.ledger.summaries.find_many(account_ids)
+        return list(self.ledger.summaries_of(account_ids).values())
 
     def leg(self, transfer_id: str, account_id: str) -> Entry | None:
         return self.ledger.entries.find_one({"guard": f"{transfer_id}@{account_id}"})
@@ -78,8 +85,8 @@ class PointsStore(BaseStore):
                 totals.setdefault(row["_id"], {"_id": row["_id"]})[name] = row[name]
         return list(totals.values())
 
-    def summaries_of(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {s["_id"]: s for s in self.ledger.summaries.find_many(account_ids)}
+    def stored_summaries_of(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.ledger.stored_summaries_of(account_ids)
 
     def one_legged_transfers(self) -> list[str]:
         legs = [{"$group": {"_id": "$transfer_id", "legs": {"$sum": 1}}}, {"$match": {"legs": {"$ne": 2}}}]
@@ -139,7 +146,7 @@ class PointsStore(BaseStore):
 
     def stock_levels(self, item_ids: Sequence[str]) -> dict[str, int]:
         keys = {f"stock:{item_id}": item_id for item_id in item_ids}
-        return {keys[s["_id"]]: s["balance"] for s in self.counters.summaries.find_many(list(keys))}
+        return {keys[key]: s["balance"] for key, s in self.counters.summaries_of(list(keys)).items()}
 
     def add_order(self, order: dict[str, Any]) -> bool:
         return self._insert_once(self.orders, order)

@@ -196,11 +196,12 @@ def books(points_db: Any, people: list[str], acts_of: dict[str, int]) -> str:
 
 def last_applied(points_db: Any, people: list[str]) -> float:
     """When the last credit leg of the burst was written, by the consumer's clock."""
+    from shared.journal import slot_id
     from shared.partitions import Partitioned
 
-    accounts = Partitioned(points_db, "accounts")
-    latest = max(a["recent"][0]["applied_at"] for a in accounts.find_many(people) if a["recent"])
-    return latest.timestamp()
+    accounts = Partitioned(points_db, "accounts").find_many(people)
+    last = [points_db.ledger_entries.find_one({"_id": slot_id(a["_id"], a["seq"])}) for a in accounts]
+    return max(entry["applied_at"] for entry in last if entry).timestamp()
 
 
 def figure_burst(env: dict[str, str]) -> None:
@@ -296,20 +297,15 @@ def account_entries(key: str, applied_at: datetime) -> list[dict[str, Any]]:
 
 
 def summary_of(key: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The account summary the journal would hold after `entries` (domain.with_entry)."""
+    """The account summary the journal would hold after `entries`."""
     from services.points import domain
 
-    kept = entries[-domain.RECENT_ENTRIES :]
-    summary = {"_id": key, "seq": kept[0]["seq"] - 1, "balance": kept[0]["balance_after"] - kept[0]["points"]}
-    summary["recent"] = []
-    for entry in kept:
-        summary = domain.with_entry(summary, entry)
-    return summary
+    return domain.with_entry(domain.empty_account(key), entries[-1])
 
 
 def insert_summaries(points_db: Any, summaries: list[dict[str, Any]]) -> None:
-    """New summaries, into the partitions the journal reads them from. Inserts, not
-    Partitioned.replace_many's upserts: on FerretDB each upsert reads its whole partition."""
+    """New summaries, into the partitions the journal reads them from (inserts: cheaper than
+    Partitioned.replace_many's upserts)."""
     from shared.partitions import Partitioned
 
     accounts = Partitioned(points_db, "accounts")
