@@ -1,16 +1,20 @@
 """Transactional outbox: events are stored with the change that causes them, then relayed.
 
-A producer's store writes, for one change:
-1. a pending record per event into its small `outbox` collection (what still has to be sent);
-2. the aggregate document itself, with the same events embedded (the permanent record).
+A producer's store writes, for one write of one or many aggregates (a group commit):
+1. one pending record into its small `outbox` collection, listing the events still to send;
+2. the aggregate documents themselves, with their events embedded (the permanent record).
 
-The pending record goes first: if the process dies between the two writes, the relay finds a
-record whose event is not in any aggregate and drops it, so an unwritten change never emits an
-event; the other order could lose an event. `outbox` stays small (published records are
-deleted), which matters because FerretDB scans a collection for any filter but `_id`.
+The pending record goes first: if the process dies between the two writes, the relay finds
+events that are in no aggregate and drops them, so an unwritten change never emits an event;
+the other order could lose one. One record per write, not per event: on FerretDB each insert
+and delete statement costs about a millisecond, so a write of 50 acts costs two statements
+instead of a hundred. `outbox` stays small (published records are deleted), which matters
+because FerretDB scans a collection for any filter but `_id`.
 
-The relay publishes in batches on a channel with publisher confirms and `mandatory`, waits
-(with a timeout) for the broker's acks, and only then deletes the records. It declares every
+The writer hands the events it wrote to the relay of its process, which publishes them in
+batches on a channel with publisher confirms and `mandatory`, waits (with a timeout) for the
+broker's acks, and deletes a record once all its events are confirmed. Records left behind (the
+broker was down, a process died) are swept when their lease runs out. The relay declares every
 subscriber's queue before its first publish, so nothing is dropped for want of a queue.
 Publishing twice is harmless: consumers apply each event id once.
 """
@@ -25,6 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import eventlet
 import eventlet.queue
@@ -57,53 +62,73 @@ SWEEP_BATCH = 50
 EVENTS_KEPT = 20  # events an updated document keeps embedded (see update_with_events)
 
 
-def pending_records(
-    envelopes: Sequence[Envelope],
-    *,
-    aggregate_collection: str,
-    aggregate_id: str,
-    lease_seconds: float,
-) -> list[dict[str, Any]]:
-    """Outbox records for a change about to be written; leased to the writing process.
+# Events per outbox record: a big import stays far below the 16 MB document limit.
+EVENTS_PER_RECORD = 500
+Publishable = dict[str, Any]  # an event as the relay publishes it (see `publishable`)
 
-    The lease keeps the sweep away while the writer publishes the events itself right after
-    its write; if the writer dies, the lease runs out and any relay takes over.
-    """
-    now = datetime.now(UTC)
+
+def publishable(envelopes: Sequence[Envelope], aggregate_id: str) -> list[Publishable]:
     return [
         {
-            "_id": envelope.id,
-            "aggregate_collection": aggregate_collection,
+            "id": envelope.id,
             "aggregate_id": aggregate_id,
             "routing_key": routing_key(envelope),
             "envelope": envelope.model_dump(mode="json"),
-            "created_at": now,
-            "lease_until": now + timedelta(seconds=lease_seconds),
-            "written": False,  # the relay learns it was when the writer hands the record over
         }
         for envelope in envelopes
     ]
 
 
+def _pending(
+    db: Database, collection: str, changes: Sequence[tuple[str, Sequence[Envelope]]]
+) -> list[list[Publishable]]:
+    """Write the outbox records for a write about to happen; per change, its events, each
+    tagged with its record. The records are leased to the writing process: the sweep keeps
+    away while the writer hands the events to its relay right after the write."""
+    events = [publishable(envelopes, aggregate_id) for aggregate_id, envelopes in changes]
+    flat = [event for change in events for event in change]
+    now = datetime.now(UTC)
+    lease = now + timedelta(seconds=get_settings().relay_lease_seconds)
+    records = []
+    for start in range(0, len(flat), EVENTS_PER_RECORD):
+        record_id = uuid4().hex
+        some = flat[start : start + EVENTS_PER_RECORD]
+        for event in some:
+            event["outbox_id"] = record_id
+        records.append(
+            {
+                "_id": record_id,
+                "aggregate_collection": collection,
+                "events": [{k: v for k, v in e.items() if k != "outbox_id"} for e in some],
+                "created_at": now,
+                "lease_until": lease,
+            }
+        )
+    if records:
+        db[OUTBOX].insert_many(records, ordered=False)
+    return events
+
+
+def _handed_over(events: list[Publishable]) -> list[Publishable]:
+    """The events the relay publishes now; each says how many its record expects, so the
+    relay deletes the record when that many are confirmed."""
+    expected: dict[str, int] = {}
+    for event in events:
+        expected[event["outbox_id"]] = expected.get(event["outbox_id"], 0) + 1
+    return [{**event, "record_events": expected[event["outbox_id"]]} for event in events]
+
+
 def insert_with_events(
     db: Database, collection: str, changes: Sequence[tuple[dict[str, Any], Sequence[Envelope]]]
-) -> tuple[list[dict[str, Any]], set[int]]:
+) -> tuple[list[Publishable], set[int]]:
     """Insert new aggregate documents, each with the events it causes, outbox-first.
 
-    Returns the outbox records written (hand them to `OutboxRelay.publish_soon`) and the
-    positions in `changes` of documents whose `_id` existed already (`_id` is the idempotency
-    key; their records are withdrawn). Positions, not ids: two changes may share an id.
+    Returns the events to hand to `OutboxRelay.publish_soon` and the positions in `changes`
+    of documents whose `_id` existed already (`_id` is the idempotency key: their events are
+    not published, and the sweep drops them as in no aggregate). Positions, not ids: two
+    changes may share an id.
     """
-    lease = get_settings().relay_lease_seconds
-    records_at = [
-        pending_records(
-            envelopes, aggregate_collection=collection, aggregate_id=document["_id"], lease_seconds=lease
-        )
-        for document, envelopes in changes
-    ]
-    all_records = [r for records in records_at for r in records]
-    if all_records:
-        db[OUTBOX].insert_many(all_records, ordered=False)
+    events = _pending(db, collection, [(document["_id"], envelopes) for document, envelopes in changes])
     documents = [
         {**document, "events": [e.model_dump(mode="json") for e in envelopes]}
         for document, envelopes in changes
@@ -114,14 +139,16 @@ def insert_with_events(
     except BulkWriteError as exc:
         for error in exc.details.get("writeErrors", []):
             if error.get("code") != DUPLICATE_KEY:
-                _withdraw(db, all_records)
+                _withdraw(db, events)
                 raise
             existing.add(error["index"])
     except Exception:
-        _withdraw(db, all_records)
+        _withdraw(db, events)
         raise
-    _withdraw(db, [r for index in existing for r in records_at[index]])
-    return [r for index, records in enumerate(records_at) if index not in existing for r in records], existing
+    fresh = [event for index, change in enumerate(events) if index not in existing for event in change]
+    if len(fresh) < sum(len(change) for change in events):
+        _withdraw(db, [change for index, change in enumerate(events) if index in existing], keep=fresh)
+    return _handed_over(fresh), existing
 
 
 def update_with_events(
@@ -130,21 +157,15 @@ def update_with_events(
     current: dict[str, Any],
     change: dict[str, Any],
     envelopes: Sequence[Envelope],
-) -> list[dict[str, Any]] | None:
+) -> list[Publishable] | None:
     """Change a versioned document read as `current`, embedding the events; outbox-first as
     for inserts. `change` holds the new field values, `version` included.
 
-    Returns the outbox records written, or None if the document changed since it was read
-    (nothing is changed then). The document keeps its latest events only: the relay needs an
-    event there just until it is sent.
+    Returns the events to relay, or None if the document changed since it was read (nothing
+    is changed then). The document keeps its latest events only: the relay needs an event
+    there just until it is sent.
     """
-    records = pending_records(
-        envelopes,
-        aggregate_collection=collection,
-        aggregate_id=current["_id"],
-        lease_seconds=get_settings().relay_lease_seconds,
-    )
-    db[OUTBOX].insert_many(records, ordered=False)
+    [events] = _pending(db, collection, [(current["_id"], envelopes)])
     fresh = [e.model_dump(mode="json") for e in envelopes]
     earlier = current.get("events", [])
     kept = earlier[max(len(earlier) + len(fresh) - EVENTS_KEPT, 0) :]
@@ -155,12 +176,12 @@ def update_with_events(
             {"$set": {**change, "events": kept + fresh}},
         )
     except Exception:
-        _withdraw(db, records)
+        _withdraw(db, [events])
         raise
     if result.matched_count == 0:
-        _withdraw(db, records)
+        _withdraw(db, [events])
         return None
-    return records
+    return _handed_over(events)
 
 
 def by_id(collection: Collection, ids: Sequence[str], change: dict[str, Any] | None = None) -> None:
@@ -177,11 +198,17 @@ def by_id(collection: Collection, ids: Sequence[str], change: dict[str, Any] | N
             collection.bulk_write([UpdateOne({"_id": i}, change) for i in chunk], ordered=False)
 
 
-def _withdraw(db: Database, records: Sequence[dict[str, Any]]) -> None:
-    """Best effort: a record left behind is dropped by the sweep as an orphan."""
+def _withdraw(
+    db: Database, unwritten: Sequence[Sequence[Publishable]], keep: Sequence[Publishable] = ()
+) -> None:
+    """Delete the outbox records of events whose change was not written, unless they also hold
+    events to keep (the sweep drops the others from those). Best effort: a record left behind
+    is dropped by the sweep."""
+    records = {event["outbox_id"] for change in unwritten for event in change}
+    records -= {event["outbox_id"] for event in keep}
     if records:
         try:
-            by_id(db[OUTBOX], [r["_id"] for r in records])
+            by_id(db[OUTBOX], sorted(records))
         except Exception:
             log.warning("could not withdraw %d outbox records; the sweep will drop them", len(records))
 
@@ -261,14 +288,14 @@ class EventPublisher:
     def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
         self._returned.add(message.properties.get("message_id", ""))
 
-    def publish(self, records: Sequence[dict[str, Any]]) -> list[str]:
-        """Publish records; return the ids the broker confirmed and routed to a queue."""
-        if not records:
+    def publish(self, events: Sequence[Publishable]) -> list[str]:
+        """Publish events; return the ids of those the broker confirmed and routed to a queue."""
+        if not events:
             return []
         try:
             if self._connection is None:
                 self._open()
-            return self._publish_confirmed(records)
+            return self._publish_confirmed(events)
         except (OSError, TimeoutError, PublishFailed) as exc:
             self.close()
             raise PublishFailed(str(exc) or exc.__class__.__name__) from exc
@@ -276,24 +303,24 @@ class EventPublisher:
             self.close()
             raise PublishFailed(f"{exc.__class__.__name__}: {exc}") from exc
 
-    def _publish_confirmed(self, records: Sequence[dict[str, Any]]) -> list[str]:
+    def _publish_confirmed(self, events: Sequence[Publishable]) -> list[str]:
         tags: dict[int, str] = {}
         self._outstanding = tags
-        for record in records:
+        for event in events:
             tag = self._next_tag
             self._next_tag += 1
-            tags[tag] = record["_id"]
+            tags[tag] = event["id"]
             self._channel.basic_publish(
                 Message(
-                    body=_json_body(record["envelope"]),
+                    body=_json_body(event["envelope"]),
                     content_type="application/json",
                     content_encoding="utf-8",
                     delivery_mode=2,
-                    message_id=record["_id"],
+                    message_id=event["id"],
                 ),
                 exchange=self.exchange.name,
-                routing_key=record["routing_key"],
-                mandatory=record["routing_key"] in self._subscribed,
+                routing_key=event["routing_key"],
+                mandatory=event["routing_key"] in self._subscribed,
             )
         deadline = time.monotonic() + self.timeout
         while not set(tags) <= self._acked | self._nacked:
@@ -335,7 +362,8 @@ class OutboxRelay(DependencyProvider):
             self.settings.amqp_uri, self.service, self.settings.publish_timeout_seconds
         )
         self.running = False
-        self.published: set[str] = set()  # published, not yet deleted from the outbox
+        self.confirmed: dict[str, int] = {}  # outbox record → how many of its events are confirmed
+        self.done: set[str] = set()  # records whose events are all confirmed, not yet deleted
 
     def start(self) -> None:
         self.running = True
@@ -351,24 +379,24 @@ class OutboxRelay(DependencyProvider):
     def get_dependency(self, worker_ctx: Any) -> OutboxRelay:
         return self
 
-    def publish_soon(self, records: Iterable[dict[str, Any]]) -> None:
-        """Hand freshly written records to the relay; the caller does not wait."""
-        for record in records:
-            self.queue.put(record)
+    def publish_soon(self, events: Iterable[Publishable]) -> None:
+        """Hand freshly written events to the relay; the caller does not wait."""
+        for event in events:
+            self.queue.put(event)
 
     def _run(self) -> None:
         next_sweep = 0.0
         failures = 0
         while self.running:
-            timeout = FORGET_EVERY if self.published else self.settings.relay_sweep_seconds
+            timeout = FORGET_EVERY if self.done else self.settings.relay_sweep_seconds
             batch = self._take_batch(timeout=timeout)
             try:
                 if batch:
                     confirmed = set(self.publisher.publish(batch))
-                    self.published.update(confirmed)
-                    # Nacked or unroutable: back to the sweep, known to be written.
-                    self._release([r for r in batch if r["_id"] not in confirmed])
-                if len(self.published) >= self.settings.relay_batch_size or not batch:
+                    self._count_confirmed([e for e in batch if e["id"] in confirmed])
+                    # Nacked or unroutable: the sweep publishes their records again, now.
+                    self._release({e["outbox_id"] for e in batch if e["id"] not in confirmed})
+                if len(self.done) >= self.settings.relay_batch_size or not batch:
                     self._forget_published()
                 if time.monotonic() >= next_sweep:
                     self.sweep()
@@ -377,14 +405,14 @@ class OutboxRelay(DependencyProvider):
             except PublishFailed as exc:
                 failures += 1
                 log.warning("outbox relay could not publish (%s); will retry", exc)
-                self._release(batch)
+                self._release({e["outbox_id"] for e in batch})
                 eventlet.sleep(min(10.0, 0.5 * 2**failures))
             except Exception:
                 failures += 1
                 log.exception("outbox relay failed; will retry")
                 eventlet.sleep(min(10.0, 0.5 * 2**failures))
 
-    def _take_batch(self, timeout: float) -> list[dict[str, Any]]:
+    def _take_batch(self, timeout: float) -> list[Publishable]:
         try:
             batch = [self.queue.get(timeout=timeout)]
         except eventlet.queue.Empty:
@@ -396,37 +424,45 @@ class OutboxRelay(DependencyProvider):
                 break
         return batch
 
+    def _count_confirmed(self, events: Iterable[Publishable]) -> None:
+        for event in events:
+            record = event["outbox_id"]
+            count = self.confirmed.get(record, 0) + 1
+            if count < event["record_events"]:
+                self.confirmed[record] = count
+            else:
+                self.confirmed.pop(record, None)
+                self.done.add(record)
+
     def _forget_published(self) -> None:
-        """Delete published records, many per call: a delete per publish would cost the
-        writers of this database a turn each time. Until deleted they are remembered here, so
-        the sweep does not publish them again."""
-        if not self.published:
+        """Delete records whose events are all published, many per call: a delete per publish
+        would cost the writers of this database a turn each time. Until deleted they are
+        remembered here, so the sweep does not publish them again."""
+        if not self.done:
             return
-        ids = list(self.published)
+        ids = sorted(self.done)
         try:
             by_id(self.outbox, ids)
         except Exception:
             log.warning("could not delete %d published outbox records; will retry", len(ids))
             return
-        self.published.difference_update(ids)
+        self.done.difference_update(ids)
 
-    def _release(self, records: Sequence[dict[str, Any]]) -> None:
-        """Let the sweep retry records at once instead of after their lease. They came from
-        their writer after its write succeeded, so the sweep need not check their aggregate."""
+    def _release(self, records: set[str]) -> None:
+        """Let the sweep retry records at once instead of after their lease."""
         if records:
-            released = {"$set": {"lease_until": datetime.now(UTC), "written": True}}
             try:
-                by_id(self.outbox, [r["_id"] for r in records], released)
+                by_id(self.outbox, sorted(records), {"$set": {"lease_until": datetime.now(UTC)}})
             except Exception:
                 log.warning("could not release outbox records; their lease will run out")
 
     def sweep(self) -> int:
-        """Publish every record whose lease ran out. Returns how many were published."""
+        """Publish the events of every record whose lease ran out. Returns how many."""
         now = datetime.now(UTC)
         due = [
             record
             for record in self.outbox.find({"lease_until": {"$lte": now}}).limit(SWEEP_BATCH)
-            if record["_id"] not in self.published  # published, only awaiting deletion
+            if record["_id"] not in self.done  # published, only awaiting deletion
         ]
         if not due:
             return 0
@@ -439,32 +475,39 @@ class OutboxRelay(DependencyProvider):
             }
         }
         by_id(self.outbox, [r["_id"] for r in due], lease)
-        publishable, orphans = self._split_orphans(due, now)
-        if orphans:
-            log.warning("dropping %d outbox records of changes never written", len(orphans))
-            by_id(self.outbox, orphans)
-        published = self.publisher.publish(publishable)
-        self.published.update(published)
+        sorted_out = [(record, *self._written_or_not(record, now)) for record in due]
+        confirmed = set(self.publisher.publish([e for _, written, _ in sorted_out for e in written]))
+        for record, written, undecided in sorted_out:
+            self.confirmed.pop(record["_id"], None)
+            if not {e["id"] for e in written} <= confirmed:
+                continue  # its lease runs out again and the next sweep retries
+            if undecided:  # events whose change may still be being written: kept for later
+                self.outbox.update_one({"_id": record["_id"]}, {"$set": {"events": undecided}})
+            else:
+                self.done.add(record["_id"])
         self._forget_published()
-        return len(published)
+        return len(confirmed)
 
-    def _split_orphans(
-        self, records: list[dict[str, Any]], now: datetime
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        publishable, orphans = [], []
-        for record in records:
-            if record.get("written"):
-                publishable.append(record)
-                continue
-            # Its writer died before handing it over: was the change itself written?
-            aggregate = self.db[record["aggregate_collection"]].find_one(
-                {"_id": record["aggregate_id"]}, {"events.id": 1}
-            )
-            written = aggregate is not None and any(
-                event.get("id") == record["_id"] for event in aggregate.get("events", [])
-            )
-            if written:
-                publishable.append(record)
+    def _written_or_not(
+        self, record: dict[str, Any], now: datetime
+    ) -> tuple[list[Publishable], list[Publishable]]:
+        """A record's events whose change was written (in their aggregate: to publish), and
+        those not known yet (their writer may still write it). Events of changes never written
+        (the writer died or the write was refused: in no aggregate after a grace) are dropped."""
+        written, undecided, dropped = [], [], 0
+        aggregates: dict[str, set[str]] = {}
+        collection = self.db[record["aggregate_collection"]]
+        for event in record["events"]:
+            aggregate_id = event["aggregate_id"]
+            if aggregate_id not in aggregates:
+                found = collection.find_one({"_id": aggregate_id}, {"events.id": 1}) or {}
+                aggregates[aggregate_id] = {e.get("id") for e in found.get("events", [])}
+            if event["id"] in aggregates[aggregate_id]:
+                written.append({**event, "outbox_id": record["_id"]})
             elif now - record["created_at"] > ORPHAN_GRACE:
-                orphans.append(record["_id"])
-        return publishable, orphans
+                dropped += 1
+            else:
+                undecided.append(event)
+        if dropped:
+            log.warning("dropping %d outbox events of changes never written", dropped)
+        return written, undecided

@@ -47,3 +47,8 @@ def act_recorded(**overrides: Any) -> VolunteerActRecorded:
 def act_recorded_event(**overrides: Any) -> Envelope:
     act = act_recorded(**overrides)
     return new_event(act, subject=act.act_id)
+
+
+def outbox_events(db) -> list[dict]:
+    """Every event still waiting in a service's outbox (records hold the events of one write)."""
+    return [event for record in db.outbox.find({}) for event in record["events"]]

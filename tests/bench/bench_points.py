@@ -70,18 +70,16 @@ def latency_line(label: str, took_ms: list[float]) -> str:
 
 
 def burst_records(people: list[str]) -> list[dict[str, Any]]:
-    """Outbox records, as issue intake would publish them, of BURST_EVENTS one-hour acts."""
+    """Events, as issue intake's relay would publish them, of BURST_EVENTS one-hour acts."""
     from shared.events import new_event
-    from shared.outbox import pending_records
+    from shared.outbox import publishable
     from tests.support import act_recorded
 
     envelopes = []
     for n in range(BURST_EVENTS):
         act = act_recorded(person_id=people[n % len(people)], act_id=f"va_burst{n:06d}")
         envelopes.append(new_event(act, subject=act.act_id))
-    return pending_records(
-        envelopes, aggregate_collection="volunteer_acts", aggregate_id="bench-burst", lease_seconds=0
-    )
+    return publishable(envelopes, "bench-burst")
 
 
 def publish_all(amqp_uri: str, records: list[dict[str, Any]]) -> int:

@@ -19,7 +19,7 @@ from kombu import Connection
 
 from services.intake import domain
 from services.intake.store import IntakeStore
-from shared.outbox import EventPublisher, pending_records
+from shared.outbox import EventPublisher, publishable
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
 from tests.conftest import COMMUNITY, TEST_ENV, new_id
@@ -52,13 +52,11 @@ def recorded_event(person_id: str, hours: str = "1"):
 
 def test_the_same_event_delivered_many_times_credits_once(cadre, databases):
     event = recorded_event(cadre, hours="2")
-    [record] = pending_records(
-        [event], aggregate_collection="volunteer_acts", aggregate_id=event.subject, lease_seconds=0
-    )
+    [record] = publishable([event], event.subject)
     publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
     try:
-        assert publisher.publish([record] * 8) == [record["_id"]] * 8
-        assert publisher.publish([record] * 4) == [record["_id"]] * 4
+        assert publisher.publish([record] * 8) == [event.id] * 8
+        assert publisher.publish([record] * 4) == [event.id] * 4
     finally:
         publisher.close()
     eventually(lambda: account(databases, cadre)["balance"] == 20 and dossier_acts(databases, cadre) == 1)
@@ -85,11 +83,7 @@ def test_a_malformed_event_is_parked_and_the_rest_keep_flowing(cadre, databases)
     event = recorded_event(cadre, hours="3")
     publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
     try:
-        publisher.publish(
-            pending_records(
-                [event], aggregate_collection="volunteer_acts", aggregate_id=event.subject, lease_seconds=0
-            )
-        )
+        publisher.publish(publishable([event], event.subject))
     finally:
         publisher.close()
     eventually(lambda: account(databases, cadre)["balance"] == 30)
@@ -188,11 +182,7 @@ def test_an_event_published_while_the_consumers_database_is_down_is_applied_once
     publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
     stack.stop_process("ferretdb")
     try:
-        publisher.publish(
-            pending_records(
-                [event], aggregate_collection="volunteer_acts", aggregate_id=event.subject, lease_seconds=0
-            )
-        )
+        publisher.publish(publishable([event], event.subject))
         time.sleep(3)  # consumers fail, back off and requeue meanwhile
     finally:
         publisher.close()

@@ -17,7 +17,7 @@ from pymongo import MongoClient
 from services.points import domain, reports
 from services.points.store import PointsStore
 from shared.errors import InvalidInput
-from shared.outbox import EventPublisher, pending_records
+from shared.outbox import EventPublisher, publishable
 from shared.settings import local_today
 from tests.conftest import COMMUNITY, TEST_ENV, new_id
 from tests.support import act_recorded_event, eventually
@@ -52,12 +52,10 @@ def publish_acts(community_id: str, *acts: tuple[str, str, str]) -> list[str]:
         )
         for person_id, hours, day in acts
     ]
-    records = pending_records(
-        envelopes, aggregate_collection="volunteer_acts", aggregate_id="x", lease_seconds=5
-    )
+    events = publishable(envelopes, "x")
     publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
     try:
-        assert publisher.publish(records) == [r["_id"] for r in records]
+        assert publisher.publish(events) == [e.id for e in envelopes]
     finally:
         publisher.close()
     return [f"va:{e.id}" for e in envelopes]

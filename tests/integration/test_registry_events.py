@@ -9,7 +9,7 @@ import pytest
 from pymongo import MongoClient
 
 from shared.events import PersonRegistered, PersonUpdated, new_event
-from shared.outbox import EventPublisher, pending_records
+from shared.outbox import EventPublisher, publishable
 from shared.read_models import remember_newer
 from tests.conftest import COMMUNITY, TEST_ENV, new_id
 from tests.support import eventually
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 def publish(*envelopes) -> None:
     publisher = EventPublisher(TEST_ENV["AMQP_URI"], "registry", timeout=5)
     try:
-        records = pending_records(envelopes, aggregate_collection="people", aggregate_id="x", lease_seconds=5)
-        assert publisher.publish(records) == [r["_id"] for r in records]
+        events = publishable(envelopes, "x")
+        assert publisher.publish(events) == [e.id for e in envelopes]
     finally:
         publisher.close()
 

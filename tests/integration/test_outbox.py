@@ -1,0 +1,88 @@
+"""The outbox on the real database and broker: one record per write, and the sweep that
+publishes what a dead writer left behind (and only what it really wrote)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kombu import Connection, Exchange, Queue
+
+from shared.outbox import ORPHAN_GRACE, OUTBOX, OutboxRelay, insert_with_events
+from tests.support import act_recorded_event
+
+pytestmark = pytest.mark.integration
+SERVICE = "outbox_test"  # its own database and exchange: no service of the stack interferes
+
+
+@pytest.fixture
+def relay(settings, infrastructure):
+    relay = OutboxRelay(SERVICE)
+    relay.setup()
+    relay.db.client.drop_database(relay.db.name)
+    yield relay
+    relay.stop()
+    relay.db.client.drop_database(relay.db.name)
+
+
+@pytest.fixture
+def published(settings, infrastructure):
+    """The ids of events published on the test exchange, read from a queue bound to it."""
+    with Connection(settings.amqp_uri) as connection:
+        channel = connection.channel()
+        exchange = Exchange(f"{SERVICE}.events", type="topic", durable=True)
+        queue = Queue(exclusive=True, exchange=exchange, routing_key="#", channel=channel)
+        queue.declare()
+
+        def ids() -> list[str]:
+            found = []
+            while (message := queue.get(no_ack=True)) is not None:
+                found.append(message.properties["message_id"])
+            return found
+
+        yield ids
+
+
+def test_one_outbox_record_per_write_and_none_for_a_replayed_one(relay):
+    events = [act_recorded_event() for _ in range(3)]
+    changes = [({"_id": f"a{n}"}, [event]) for n, event in enumerate(events)]
+    handed, existing = insert_with_events(relay.db, "things", changes)
+    [record] = relay.db[OUTBOX].find({})
+    assert [e["id"] for e in record["events"]] == [e.id for e in events]
+    assert [(e["id"], e["outbox_id"], e["record_events"]) for e in handed] == [
+        (e.id, record["_id"], 3) for e in events
+    ]
+    assert existing == set()
+
+    replay = [({"_id": "a0"}, [act_recorded_event()]), ({"_id": "a9"}, [act_recorded_event()])]
+    handed, existing = insert_with_events(relay.db, "things", replay)
+    assert existing == {0}
+    assert [(e["id"], e["record_events"]) for e in handed] == [(replay[1][1][0].id, 1)]
+    assert relay.db.things.find_one({"_id": "a0"})["events"][0]["id"] == events[0].id  # unchanged
+
+    assert insert_with_events(relay.db, "things", replay) == ([], {0, 1})
+    assert relay.db[OUTBOX].count_documents({}) == 2  # the replay of nothing new left no record
+
+
+def test_the_sweep_publishes_what_a_dead_writer_wrote_and_drops_what_it_never_wrote(relay, published):
+    written, unwritten, recent = act_recorded_event(), act_recorded_event(), act_recorded_event()
+    # The writer died after its write, before handing the events to its relay; `b`'s write
+    # never happened (here: undone), and `c`'s may still be under way (a young record).
+    insert_with_events(relay.db, "things", [({"_id": "a"}, [written]), ({"_id": "b"}, [unwritten])])
+    insert_with_events(relay.db, "things", [({"_id": "c"}, [recent])])
+    relay.db.things.delete_many({"_id": {"$in": ["b", "c"]}})
+    now = datetime.now(UTC)
+    old = now - ORPHAN_GRACE - timedelta(seconds=1)
+    outbox = relay.db[OUTBOX]
+    outbox.update_many({}, {"$set": {"lease_until": now}})
+    [first] = [r for r in outbox.find({}) if r["events"][0]["id"] == written.id]
+    outbox.update_one({"_id": first["_id"]}, {"$set": {"created_at": old}})
+
+    assert relay.sweep() == 1
+    assert published() == [written.id]
+    [left] = outbox.find({})
+    assert [e["id"] for e in left["events"]] == [recent.id]  # kept: its write may yet land
+
+    outbox.update_one({"_id": left["_id"]}, {"$set": {"created_at": old, "lease_until": now}})
+    assert relay.sweep() == 0
+    assert published() == [] and outbox.count_documents({}) == 0
