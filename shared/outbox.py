@@ -99,7 +99,9 @@ def _pending(
             {
                 "_id": record_id,
                 "aggregate_collection": collection,
-                "events": [{k: v for k, v in e.items() if k != "outbox_id"} for e in some],
+                # Ids only: the events themselves are embedded in their aggregates. FerretDB
+                # decodes a whole record to delete it, so records stay small.
+                "events": [{"id": e["id"], "aggregate_id": e["aggregate_id"]} for e in some],
                 "created_at": now,
                 "lease_until": lease,
             }
@@ -495,15 +497,18 @@ class OutboxRelay(DependencyProvider):
         those not known yet (their writer may still write it). Events of changes never written
         (the writer died or the write was refused: in no aggregate after a grace) are dropped."""
         written, undecided, dropped = [], [], 0
-        aggregates: dict[str, set[str]] = {}
+        aggregates: dict[str, dict[str, dict[str, Any]]] = {}
         collection = self.db[record["aggregate_collection"]]
         for event in record["events"]:
             aggregate_id = event["aggregate_id"]
             if aggregate_id not in aggregates:
-                found = collection.find_one({"_id": aggregate_id}, {"events.id": 1}) or {}
-                aggregates[aggregate_id] = {e.get("id") for e in found.get("events", [])}
-            if event["id"] in aggregates[aggregate_id]:
-                written.append({**event, "outbox_id": record["_id"]})
+                found = collection.find_one({"_id": aggregate_id}, {"events": 1}) or {}
+                aggregates[aggregate_id] = {e.get("id"): e for e in found.get("events", [])}
+            envelope = aggregates[aggregate_id].get(event["id"])
+            if envelope is not None:
+                key = routing_key(Envelope.model_validate(envelope))
+                written.append({**event, "routing_key": key, "envelope": envelope})
+                written[-1]["outbox_id"] = record["_id"]
             elif now - record["created_at"] > ORPHAN_GRACE:
                 dropped += 1
             else:

@@ -50,5 +50,6 @@ def act_recorded_event(**overrides: Any) -> Envelope:
 
 
 def outbox_events(db) -> list[dict]:
-    """Every event still waiting in a service's outbox (records hold the events of one write)."""
+    """Every event still waiting in a service's outbox, as {id, aggregate_id} (a record lists
+    the events of one write; the events themselves are in their aggregates)."""
     return [event for record in db.outbox.find({}) for event in record["events"]]
