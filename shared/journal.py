@@ -185,7 +185,7 @@ class Journal:
             else:
                 changed[key] = self.fold(self._cached(key), entries[position])
                 results[index] = entries[position]
-        self._write_summaries(changed)
+        self._keep_summaries(changed)
 
     def _refusal(self, guard: str, exc: Exception) -> Result:
         """`entry_for` refused: right, unless this is a redelivery of an entry already made
@@ -214,7 +214,7 @@ class Journal:
             appended = entry
             break
         if summary is not known:
-            self._write_summaries({key: summary})
+            self._keep_summaries({key: summary})
         return appended
 
     @staticmethod
@@ -222,7 +222,7 @@ class Journal:
         seq = summary["seq"] + 1
         return {**entry_for(summary), "_id": slot_id(key, seq), "key": key, "seq": seq, "guard": guard}
 
-    def _write_summaries(self, changed: dict[str, Summary]) -> None:
+    def _keep_summaries(self, changed: dict[str, Summary]) -> None:
         """Keep the new summaries; a writer stores them a moment later (see the module doc)."""
         for key, summary in changed.items():
             self._remember(key, summary)

@@ -1,11 +1,10 @@
-"""A collection stored as many small ones, chosen by a hash of the key.
+"""A collection stored as several small ones, chosen by a hash of the key.
 
-FerretDB 1.24 (SQLite) looks up and rewrites a document by `_id` by reading every row of
-its collection, so the cost of a summary rewrite grows with all the summaries there are.
-Spread over 8 collections, each rewrite reads 1/8 of them. More partitions cost more than
-they save there: measured, every command of a database gets slower as its number of
-collections grows (a rewrite: 0.9 ms CPU with one collection, 3.7 ms with 127). On MongoDB
-this is harmless: a few small collections with real indexes.
+Journal summaries live here. The split dates from when FerretDB read every row of a collection
+to find a document by `_id`; the local stack now gives it an index for that
+(deploy/local/ferretdb_indexes.py), so the split no longer saves work, and every collection
+more makes each command of its database a little slower. Merging them into one collection
+needs a move of the stored summaries; until then they stay as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from pymongo.database import Database
 from shared.mongo import replace_by_id
 
 PARTITIONS = 8
+LOOKUPS_AT_MOST = 64  # keys looked up one by one in find_many; more are fetched by `$in`
 
 
 class Partitioned:
@@ -42,6 +42,11 @@ class Partitioned:
         return self.of(key).find_one({"_id": key})
 
     def find_many(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        """A few keys one lookup each (by `_id`: indexed); many, one `$in` query per partition
+        (on FerretDB a scan of the partition, cheaper than thousands of lookups)."""
+        keys = list(keys)
+        if len(keys) <= LOOKUPS_AT_MOST:
+            return [found for key in keys if (found := self.find_one(key)) is not None]
         found = []
         for collection, some in self._by_partition(keys).items():
             found += list(self.db[collection].find({"_id": {"$in": some}}))

@@ -15,8 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 def remember_newer(collection: Collection, document: dict[str, Any]) -> bool:
     """Store `document` (with `_id` and `version`) unless a newer version is there already."""
-    # Insert first: a first sighting, the common case, then costs no read (FerretDB reads a
-    # whole collection for any lookup, even by `_id`).
+    # Insert first: a first sighting, the common case, then costs one statement, not two.
     try:
         collection.insert_one(document)
         return True

@@ -1,7 +1,7 @@
 """Organisation registry persistence: the only module of this service that talks to MongoDB.
 
 The tree, the places and the people of a district are thousands of documents, so rules that
-need the whole tree read it whole (FerretDB scans a collection for any filter anyway).
+need the whole tree read it whole (FerretDB scans a collection for any filter but `_id`).
 """
 
 from __future__ import annotations
