@@ -29,16 +29,16 @@ from typing import Any
 
 import eventlet
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from shared.group_commit import GroupCommit
+from shared.mongo import insert_new
 from shared.partitions import Partitioned
 
 Summary = dict[str, Any]
 Entry = dict[str, Any]
 Append = tuple[str, str, Callable[[Summary], Entry]]
 Result = Entry | None | Exception  # the entry appended; None: appended before; or why not
-DUPLICATE_KEY = 11000
 SUMMARY_WRITE_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
@@ -166,14 +166,7 @@ class Journal:
             return
         indexes = [index for index, _ in built]
         entries = [entry for _, entry in built]
-        refused: set[int] = set()
-        try:
-            self.entries.insert_many(entries, ordered=False)
-        except BulkWriteError as exc:
-            for error in exc.details.get("writeErrors", []):
-                if error.get("code") != DUPLICATE_KEY:
-                    raise
-                refused.add(error["index"])
+        refused = insert_new(self.entries, entries)
         changed: dict[str, Summary] = {}
         for position, index in enumerate(indexes):
             key = items[index][0]

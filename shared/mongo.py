@@ -17,6 +17,7 @@ FerretDB 1.24 (SQLite backend), the development database, shapes how the stores 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import uuid4
@@ -25,11 +26,28 @@ from nameko.extensions import DependencyProvider
 from pymongo import MongoClient, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from shared.settings import get_settings
 
 _clients: dict[str, MongoClient] = {}
+DUPLICATE_KEY = 11000
 UPDATES_PER_COMMAND = 25  # well below FerretDB's 100 connections, with room for other writers
+
+
+def insert_new(collection: Collection, documents: Sequence[dict[str, Any]]) -> set[int]:
+    """Insert documents in one statement, skipping those a unique key (`_id`, a guard) says
+    are there already; returns their positions. Any other error is raised."""
+    try:
+        collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        skipped = set()
+        for error in exc.details.get("writeErrors", []):
+            if error.get("code") != DUPLICATE_KEY:
+                raise
+            skipped.add(error["index"])
+        return skipped
+    return set()
 
 
 def replace_by_id(collection: Collection, documents: dict[str, dict[str, Any]]) -> None:

@@ -39,16 +39,14 @@ from nameko.extensions import DependencyProvider
 from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
 from shared.events import Envelope, exchange_name, routing_key, subscriptions_from
-from shared.mongo import UPDATES_PER_COMMAND, connect
+from shared.mongo import UPDATES_PER_COMMAND, connect, insert_new
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
-DUPLICATE_KEY = 11000
 ID_CHUNK = 200  # deletes per command: keeps each command, and so SQLite's lock, short
 # A pending record older than this whose event is in no aggregate belongs to a change that was
 # never written (the writer died or the write was refused); it is dropped, never published.
@@ -135,15 +133,8 @@ def insert_with_events(
         {**document, "events": [e.model_dump(mode="json") for e in envelopes]}
         for document, envelopes in changes
     ]
-    existing: set[int] = set()
     try:
-        db[collection].insert_many(documents, ordered=False)
-    except BulkWriteError as exc:
-        for error in exc.details.get("writeErrors", []):
-            if error.get("code") != DUPLICATE_KEY:
-                _withdraw(db, events)
-                raise
-            existing.add(error["index"])
+        existing = insert_new(db[collection], documents)
     except Exception:
         _withdraw(db, events)
         raise

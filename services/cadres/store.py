@@ -8,6 +8,7 @@ not kept (see the service).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -16,8 +17,9 @@ from pymongo.errors import DuplicateKeyError
 
 from services.cadres import domain
 from shared.cache import RecentlyFound
+from shared.group_commit import GroupCommit
 from shared.journal import Journal
-from shared.mongo import BaseStore
+from shared.mongo import BaseStore, insert_new
 from shared.partitions import Partitioned
 from shared.read_models import remember_newer
 
@@ -33,6 +35,7 @@ class CadreStore(BaseStore):
             db["dossier_acts"], Partitioned(db, "dossiers"), empty=domain.empty_dossier, fold=domain.with_act
         )
         self._people = RecentlyFound()
+        self._insert_moves = GroupCommit(self._insert_moves_batch)
 
     def ensure_indexes(self) -> None:
         self.journal.ensure_indexes()
@@ -62,8 +65,13 @@ class CadreStore(BaseStore):
             )
 
     def remember_points_move(self, move: dict[str, Any]) -> None:
-        with suppress(DuplicateKeyError):  # one document per transfer and person: redelivery is a no-op
-            self.points_moves_of.insert_one(move)
+        """One document per transfer and person: a redelivery is a no-op. Moves that arrive
+        together share one insert (group commit)."""
+        self._insert_moves(move)
+
+    def _insert_moves_batch(self, moves: Sequence[dict[str, Any]]) -> list[None]:
+        insert_new(self.points_moves_of, moves)
+        return [None] * len(moves)
 
     def points_moves(self, person_id: str) -> list[dict[str, Any]]:
         return list(self.points_moves_of.find({"person_id": person_id}))
