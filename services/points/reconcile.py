@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 store.execute(missing_leg(legs[0]))
         for account in report.stale_summaries:
             store.ledger.heal(account)
+        store.write_behind()  # this process stops now: store the summaries of the new legs
         print(f"repaired {len(report.one_legged)} transfers and {len(report.stale_summaries)} summaries")
     print(f"checked in {(datetime.now(UTC) - started).total_seconds():.1f}s")
     return 0 if report.exact else 1
