@@ -490,7 +490,9 @@ class OutboxRelay(DependencyProvider):
         written, undecided, dropped = [], [], 0
         aggregates: dict[str, dict[str, dict[str, Any]]] = {}
         collection = self.db[record["aggregate_collection"]]
-        for event in record["events"]:
+        # A record from before one-record-per-write is one event, keyed by the event's id.
+        events = record.get("events") or [{"id": record["_id"], "aggregate_id": record["aggregate_id"]}]
+        for event in events:
             aggregate_id = event["aggregate_id"]
             if aggregate_id not in aggregates:
                 found = collection.find_one({"_id": aggregate_id}, {"events": 1}) or {}

@@ -78,6 +78,10 @@ def alive(pid: int) -> bool:
 
 
 def watch(data_dir: Path, ferretdb_pid: int) -> None:
+    if sqlite3.sqlite_version_info < (3, 38):  # the `->` operator of the index expression
+        too_old = "SQLite %s cannot add the index (3.38+ can); lookups by _id stay slow"
+        log.warning(too_old, sqlite3.sqlite_version)
+        return
     while alive(ferretdb_pid):
         for table in index_all(data_dir):
             log.info("indexed _id lookups of %s", table)

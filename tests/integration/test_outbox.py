@@ -86,3 +86,26 @@ def test_the_sweep_publishes_what_a_dead_writer_wrote_and_drops_what_it_never_wr
     outbox.update_one({"_id": left["_id"]}, {"$set": {"created_at": old, "lease_until": now}})
     assert relay.sweep() == 0
     assert published() == [] and outbox.count_documents({}) == 0
+
+
+def test_the_sweep_publishes_a_record_left_from_before_one_record_per_write(relay, published):
+    """An outbox written by the previous version held one record per event; an upgrade with
+    such records pending publishes them and moves on."""
+    event = act_recorded_event()
+    relay.db.things.insert_one({"_id": "old", "events": [event.model_dump(mode="json")]})
+    now = datetime.now(UTC)
+    relay.db[OUTBOX].insert_one(
+        {
+            "_id": event.id,
+            "aggregate_collection": "things",
+            "aggregate_id": "old",
+            "routing_key": "volunteer_act.recorded",
+            "envelope": event.model_dump(mode="json"),
+            "created_at": now,
+            "lease_until": now,
+            "written": True,
+        }
+    )
+    assert relay.sweep() == 1
+    assert published() == [event.id]
+    assert relay.db[OUTBOX].count_documents({}) == 0
