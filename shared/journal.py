@@ -56,9 +56,12 @@ class Journal:
         empty: Callable[[str], Summary],
         fold: Callable[[Summary, Entry], Summary],
         cache_size: int = 10_000,
+        reads: tuple[Collection, Partitioned] | None = None,
     ) -> None:
+        """`reads`: the same entries and summaries on read-only connections, for reads."""
         self.entries = entries
         self.summaries = summaries
+        self._read_entries, self._read_summaries = reads or (entries, summaries)
         self.empty = empty
         self.fold = fold
         self._cache: OrderedDict[str, Summary] = OrderedDict()
@@ -86,11 +89,13 @@ class Journal:
 
     def _folded(self, keys: Sequence[str], known: dict[str, Summary | None]) -> dict[str, Summary]:
         missing = [key for key, summary in known.items() if summary is None]
-        known.update({s["_id"]: s for s in self.summaries.find_many(missing)})
+        known.update({s["_id"]: s for s in self._read_summaries.find_many(missing)})
         exact = {}
         for key in keys:
             summary = known.get(key) or self.empty(key)
-            while (entry := self.entries.find_one({"_id": slot_id(key, summary["seq"] + 1)})) is not None:
+            while (
+                entry := self._read_entries.find_one({"_id": slot_id(key, summary["seq"] + 1)})
+            ) is not None:
                 summary = self.fold(summary, entry)
             if summary["seq"]:
                 exact[key] = summary
@@ -99,7 +104,7 @@ class Journal:
     def recent_entries(self, summary: Summary, count: int) -> list[Entry]:
         """The last `count` entries of a summary's chain, newest first (each found by `_id`)."""
         seqs = range(summary["seq"], max(summary["seq"] - count, 0), -1)
-        found = (self.entries.find_one({"_id": slot_id(summary["_id"], seq)}) for seq in seqs)
+        found = (self._read_entries.find_one({"_id": slot_id(summary["_id"], seq)}) for seq in seqs)
         return [entry for entry in found if entry is not None]
 
     def append(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> bool:
@@ -127,7 +132,7 @@ class Journal:
         query: dict[str, Any] = {"key": key, "seq": {"$gte": first_seq}}
         if last_seq is not None:
             query["seq"]["$lte"] = last_seq
-        return list(self.entries.find(query).sort("seq", 1))
+        return list(self._read_entries.find(query).sort("seq", 1))
 
     def heal(self, key: str) -> Summary:
         """Rebuild key's summary from its whole chain and write it (reconciliation repairs)."""

@@ -25,14 +25,18 @@ from shared.read_models import remember_newer
 
 
 class CadreStore(BaseStore):
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
+    def __init__(self, db: Database, reads: Database | None = None) -> None:
+        super().__init__(db, reads)
         self.people = db["people"]
         self.dual_reports = db["dual_reports"]
         self.claimed_posts = db["claimed_posts"]
         self.points_moves_of = db["points_moves"]
         self.journal = Journal(
-            db["dossier_acts"], Partitioned(db, "dossiers"), empty=domain.empty_dossier, fold=domain.with_act
+            db["dossier_acts"],
+            Partitioned(db, "dossiers"),
+            empty=domain.empty_dossier,
+            fold=domain.with_act,
+            reads=(self.reads["dossier_acts"], Partitioned(self.reads, "dossiers")),
         )
         self._people = RecentlyFound()
         self._insert_moves = GroupCommit(self._insert_moves_batch)

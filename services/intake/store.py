@@ -19,8 +19,8 @@ Changes = Sequence[tuple[dict[str, Any], Sequence[Envelope]]]
 
 
 class IntakeStore(BaseStore):
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
+    def __init__(self, db: Database, reads: Database | None = None) -> None:
+        super().__init__(db, reads)
         self.acts = db[ACTS]
         # Read models of the registry, fed by its events.
         self.people = db["people"]

@@ -24,19 +24,21 @@ Entry = dict[str, Any]
 
 
 class PointsStore(BaseStore):
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
+    def __init__(self, db: Database, reads: Database | None = None) -> None:
+        super().__init__(db, reads)
         self.ledger = Journal(
             db["ledger_entries"],
             Partitioned(db, "accounts"),
             empty=domain.empty_account,
             fold=domain.with_entry,
+            reads=(self.reads["ledger_entries"], Partitioned(self.reads, "accounts")),
         )
         self.counters = Journal(
             db["counter_entries"],
             Partitioned(db, "counters", partitions=2),
             empty=domain.empty_account,
             fold=domain.with_entry,
+            reads=(self.reads["counter_entries"], Partitioned(self.reads, "counters", partitions=2)),
         )
         self.transfers = db["transfers"]
         # Applied transfers are recorded with their event in batches: one outbox insert and one

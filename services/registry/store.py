@@ -40,8 +40,8 @@ class RegistryStore(BaseStore):
     change token is the one they were read under: most calls need the tree, and reading a
     2,000-node tree costs FerretDB about 0.4 s (make bench), reading its token a millisecond."""
 
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
+    def __init__(self, db: Database, reads: Database | None = None) -> None:
+        super().__init__(db, reads)
         self._cache: dict[str, tuple[str | None, float, dict[str, Document]]] = {}
 
     def ensure_indexes(self) -> None:

@@ -178,3 +178,19 @@ def test_summaries_are_stored_behind_the_entries_and_reads_stay_exact(settings, 
     store.execute(transfer("t-last", 4, to="p-5"))
     store.write_behind()  # what the service does when it stops
     assert store.ledger.summaries.find_one("p-5") == {"_id": "p-5", "seq": 21, "balance": 64}
+
+
+def test_reads_on_their_own_connections_see_every_append_at_once(settings, ledger_db):
+    """The service reads balances on read-only connections (they need not wait behind its
+    one writing connection): what an append wrote is there for them when it returns."""
+    _, name = ledger_db
+    readers = MongoClient(settings.mongo_url, tz_aware=True, maxPoolSize=4)
+    store = PointsStore(MongoClient(settings.mongo_url, tz_aware=True, maxPoolSize=1)[name], readers[name])
+    try:
+        for i in range(5):
+            store.execute(transfer(f"t-{i}", i + 1, to="p-6"))
+            reader = PointsStore(readers[name])  # nothing in memory: only what is stored
+            assert balances(reader, "p-6") == [sum(range(1, i + 2))]
+        assert [e["points"] for e in store.recent_entries(store.account("p-6"), 3)] == [5, 4, 3]
+    finally:
+        readers.close()
