@@ -4,7 +4,8 @@ It starts its own suite (fresh database, its own vhost, the gateway with the pro
 gunicorn settings) and prints, from one run:
 - C: the ceiling, requests/s of gateway → one no-op RPC (GET /api/v1/ping);
 - single-act throughput: acts/s from the first POST until both effects (points credited,
-  dossier updated) are visible for every act, and its ratio to C;
+  dossier updated) are visible for every act, and its ratio to C; and what each act cost in
+  CPU, per process (this machine's limit);
 - latency from POST to both effects visible at a steady 100 acts/s: p50, p95, p99, taken from
   the consumers' own `applied_at` stamps (same clock), so no polling skews them;
 - batch intake: acts/s through POST /api/v1/volunteer-acts:batch, 500 acts per call.
@@ -87,6 +88,30 @@ class Client:
         )
         assert response.status_code == 202, response.text
         return len(items)
+
+
+def cpu_seconds(home: str) -> dict[str, float]:
+    """CPU seconds used so far by each process of the stack (with its children: gunicorn's
+    workers), by RabbitMQ and by this client."""
+    tick = os.sysconf("SC_CLK_TCK")
+    usage: dict[int, tuple[int, float]] = {}  # pid → (parent pid, CPU seconds)
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                names[int(entry.name)] = (entry / "comm").read_text().strip()
+            except OSError:  # ended meanwhile
+                continue
+            usage[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+
+    def with_children(pid: int) -> float:
+        return usage.get(pid, (0, 0.0))[1] + sum(with_children(c) for c, (p, _) in usage.items() if p == pid)
+
+    spent = {f.stem: with_children(int(f.read_text())) for f in (Path(home) / "run").glob("*.pid")}
+    spent["rabbitmq"] = sum(cpu for pid, (_, cpu) in usage.items() if names.get(pid) == "beam.smp")
+    spent["bench client"] = sum(os.times()[:2])
+    return spent
 
 
 def closed_loop(work, seconds: float, threads: int) -> tuple[int, float]:
@@ -181,6 +206,7 @@ def run(client: Client, env: dict[str, str]) -> None:
     ceiling = calls / elapsed
     print(f"C  gateway → no-op RPC:            {ceiling:8.0f} requests/s")
 
+    cpu_before = cpu_seconds(env["STACK_HOME"])
     started = time.monotonic()
     acts, _ = closed_loop(lambda i: client.act(people[i % len(people)]), SECONDS, CLIENT_THREADS)
     done = wait_effects(acts)
@@ -188,6 +214,12 @@ def run(client: Client, env: dict[str, str]) -> None:
     print(
         f"single acts until both effects:    {single:8.0f} acts/s  ({single / ceiling:.0%} of C; "
         f"{acts} acts, target ≥ 60%)"
+    )
+    cpu_after = cpu_seconds(env["STACK_HOME"])
+    spent = {name: (cpu_after[name] - cpu_before.get(name, 0)) * 1000 / acts for name in cpu_after}
+    print(
+        f"   CPU per act, {sum(spent.values()):.1f} ms in all: "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]))
     )
 
     total_before = credited()

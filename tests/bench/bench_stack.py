@@ -36,6 +36,7 @@ def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str
     ensure_rabbitmq()
     ensure_vhost(vhost, fresh=True)
     home = ROOT / ".data" / name
+    env["STACK_HOME"] = str(home)
     shutil.rmtree(home, ignore_errors=True)
     env["MONGO_URL"] = f"mongodb://127.0.0.1:{free_port()}/"
     os.environ["MONGO_URL"] = env["MONGO_URL"]
