@@ -18,7 +18,6 @@ real `_id` indexes and needs none of this.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import sys
 import time
@@ -70,11 +69,12 @@ def index_all(data_dir: Path) -> list[str]:
 
 
 def alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie its parent has yet to reap."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
         return False
-    return True
+    return state != "Z"
 
 
 def watch(data_dir: Path, ferretdb_pid: int) -> None:
