@@ -81,7 +81,7 @@ class Journal:
     def summaries_of(self, keys: Sequence[str]) -> dict[str, Summary]:
         """Exact summaries of the keys that have entries: the newest known, folded over any
         entries appended after it (by another instance, or before a crash)."""
-        return self._folded(keys, {key: self._unwritten.get(key) or self._cache.get(key) for key in keys})
+        return self._folded(keys, {key: self._in_memory(key) for key in keys})
 
     def stored_summaries_of(self, keys: Sequence[str]) -> dict[str, Summary]:
         """Like `summaries_of`, from the stored summaries alone: what reconciliation checks."""
@@ -245,11 +245,15 @@ class Journal:
                 self._unwritten.setdefault(key, summary)
 
     def _cached(self, key: str) -> Summary:
-        summary = self._cache.get(key) or self._unwritten.get(key)
+        summary = self._in_memory(key)
         if summary is None:
             summary = self.summary(key) or self.empty(key)
             self._remember(key, summary)
         return summary
+
+    def _in_memory(self, key: str) -> Summary | None:
+        """This process's newest summary of key: not stored yet, or cached."""
+        return self._unwritten.get(key) or self._cache.get(key)
 
     def _remember(self, key: str, summary: Summary) -> None:
         self._cache[key] = summary

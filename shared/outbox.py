@@ -60,7 +60,8 @@ SWEEP_BATCH = 50
 EVENTS_KEPT = 20  # events an updated document keeps embedded (see update_with_events)
 
 
-# Events per outbox record: a big import stays far below the 16 MB document limit.
+# Events per outbox record: a big import (thousands of rows) gets several small records, each
+# cheap for FerretDB to decode when it is swept or deleted.
 EVENTS_PER_RECORD = 500
 Publishable = dict[str, Any]  # an event as the relay publishes it (see `publishable`)
 
