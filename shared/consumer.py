@@ -1,11 +1,15 @@
 """Event consumers: at-least-once delivery in, exactly-once effects out.
 
 `@consumes(Contract)` turns a service method into a nameko SERVICE_POOL event handler that
-- validates the CloudEvent and its data; an invalid event is parked at once (no retry can fix
-  it) and acknowledged, so it never loops;
+- takes a message holding one CloudEvent, or a CloudEvents JSON batch (an array of them: the
+  relay sends the events it publishes together as one message, see shared/outbox.py); the
+  events of a batch are applied concurrently, so the stores' group commits write them together;
+- validates each CloudEvent and its data; an invalid event is parked at once (no retry can fix
+  it), so it never loops, and the rest of its batch is applied;
 - retries a failing handler in place with exponential backoff; if the database is still down
   after the last attempt the message goes back to the queue (after the backoff, so this is no
-  hot loop), any other persistent failure parks the event so the others keep flowing.
+  hot loop; events of it already applied are skipped on redelivery), any other persistent
+  failure parks the event so the others keep flowing.
 The handler itself must be idempotent by event id (the stores guard with unique keys).
 """
 
@@ -36,8 +40,7 @@ def is_database_outage(exc: BaseException) -> bool:
 
 def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[[Any, Any], None]]:
     def decorator(handler: Handler) -> Callable[[Any, Any], None]:
-        @functools.wraps(handler)
-        def entrypoint(self: Any, payload: Any) -> None:
+        def apply(self: Any, payload: Any) -> None:
             try:
                 envelope, data = parse_event(payload, contract)
             except InvalidEvent as exc:
@@ -65,6 +68,18 @@ def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[[Any, An
                     )
                     self.store.park_event(payload, f"{exc.__class__.__name__}: {exc}", handler.__name__)
 
+        @functools.wraps(handler)
+        def entrypoint(self: Any, payload: Any) -> None:
+            if not isinstance(payload, list):
+                apply(self, payload)
+                return
+            pile = eventlet.GreenPile(len(payload) or 1)
+            for item in payload:
+                pile.spawn(_outcome, apply, self, item)
+            failures = [outcome for outcome in pile if outcome is not None]
+            if failures:
+                raise failures[0]
+
         return event_handler(
             contract.source_service,
             contract.event_name,
@@ -74,3 +89,13 @@ def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[[Any, An
         )(entrypoint)
 
     return decorator
+
+
+def _outcome(apply: Callable[[Any, Any], None], self: Any, payload: Any) -> Exception | None:
+    """Run `apply`, returning what it raised: one event's failure must not leave the others
+    of its batch unfinished."""
+    try:
+        apply(self, payload)
+    except Exception as exc:
+        return exc
+    return None

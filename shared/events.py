@@ -6,7 +6,9 @@ can move over one at a time.
 
 Routing follows nameko's conventions so that plain `@event_handler` entrypoints receive what
 the outbox relay publishes: exchange `<source service>.events` (topic), routing key = event
-name, one durable queue per subscribing handler.
+name, one durable queue per subscribing handler. A message body is one CloudEvent in JSON, or
+a CloudEvents JSON batch (an array of them, all of one type) when the relay sends several at
+once; `shared/consumer.py` takes both.
 """
 
 from __future__ import annotations

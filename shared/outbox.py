@@ -12,7 +12,8 @@ instead of a hundred. `outbox` stays small (published records are deleted), whic
 because FerretDB scans a collection for any filter but `_id`.
 
 The writer hands the events it wrote to the relay of its process, which publishes them in
-batches on a channel with publisher confirms and `mandatory`, waits (with a timeout) for the
+batches on a channel with publisher confirms and `mandatory`, events of one routing key that
+go out together sharing a message (a CloudEvents JSON batch), waits (with a timeout) for the
 broker's acks, and deletes a record once all its events are confirmed. Records left behind (the
 broker was down, a process died) are swept when their lease runs out. The relay declares every
 subscriber's queue before its first publish, so nothing is dropped for want of a queue.
@@ -63,6 +64,9 @@ EVENTS_KEPT = 20  # events an updated document keeps embedded (see update_with_e
 # Events per outbox record: a big import (thousands of rows) gets several small records, each
 # cheap for FerretDB to decode when it is swept or deleted.
 EVENTS_PER_RECORD = 500
+# Events per AMQP message (see `_messages`): enough that per-message costs vanish, few enough
+# that a redelivered message repeats little.
+EVENTS_PER_MESSAGE = 100
 Publishable = dict[str, Any]  # an event as the relay publishes it (see `publishable`)
 
 
@@ -225,7 +229,7 @@ class EventPublisher:
         self._nacked: set[int] = set()
         self._returned: set[str] = set()
         self._next_tag = 1
-        self._outstanding: dict[int, str] = {}
+        self._outstanding: dict[int, tuple[str, list[str]]] = {}
         # Events somebody subscribes to must reach a queue (`mandatory`); the others are
         # published for whoever binds later, and a broker return for them is no failure.
         self._subscribed = {s.routing_key for s in subscriptions_from(source_service)}
@@ -298,23 +302,27 @@ class EventPublisher:
             raise PublishFailed(f"{exc.__class__.__name__}: {exc}") from exc
 
     def _publish_confirmed(self, events: Sequence[Publishable]) -> list[str]:
-        tags: dict[int, str] = {}
+        tags: dict[int, tuple[str, list[str]]] = {}  # delivery tag → (message id, its event ids)
         self._outstanding = tags
-        for event in events:
+        for routing, together in _messages(events):
             tag = self._next_tag
             self._next_tag += 1
-            tags[tag] = event["id"]
+            if len(together) == 1:
+                message_id, body = together[0]["id"], together[0]["envelope"]
+            else:
+                message_id, body = uuid4().hex, [event["envelope"] for event in together]
+            tags[tag] = (message_id, [event["id"] for event in together])
             self._channel.basic_publish(
                 Message(
-                    body=_json_body(event["envelope"]),
+                    body=_json_body(body),
                     content_type="application/json",
                     content_encoding="utf-8",
                     delivery_mode=2,
-                    message_id=event["id"],
+                    message_id=message_id,
                 ),
                 exchange=self.exchange.name,
-                routing_key=event["routing_key"],
-                mandatory=event["routing_key"] in self._subscribed,
+                routing_key=routing,
+                mandatory=routing in self._subscribed,
             )
         deadline = time.monotonic() + self.timeout
         while not set(tags) <= self._acked | self._nacked:
@@ -324,18 +332,40 @@ class EventPublisher:
             self._connection.drain_events(timeout=remaining)
         confirmed = [
             event_id
-            for tag, event_id in tags.items()
-            if tag in self._acked and event_id not in self._returned
+            for tag, (message_id, event_ids) in tags.items()
+            if tag in self._acked and message_id not in self._returned
+            for event_id in event_ids
         ]
         self._acked.difference_update(tags)
         self._nacked.difference_update(tags)
         if self._returned:
-            log.error("events unroutable (no queue bound): %s", sorted(self._returned))
+            log.error("messages unroutable (no queue bound): %s", sorted(self._returned))
             self._returned.clear()
         return confirmed
 
 
-def _json_body(envelope: dict[str, Any]) -> bytes:
+def _messages(events: Sequence[Publishable]) -> list[tuple[str, list[Publishable]]]:
+    """The AMQP messages that carry `events`: one per routing key, each up to
+    EVENTS_PER_MESSAGE events, in their order. A message of several events is a CloudEvents
+    JSON batch (an array of envelopes); nameko's per-message work then happens once for all of
+    them, and consumers write them together. A message never holds one event twice: a repeat
+    starts a new message, so it is delivered as a repeat."""
+    messages: list[tuple[str, list[Publishable]]] = []
+    filling: dict[str, tuple[list[Publishable], set[str]]] = {}
+    for event in events:
+        key = event["routing_key"]
+        together, ids = filling.get(key, ([], set()))
+        if len(together) >= EVENTS_PER_MESSAGE or event["id"] in ids:
+            together, ids = [], set()
+        if not together:
+            messages.append((key, together))
+            filling[key] = (together, ids)
+        together.append(event)
+        ids.add(event["id"])
+    return messages
+
+
+def _json_body(envelope: dict[str, Any] | list[dict[str, Any]]) -> bytes:
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -4,8 +4,8 @@ It starts its own suite (fresh database, its own vhost, the gateway with the pro
 gunicorn settings) and prints, from one run:
 - C: the ceiling, requests/s of gateway → one no-op RPC (GET /api/v1/ping);
 - single-act throughput: acts/s from the first POST until both effects (points credited,
-  dossier updated) are visible for every act, and its ratio to C; and what each act cost in
-  CPU, per process (this machine's limit);
+  dossier updated) are visible for every act, and its ratio to C; and what each request of C
+  and each act cost in CPU, per process (this machine's limit);
 - latency from POST to both effects visible at a steady 100 acts/s: p50, p95, p99, taken from
   the consumers' own `applied_at` stamps (same clock), so no polling skews them;
 - batch intake: acts/s through POST /api/v1/volunteer-acts:batch, 500 acts per call.
@@ -201,10 +201,22 @@ def run(client: Client, env: dict[str, str]) -> None:
         f"{CLIENT_THREADS} client threads, {SECONDS:.0f}s per phase, {os.cpu_count()} cores\n"
     )
 
+    def cpu_per_call(before: dict[str, float], calls: int, what: str) -> None:
+        after = cpu_seconds(env["STACK_HOME"])
+        spent = {name: (after[name] - before.get(name, 0)) * 1000 / calls for name in after}
+        print(
+            f"   CPU per {what}, {sum(spent.values()):.1f} ms in all: "
+            + ", ".join(
+                f"{name} {ms:.1f}" for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms >= 0.05
+            )
+        )
+
     closed_loop(lambda i: client.ping(), 2, CLIENT_THREADS)  # warm up every proxy
+    cpu_before = cpu_seconds(env["STACK_HOME"])
     calls, elapsed = closed_loop(lambda i: client.ping(), SECONDS, CLIENT_THREADS)
     ceiling = calls / elapsed
     print(f"C  gateway → no-op RPC:            {ceiling:8.0f} requests/s")
+    cpu_per_call(cpu_before, calls, "request")
 
     cpu_before = cpu_seconds(env["STACK_HOME"])
     started = time.monotonic()
@@ -215,12 +227,7 @@ def run(client: Client, env: dict[str, str]) -> None:
         f"single acts until both effects:    {single:8.0f} acts/s  ({single / ceiling:.0%} of C; "
         f"{acts} acts, target ≥ 60%)"
     )
-    cpu_after = cpu_seconds(env["STACK_HOME"])
-    spent = {name: (cpu_after[name] - cpu_before.get(name, 0)) * 1000 / acts for name in cpu_after}
-    print(
-        f"   CPU per act, {sum(spent.values()):.1f} ms in all: "
-        + ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]))
-    )
+    cpu_per_call(cpu_before, acts, "act")
 
     total_before = credited()
     rate, count = 100, int(100 * max(SECONDS, 20))

@@ -95,6 +95,22 @@ def test_a_malformed_event_is_parked_and_the_rest_keep_flowing(cadre, databases)
     )
 
 
+def test_a_batch_message_applies_its_valid_events_and_parks_the_invalid_one(cadre, databases):
+    good = [recorded_event(cadre, hours="1"), recorded_event(cadre, hours="2")]
+    poison = {"id": new_id("poison"), "specversion": "1.0", "type": "cn.gridlink.volunteer_act.recorded.v1"}
+    [first, second] = publishable(good, cadre)
+    batch = [first, {**first, "id": poison["id"], "envelope": poison}, second]
+    publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
+    try:
+        assert publisher.publish(batch) == [first["id"], poison["id"], second["id"]]
+    finally:
+        publisher.close()
+    eventually(lambda: account(databases, cadre)["balance"] == 30 and dossier_acts(databases, cadre) == 2)
+    parked = eventually(lambda: databases["points_bank"].parked_events.find_one({"payload.id": poison["id"]}))
+    assert parked["handler"] == "credit_volunteer_act"
+    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 2
+
+
 def test_acts_recorded_while_the_broker_is_down_are_credited_once_it_is_back(cadre, databases, api, settings):
     store = IntakeStore(databases["issue_intake"])
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True)

@@ -37,7 +37,8 @@ def published(settings, infrastructure):
         def ids() -> list[str]:
             found = []
             while (message := queue.get(no_ack=True)) is not None:
-                found.append(message.properties["message_id"])
+                body = message.payload  # one CloudEvent, or a batch of them
+                found.extend(envelope["id"] for envelope in (body if isinstance(body, list) else [body]))
             return found
 
         yield ids
