@@ -12,7 +12,8 @@ import threading
 from typing import Any
 
 from nameko.exceptions import RpcTimeout, UnknownService
-from nameko.standalone.rpc import ClusterRpcProxy
+
+from shared.rpc import standalone_proxy
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,14 @@ class ServiceTimeout(Exception):
 
 class RpcPool:
     def __init__(self, amqp_uri: str, timeout: float) -> None:
-        self.config = {"AMQP_URI": amqp_uri}
+        self.amqp_uri = amqp_uri
         self.timeout = timeout
         self._local = threading.local()
 
     def _proxy(self) -> Any:
         proxy = getattr(self._local, "proxy", None)
         if proxy is None:
-            runner = ClusterRpcProxy(self.config, timeout=self.timeout)
+            runner = standalone_proxy(self.amqp_uri, self.timeout)
             proxy = runner.start()
             self._local.runner, self._local.proxy = runner, proxy
         return proxy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.rpc import rpc
+from shared.rpc import rpc
 
 
 class HealthEntrypoints:

@@ -37,22 +37,21 @@ import eventlet.queue
 from amqp import Message
 from kombu import Connection, Exchange, Queue
 from nameko.extensions import DependencyProvider
-from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from shared.events import Envelope, exchange_name, routing_key, subscriptions_from
-from shared.mongo import UPDATES_PER_COMMAND, connect, insert_new
+from shared.mongo import connect, insert_new
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
-ID_CHUNK = 200  # deletes per command: keeps each command, and so SQLite's lock, short
 # A pending record older than this whose event is in no aggregate belongs to a change that was
 # never written (the writer died or the write was refused); it is dropped, never published.
 ORPHAN_GRACE = timedelta(seconds=60)
-FORGET_EVERY = 0.2  # seconds between deletes of published records while events flow
+FORGET_EVERY = 0.2  # seconds between deletes of published records while events flow: one small
+# delete five times a second, never a pile of them that would hold up the relay and the writers
 # Records a sweep takes at once. The sweep is the recovery path and its statements are costly
 # on FerretDB (each claimed record is rewritten with a read of the whole outbox, and records
 # whose writer died are checked against their aggregate collection); measured, a sweep of 500
@@ -182,18 +181,12 @@ def update_with_events(
     return _handed_over(events)
 
 
-def by_id(collection: Collection, ids: Sequence[str], change: dict[str, Any] | None = None) -> None:
-    """Delete (or, given `change`, update) records by id: a statement per id, many per command.
-
-    On FerretDB a statement by `_id` alone is an index lookup, while one `$in` statement reads
-    and decodes the whole collection (see shared/mongo.py)."""
-    per_command = ID_CHUNK if change is None else UPDATES_PER_COMMAND
-    for start in range(0, len(ids), per_command):
-        chunk = ids[start : start + per_command]
-        if change is None:
-            collection.bulk_write([DeleteOne({"_id": i}) for i in chunk], ordered=False)
-        else:
-            collection.bulk_write([UpdateOne({"_id": i}, change) for i in chunk], ordered=False)
+def records(ids: Iterable[str]) -> dict[str, Any]:
+    """The filter for outbox records by id. One `$in` statement: FerretDB answers it by
+    reading the whole collection, which is cheap for the small outbox, while a statement per
+    id costs about a millisecond each (measured: deleting 500 of 600 records took 43 ms with
+    `$in`, 660 ms one by one)."""
+    return {"_id": {"$in": sorted(ids)}}
 
 
 def _withdraw(
@@ -202,13 +195,13 @@ def _withdraw(
     """Delete the outbox records of events whose change was not written, unless they also hold
     events to keep (the sweep drops the others from those). Best effort: a record left behind
     is dropped by the sweep."""
-    records = {event["outbox_id"] for change in unwritten for event in change}
-    records -= {event["outbox_id"] for event in keep}
-    if records:
+    unpublishable = {event["outbox_id"] for change in unwritten for event in change}
+    unpublishable -= {event["outbox_id"] for event in keep}
+    if unpublishable:
         try:
-            by_id(db[OUTBOX], sorted(records))
+            db[OUTBOX].delete_many(records(unpublishable))
         except Exception:
-            log.warning("could not withdraw %d outbox records; the sweep will drop them", len(records))
+            log.warning("could not withdraw %d outbox records; the sweep will drop them", len(unpublishable))
 
 
 class PublishFailed(Exception):
@@ -409,7 +402,7 @@ class OutboxRelay(DependencyProvider):
             self.queue.put(event)
 
     def _run(self) -> None:
-        next_sweep = 0.0
+        next_sweep = next_forget = 0.0
         failures = 0
         while self.running:
             timeout = FORGET_EVERY if self.done else self.settings.relay_sweep_seconds
@@ -420,8 +413,9 @@ class OutboxRelay(DependencyProvider):
                     self._count_confirmed([e for e in batch if e["id"] in confirmed])
                     # Nacked or unroutable: the sweep publishes their records again, now.
                     self._release({e["outbox_id"] for e in batch if e["id"] not in confirmed})
-                if len(self.done) >= self.settings.relay_batch_size or not batch:
+                if not batch or time.monotonic() >= next_forget:
                     self._forget_published()
+                    next_forget = time.monotonic() + FORGET_EVERY
                 if time.monotonic() >= next_sweep:
                     self.sweep()
                     next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
@@ -464,19 +458,19 @@ class OutboxRelay(DependencyProvider):
         remembered here, so the sweep does not publish them again."""
         if not self.done:
             return
-        ids = sorted(self.done)
+        ids = list(self.done)
         try:
-            by_id(self.outbox, ids)
+            self.outbox.delete_many(records(ids))
         except Exception:
             log.warning("could not delete %d published outbox records; will retry", len(ids))
             return
         self.done.difference_update(ids)
 
-    def _release(self, records: set[str]) -> None:
+    def _release(self, ids: set[str]) -> None:
         """Let the sweep retry records at once instead of after their lease."""
-        if records:
+        if ids:
             try:
-                by_id(self.outbox, sorted(records), {"$set": {"lease_until": datetime.now(UTC)}})
+                self.outbox.update_many(records(ids), {"$set": {"lease_until": datetime.now(UTC)}})
             except Exception:
                 log.warning("could not release outbox records; their lease will run out")
 
@@ -498,7 +492,7 @@ class OutboxRelay(DependencyProvider):
                 "relay": self.instance,
             }
         }
-        by_id(self.outbox, [r["_id"] for r in due], lease)
+        self.outbox.update_many(records(r["_id"] for r in due), lease)
         sorted_out = [(record, *self._written_or_not(record, now)) for record in due]
         confirmed = set(self.publisher.publish([e for _, written, _ in sorted_out for e in written]))
         for record, written, undecided in sorted_out:

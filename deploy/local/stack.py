@@ -144,7 +144,10 @@ class Stack:
             [
                 str(FERRETDB),
                 "--handler=sqlite",
-                f"--sqlite-url=file:{data}/",
+                # WAL with synchronous=NORMAL: a commit does not wait for a disk flush (a power
+                # cut, not a crash, may lose the last ones, as with MongoDB's default journal
+                # interval); statement journals stay in memory instead of temporary files.
+                f"--sqlite-url=file:{data}/?_pragma=synchronous(normal)&_pragma=temp_store(memory)",
                 f"--state-dir={data}",
                 f"--listen-addr=127.0.0.1:{port}",
                 "--telemetry=disable",

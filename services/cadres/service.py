@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from nameko.rpc import rpc
-
 from services.cadres import domain
 from services.cadres.store import CadreStore
 from shared.consumer import consumes
@@ -23,6 +21,7 @@ from shared.events import (
 )
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
+from shared.rpc import rpc
 
 
 class CadreEvaluation(HealthEntrypoints):

@@ -48,7 +48,8 @@ class CadreStore(BaseStore):
         self.journal.write_summaries()
 
     def person(self, person_id: str) -> dict[str, Any] | None:
-        return self._people.get(person_id, lambda: self.people.find_one({"_id": person_id}))
+        # On the read connections: on the writing one a lookup waits behind every write.
+        return self._people.get(person_id, lambda: self.reads["people"].find_one({"_id": person_id}))
 
     def remember_person(self, person: dict[str, Any]) -> None:
         """Keep the registry's person (with its `version`) unless a newer one is here."""

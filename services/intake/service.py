@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from nameko.rpc import rpc
-
 from services.intake import domain
 from services.intake.store import IntakeStore
 from shared.consumer import consumes
@@ -23,6 +21,7 @@ from shared.events import (
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.outbox import OutboxRelay
+from shared.rpc import rpc
 from shared.schemas import ActRevocation, VolunteerActBatch, VolunteerActInput, validated
 from shared.settings import local_today
 

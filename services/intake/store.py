@@ -22,25 +22,27 @@ class IntakeStore(BaseStore):
     def __init__(self, db: Database, reads: Database | None = None) -> None:
         super().__init__(db, reads)
         self.acts = db[ACTS]
-        # Read models of the registry, fed by its events.
+        # Read models of the registry, fed by its events. Lookups use the read connections: on
+        # the writing one they would wait behind every write of the service.
         self.people = db["people"]
         self.organisations = db["organisations"]
+        self._people, self._organisations = self.reads["people"], self.reads["organisations"]
         self._found = RecentlyFound()
         self._insert = GroupCommit(self._insert_batch)
 
     def person(self, person_id: str) -> dict[str, Any] | None:
-        return self._found.get(f"person:{person_id}", lambda: self.people.find_one({"_id": person_id}))
+        return self._found.get(f"person:{person_id}", lambda: self._people.find_one({"_id": person_id}))
 
     def organisation(self, organisation_id: str) -> dict[str, Any] | None:
         return self._found.get(
-            f"organisation:{organisation_id}", lambda: self.organisations.find_one({"_id": organisation_id})
+            f"organisation:{organisation_id}", lambda: self._organisations.find_one({"_id": organisation_id})
         )
 
     def people_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        return {p["_id"]: p for p in self.people.find({"_id": {"$in": sorted(set(ids))}})}
+        return {p["_id"]: p for p in self._people.find({"_id": {"$in": sorted(set(ids))}})}
 
     def organisations_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        return {o["_id"]: o for o in self.organisations.find({"_id": {"$in": sorted(set(ids))}})}
+        return {o["_id"]: o for o in self._organisations.find({"_id": {"$in": sorted(set(ids))}})}
 
     def remember_person(self, person: dict[str, Any]) -> None:
         """Keep the registry's person (with its `version`) unless a newer one is here."""

@@ -6,8 +6,6 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from nameko.rpc import rpc
-
 from services.points import domain, redemptions, reports
 from services.points.store import PointsStore
 from shared.cache import RecentlyFound
@@ -24,6 +22,7 @@ from shared.events import (
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.outbox import OutboxRelay
+from shared.rpc import rpc
 from shared.schemas import validated
 from shared.schemas.points import (
     ApprovalDecision,

@@ -189,7 +189,7 @@ class PointsStore(BaseStore):
         return True
 
     def rules_of(self, community_id: str) -> list[dict[str, Any]]:
-        return list(self.rules.find({"community_id": community_id}))
+        return list(self.reads[self.rules.name].find({"community_id": community_id}))
 
     def hold_for_approval(self, act_id: str, pending: dict[str, Any]) -> None:
         with suppress(DuplicateKeyError):  # a redelivered act waits once

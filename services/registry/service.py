@@ -12,8 +12,6 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from nameko.rpc import rpc
-
 from services.registry.domain import imports, ledgers, people, posts, statistics, tree
 from services.registry.store import (
     DUAL_REPORTS,
@@ -32,6 +30,7 @@ from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.outbox import OutboxRelay
 from shared.pii import PiiVault
+from shared.rpc import rpc
 from shared.schemas import validated
 from shared.schemas.registry import (
     Classification,

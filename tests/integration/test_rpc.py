@@ -1,0 +1,36 @@
+"""RPC messages on the real broker: requests and replies are transient (never written to
+disk), since nobody waits for them after a broker restart."""
+
+from __future__ import annotations
+
+import pytest
+from kombu import Connection, Exchange, Queue
+
+from shared.rpc import standalone_proxy
+from tests.conftest import TEST_ENV
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_call_and_its_reply_travel_as_transient_messages(stack):
+    runner = standalone_proxy(TEST_ENV["AMQP_URI"], timeout=10)
+    proxy = runner.start()
+    try:
+        with Connection(TEST_ENV["AMQP_URI"]) as connection:
+            channel = connection.channel()
+            exchange = Exchange("nameko-rpc", type="topic", durable=True)
+            # A copy of the request and of its reply, by binding to their routing keys.
+            copies = Queue(
+                exclusive=True, exchange=exchange, routing_key="issue_intake.ping", channel=channel
+            )
+            copies.declare()
+            copies.bind_to(exchange, routing_key=runner._reply_listener.routing_key)
+
+            assert proxy.issue_intake.ping() == "pong"
+
+            request, reply = copies.get(no_ack=True), copies.get(no_ack=True)
+            assert request.payload == {"args": [], "kwargs": {}}
+            assert reply.payload == {"result": "pong", "error": None}
+            assert [m.properties["delivery_mode"] for m in (request, reply)] == [1, 1]
+    finally:
+        runner.stop()
