@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -28,6 +28,21 @@ class RecentlyFound:
         if value is not None:
             self.put(key, value)
         return value
+
+    def get_many(self, keys: Iterable[str], load: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:
+        """The values of those keys that have one, loading the ones not remembered at once."""
+        now = time.monotonic()
+        found, missing = {}, []
+        for key in set(keys):
+            hit = self._items.get(key)
+            if hit is not None and hit[0] > now:
+                found[key] = hit[1]
+            else:
+                missing.append(key)
+        for key, value in load(missing).items() if missing else ():
+            self.put(key, value)
+            found[key] = value
+        return found
 
     def forget(self, key: str) -> None:
         self._items.pop(key, None)

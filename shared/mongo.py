@@ -17,7 +17,7 @@ FerretDB 1.24 (SQLite backend), the development database, shapes how the stores 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import uuid4
@@ -33,6 +33,17 @@ from shared.settings import get_settings
 _clients: dict[str, MongoClient] = {}
 DUPLICATE_KEY = 11000
 UPDATES_PER_COMMAND = 25  # well below FerretDB's 100 connections, with room for other writers
+LOOKUPS_AT_MOST = 64  # ids `find_by_ids` looks up one by one; more are fetched by one `$in`
+
+
+def find_by_ids(collection: Collection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Documents by `_id`. A few are one indexed lookup each; many, one `$in` query (on
+    FerretDB a scan of the collection, cheaper than that many lookups)."""
+    wanted = sorted(set(ids))
+    if len(wanted) > LOOKUPS_AT_MOST:
+        return {d["_id"]: d for d in collection.find({"_id": {"$in": wanted}})}
+    found = (collection.find_one({"_id": i}) for i in wanted)
+    return {d["_id"]: d for d in found if d is not None}
 
 
 def insert_new(collection: Collection, documents: Sequence[dict[str, Any]]) -> set[int]:

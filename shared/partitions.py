@@ -17,10 +17,9 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from shared.mongo import replace_by_id
+from shared.mongo import find_by_ids, replace_by_id
 
 PARTITIONS = 8
-LOOKUPS_AT_MOST = 64  # keys looked up one by one in find_many; more are fetched by `$in`
 
 
 class Partitioned:
@@ -42,14 +41,9 @@ class Partitioned:
         return self.of(key).find_one({"_id": key})
 
     def find_many(self, keys: Iterable[str]) -> list[dict[str, Any]]:
-        """A few keys one lookup each (by `_id`: indexed); many, one `$in` query per partition
-        (on FerretDB a scan of the partition, cheaper than thousands of lookups)."""
-        keys = list(keys)
-        if len(keys) <= LOOKUPS_AT_MOST:
-            return [found for key in keys if (found := self.find_one(key)) is not None]
         found = []
         for collection, some in self._by_partition(keys).items():
-            found += list(self.db[collection].find({"_id": {"$in": some}}))
+            found += find_by_ids(self.db[collection], some).values()
         return found
 
     def replace_many(self, documents: dict[str, dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ from pymongo.database import Database
 from shared.cache import RecentlyFound
 from shared.events import Envelope, OrganisationCreated
 from shared.group_commit import GroupCommit
-from shared.mongo import BaseStore
+from shared.mongo import BaseStore, find_by_ids
 from shared.outbox import insert_with_events, update_with_events
 from shared.read_models import remember_newer
 
@@ -27,27 +27,27 @@ class IntakeStore(BaseStore):
         self.people = db["people"]
         self.organisations = db["organisations"]
         self._people, self._organisations = self.reads["people"], self.reads["organisations"]
-        self._found = RecentlyFound()
+        self._known_people, self._known_organisations = RecentlyFound(), RecentlyFound()
         self._insert = GroupCommit(self._insert_batch)
 
     def person(self, person_id: str) -> dict[str, Any] | None:
-        return self._found.get(f"person:{person_id}", lambda: self._people.find_one({"_id": person_id}))
+        return self.people_by_id([person_id]).get(person_id)
 
     def organisation(self, organisation_id: str) -> dict[str, Any] | None:
-        return self._found.get(
-            f"organisation:{organisation_id}", lambda: self._organisations.find_one({"_id": organisation_id})
-        )
+        return self.organisations_by_id([organisation_id]).get(organisation_id)
 
     def people_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        return {p["_id"]: p for p in self._people.find({"_id": {"$in": sorted(set(ids))}})}
+        return self._known_people.get_many(ids, lambda missing: find_by_ids(self._people, missing))
 
     def organisations_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        return {o["_id"]: o for o in self._organisations.find({"_id": {"$in": sorted(set(ids))}})}
+        return self._known_organisations.get_many(
+            ids, lambda missing: find_by_ids(self._organisations, missing)
+        )
 
     def remember_person(self, person: dict[str, Any]) -> None:
         """Keep the registry's person (with its `version`) unless a newer one is here."""
         if remember_newer(self.people, person):
-            self._found.put(f"person:{person['_id']}", person)
+            self._known_people.put(person["_id"], person)
 
     def remember_organisation(self, data: OrganisationCreated) -> None:
         self.organisations.update_one(
@@ -63,7 +63,7 @@ class IntakeStore(BaseStore):
     def _change_organisation(self, organisation_id: str, change: dict[str, Any]) -> None:
         key = {"_id": organisation_id}
         self.organisations.update_one(key, {"$set": change}, upsert=True)
-        self._found.put(f"organisation:{organisation_id}", self.organisations.find_one(key))
+        self._known_organisations.put(organisation_id, self.organisations.find_one(key))
 
     def insert_acts(self, changes: Changes) -> tuple[list[dict[str, Any]], set[int]]:
         """Insert acts with their events. Returns the outbox records written and the positions

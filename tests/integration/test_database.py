@@ -10,7 +10,7 @@ import pytest
 from pymongo import MongoClient
 
 from deploy.local.ferretdb_indexes import INDEX_SUFFIX, LOOKUP_EXPRESSION
-from shared.mongo import replace_by_id
+from shared.mongo import LOOKUPS_AT_MOST, find_by_ids, replace_by_id
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -71,3 +71,16 @@ def test_many_replacements_in_one_call_complete(scratch):
     replace_by_id(scratch.things, {key: {"n": doc["n"] + 1} for key, doc in documents.items()})
     stored = {d["_id"]: d["n"] for d in scratch.things.find({})}
     assert stored == {key: doc["n"] + 1 for key, doc in documents.items()}
+
+
+def test_documents_by_id_are_found_a_few_or_many_at_a_time(scratch):
+    scratch.things.insert_many([{"_id": f"doc-{i:03d}", "n": i} for i in range(LOOKUPS_AT_MOST + 10)])
+    few = ["doc-001", "doc-002", "doc-001", "nobody"]
+    assert find_by_ids(scratch.things, few) == {
+        "doc-001": {"_id": "doc-001", "n": 1},
+        "doc-002": {"_id": "doc-002", "n": 2},
+    }
+    many = [f"doc-{i:03d}" for i in range(LOOKUPS_AT_MOST + 20)]  # past the end too
+    found = find_by_ids(scratch.things, many)
+    assert sorted(found) == [f"doc-{i:03d}" for i in range(LOOKUPS_AT_MOST + 10)]
+    assert all(document["n"] == int(key[4:]) for key, document in found.items())
