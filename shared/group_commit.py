@@ -62,3 +62,7 @@ class GroupCommit(Generic[Item, Result]):
                 results = [exc] * len(batch)
             for (_, done), result in zip(batch, results, strict=True):
                 done.send(result)
+            # Let others run before the next batch: pymongo hands a connection back to whoever
+            # asks first, so two flushers sharing one would otherwise see one of them keep it
+            # for as long as its queue stays full (measured: record writes held up 5 s).
+            eventlet.sleep(0)
