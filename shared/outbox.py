@@ -426,6 +426,8 @@ class OutboxRelay(DependencyProvider):
                 self._release({e["outbox_id"] for e in batch})
                 eventlet.sleep(min(10.0, 0.5 * 2**failures))
             except Exception:
+                if not self.running:  # stopping: the database client may be closed already
+                    return
                 failures += 1
                 log.exception("outbox relay failed; will retry")
                 eventlet.sleep(min(10.0, 0.5 * 2**failures))
