@@ -181,7 +181,7 @@ def update_with_events(
     return _handed_over(events)
 
 
-def records(ids: Iterable[str]) -> dict[str, Any]:
+def records_with_ids(ids: Iterable[str]) -> dict[str, Any]:
     """The filter for outbox records by id. One `$in` statement: FerretDB answers it by
     reading the whole collection, which is cheap for the small outbox, while a statement per
     id costs about a millisecond each (measured: deleting 500 of 600 records took 43 ms with
@@ -199,7 +199,7 @@ def _withdraw(
     unpublishable -= {event["outbox_id"] for event in keep}
     if unpublishable:
         try:
-            db[OUTBOX].delete_many(records(unpublishable))
+            db[OUTBOX].delete_many(records_with_ids(unpublishable))
         except Exception:
             log.warning("could not withdraw %d outbox records; the sweep will drop them", len(unpublishable))
 
@@ -462,7 +462,7 @@ class OutboxRelay(DependencyProvider):
             return
         ids = list(self.done)
         try:
-            self.outbox.delete_many(records(ids))
+            self.outbox.delete_many(records_with_ids(ids))
         except Exception:
             log.warning("could not delete %d published outbox records; will retry", len(ids))
             return
@@ -472,7 +472,7 @@ class OutboxRelay(DependencyProvider):
         """Let the sweep retry records at once instead of after their lease."""
         if ids:
             try:
-                self.outbox.update_many(records(ids), {"$set": {"lease_until": datetime.now(UTC)}})
+                self.outbox.update_many(records_with_ids(ids), {"$set": {"lease_until": datetime.now(UTC)}})
             except Exception:
                 log.warning("could not release outbox records; their lease will run out")
 
@@ -494,7 +494,7 @@ class OutboxRelay(DependencyProvider):
                 "relay": self.instance,
             }
         }
-        self.outbox.update_many(records(r["_id"] for r in due), lease)
+        self.outbox.update_many(records_with_ids(r["_id"] for r in due), lease)
         sorted_out = [(record, *self._written_or_not(record, now)) for record in due]
         confirmed = set(self.publisher.publish([e for _, written, _ in sorted_out for e in written]))
         for record, written, undecided in sorted_out:
