@@ -134,8 +134,8 @@ def insert_with_events(
     """
     events = _pending(db, collection, [(document["_id"], envelopes) for document, envelopes in changes])
     documents = [
-        {**document, "events": [e.model_dump(mode="json") for e in envelopes]}
-        for document, envelopes in changes
+        {**document, "events": [event["envelope"] for event in change]}
+        for (document, _), change in zip(changes, events, strict=True)
     ]
     try:
         existing = insert_new(db[collection], documents)
@@ -163,7 +163,7 @@ def update_with_events(
     there just until it is sent.
     """
     [events] = _pending(db, collection, [(current["_id"], envelopes)])
-    fresh = [e.model_dump(mode="json") for e in envelopes]
+    fresh = [event["envelope"] for event in events]
     earlier = current.get("events", [])
     kept = earlier[max(len(earlier) + len(fresh) - EVENTS_KEPT, 0) :]
     try:
