@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format reconcile bench clean
+.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format reconcile parked bench clean
 
 run: install ## install what is missing, start everything with demo data, Ctrl-C stops
 	$(PY) deploy/local/stack.py up
@@ -44,6 +44,9 @@ format: install
 
 reconcile: ## prove the points bank adds up (REPAIR=1 heals what a crash left behind)
 	$(PY) -m services.points.reconcile $(if $(REPAIR),--repair)
+
+parked: ## events the consumers could not apply (REPLAY=1 sends them back to their handlers)
+	$(PY) -m shared.parked $(if $(REPLAY),--replay)
 
 bench: install ## throughput and latency figures: the volunteer-act flow, the registry
 	$(PY) tests/bench/bench_flow.py

@@ -33,6 +33,7 @@ from shared.settings import get_settings
 _clients: dict[str, MongoClient] = {}
 DUPLICATE_KEY = 11000
 UPDATES_PER_COMMAND = 25  # well below FerretDB's 100 connections, with room for other writers
+PARKED_EVENTS = "parked_events"  # events a consumer could not apply (see shared/parked.py)
 LOOKUPS_AT_MOST = 64  # ids `find_by_ids` looks up one by one; more are fetched by one `$in`
 
 
@@ -144,7 +145,7 @@ class BaseStore:
     def __init__(self, db: Database, reads: Database | None = None) -> None:
         self.db = db
         self.reads = db if reads is None else reads  # the same database, on read-only connections
-        self.parked = db["parked_events"]
+        self.parked = db[PARKED_EVENTS]
 
     def ensure_indexes(self) -> None:
         """Stores add their own; FerretDB ignores none of them, though it uses few."""
@@ -164,6 +165,3 @@ class BaseStore:
             },
             upsert=True,
         )
-
-    def parked_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self.parked.find({}).limit(limit))
