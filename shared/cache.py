@@ -20,14 +20,11 @@ class RecentlyFound:
         self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
     def get(self, key: str, load: Callable[[], Any]) -> Any:
-        now = time.monotonic()
-        hit = self._items.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        value = load()
-        if value is not None:
-            self.put(key, value)
-        return value
+        def load_one(missing: list[str]) -> dict[str, Any]:
+            value = load()
+            return {} if value is None else {key: value}
+
+        return self.get_many([key], load_one).get(key)
 
     def get_many(self, keys: Iterable[str], load: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:
         """The values of those keys that have one, loading the ones not remembered at once."""
