@@ -10,6 +10,13 @@ Events are another matter: the outbox relay publishes them persistent and confir
 
 from __future__ import annotations
 
+import threading
+from typing import Any, ClassVar
+
+import amqp
+import amqp.exceptions
+import kombu
+import kombu.serialization
 import nameko.rpc
 from nameko.amqp.publish import Publisher
 from nameko.constants import NON_PERSISTENT
@@ -17,8 +24,42 @@ from nameko.standalone.rpc import ClusterProxy, ClusterRpcProxy
 
 
 class TransientReplies(Publisher):
-    use_confirms = False
+    """Sends a service's RPC replies: transient, unconfirmed, and on one connection per process
+    kept open. nameko's own publisher builds a kombu connection and producer for every reply:
+    measured under load, a fifth of issue intake's busy time went to sending replies, and half
+    that with this one."""
+
     delivery_mode = NON_PERSISTENT
+    _channels: ClassVar[dict[str, Any]] = {}
+    _turn = threading.Lock()  # green threads take turns: a message is several frames
+
+    def publish(self, payload: Any, **options: Any) -> None:
+        content_type, encoding, body = kombu.serialization.dumps(payload, options["serializer"])
+        message = amqp.Message(
+            body,
+            content_type=content_type,
+            content_encoding=encoding,
+            correlation_id=options.get("correlation_id"),
+            delivery_mode=self.delivery_mode,
+        )
+        with self._turn:
+            for attempt in (1, 2):  # a connection closed while idle is opened again, once
+                try:
+                    self._channel().basic_publish(
+                        message, exchange=options["exchange"].name, routing_key=options["routing_key"]
+                    )
+                    return
+                except (OSError, amqp.exceptions.AMQPError):
+                    self._channels.pop(self.amqp_uri, None)
+                    if attempt == 2:
+                        raise
+
+    def _channel(self) -> Any:
+        channel = self._channels.get(self.amqp_uri)
+        if channel is None:
+            connection = kombu.Connection(self.amqp_uri, ssl=self.ssl, heartbeat=0)
+            channel = self._channels[self.amqp_uri] = connection.channel()
+        return channel
 
 
 # nameko builds the publisher of every reply from this class attribute.
