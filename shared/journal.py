@@ -28,12 +28,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import eventlet
-from pymongo.collection import Collection
+from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared.group_commit import GroupCommit
 from shared.mongo import insert_new
-from shared.partitions import Partitioned
+from shared.partitions import PARTITIONS, Partitioned
 
 Summary = dict[str, Any]
 Entry = dict[str, Any]
@@ -50,18 +50,22 @@ def slot_id(key: str, seq: int) -> str:
 class Journal:
     def __init__(
         self,
-        entries: Collection,
-        summaries: Partitioned,
+        db: Database,
+        entries: str,
+        summaries: str,
         *,
         empty: Callable[[str], Summary],
         fold: Callable[[Summary, Entry], Summary],
+        partitions: int = PARTITIONS,
+        reads: Database | None = None,
         cache_size: int = 10_000,
-        reads: tuple[Collection, Partitioned] | None = None,
     ) -> None:
-        """`reads`: the same entries and summaries on read-only connections, for reads."""
-        self.entries = entries
-        self.summaries = summaries
-        self._read_entries, self._read_summaries = reads or (entries, summaries)
+        """Entries in the collection `entries`, summaries partitioned under `summaries`; reads
+        go to `reads`, the same database on read-only connections."""
+        self.entries = db[entries]
+        self.summaries = Partitioned(db, summaries, partitions)
+        reads = db if reads is None else reads
+        self._read_entries, self._read_summaries = reads[entries], Partitioned(reads, summaries, partitions)
         self.empty = empty
         self.fold = fold
         self._cache: OrderedDict[str, Summary] = OrderedDict()

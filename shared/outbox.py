@@ -526,9 +526,10 @@ class OutboxRelay(DependencyProvider):
                 aggregates[aggregate_id] = {e.get("id"): e for e in found.get("events", [])}
             envelope = aggregates[aggregate_id].get(event["id"])
             if envelope is not None:
-                key = routing_key(Envelope.model_validate(envelope))
-                written.append({**event, "routing_key": key, "envelope": envelope})
-                written[-1]["outbox_id"] = record["_id"]
+                routing = routing_key(Envelope.model_validate(envelope))
+                written.append(
+                    {**event, "routing_key": routing, "envelope": envelope, "outbox_id": record["_id"]}
+                )
             elif now - record["created_at"] > ORPHAN_GRACE:
                 dropped += 1
             else:

@@ -47,6 +47,6 @@ class Partitioned:
         return found
 
     def replace_many(self, documents: dict[str, dict[str, Any]]) -> None:
-        """Write documents by key (inserting missing ones), one round trip per partition."""
+        """Write documents by key (inserting missing ones), a few per command (`replace_by_id`)."""
         for collection, keys in self._by_partition(documents).items():
             replace_by_id(self.db[collection], {key: documents[key] for key in keys})

@@ -20,7 +20,6 @@ from shared.cache import RecentlyFound
 from shared.group_commit import GroupCommit
 from shared.journal import Journal
 from shared.mongo import BaseStore, insert_new
-from shared.partitions import Partitioned
 from shared.read_models import remember_newer
 
 
@@ -32,11 +31,7 @@ class CadreStore(BaseStore):
         self.claimed_posts = db["claimed_posts"]
         self.points_moves_of = db["points_moves"]
         self.journal = Journal(
-            db["dossier_acts"],
-            Partitioned(db, "dossiers"),
-            empty=domain.empty_dossier,
-            fold=domain.with_act,
-            reads=(self.reads["dossier_acts"], Partitioned(self.reads, "dossiers")),
+            db, "dossier_acts", "dossiers", empty=domain.empty_dossier, fold=domain.with_act, reads=self.reads
         )
         self._people = RecentlyFound()
         self._insert_moves = GroupCommit(self._insert_moves_batch)

@@ -17,7 +17,6 @@ from shared.group_commit import GroupCommit
 from shared.journal import Journal
 from shared.mongo import BaseStore
 from shared.outbox import insert_with_events
-from shared.partitions import Partitioned
 from shared.read_models import remember_newer
 
 Entry = dict[str, Any]
@@ -26,19 +25,11 @@ Entry = dict[str, Any]
 class PointsStore(BaseStore):
     def __init__(self, db: Database, reads: Database | None = None) -> None:
         super().__init__(db, reads)
-        self.ledger = Journal(
-            db["ledger_entries"],
-            Partitioned(db, "accounts"),
-            empty=domain.empty_account,
-            fold=domain.with_entry,
-            reads=(self.reads["ledger_entries"], Partitioned(self.reads, "accounts")),
-        )
+        # Counters (stock, purchases, caps) are chains like accounts, with the same summaries.
+        empty, fold = domain.empty_account, domain.with_entry
+        self.ledger = Journal(db, "ledger_entries", "accounts", empty=empty, fold=fold, reads=self.reads)
         self.counters = Journal(
-            db["counter_entries"],
-            Partitioned(db, "counters", partitions=2),
-            empty=domain.empty_account,
-            fold=domain.with_entry,
-            reads=(self.reads["counter_entries"], Partitioned(self.reads, "counters", partitions=2)),
+            db, "counter_entries", "counters", partitions=2, empty=empty, fold=fold, reads=self.reads
         )
         self.transfers = db["transfers"]
         # Applied transfers are recorded with their event in batches: one outbox insert and one
