@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import sys
 
-from nameko.standalone.rpc import ClusterRpcProxy
-
+from shared.rpc import standalone_proxy
 from shared.settings import get_settings
 
 
 def service_is_healthy(service: str, timeout: float = 5.0) -> bool:
     try:
-        with ClusterRpcProxy({"AMQP_URI": get_settings().amqp_uri}, timeout=timeout) as rpc:
+        with standalone_proxy(get_settings().amqp_uri, timeout) as rpc:
             return getattr(rpc, service).health()["status"] == "ok"
     except Exception:
         return False

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     mongo_timeout_ms: int = Field(3000, alias="GRIDLINK_MONGO_TIMEOUT_MS")
     # Connections per process. 1 suits FerretDB/SQLite (see shared/mongo.py); raise it for MongoDB.
     mongo_pool_size: int = Field(1, alias="GRIDLINK_MONGO_POOL_SIZE", ge=1, le=200)
-    # Connections per process that only read (journal reads); reads need not take turns.
+    # Connections per process that only read (journals, read-model lookups); reads need not take turns.
     mongo_read_pool_size: int = Field(4, alias="GRIDLINK_MONGO_READ_POOL_SIZE", ge=1, le=200)
 
     # Gateway

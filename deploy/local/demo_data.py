@@ -10,9 +10,8 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import Any
 
-from nameko.standalone.rpc import ClusterRpcProxy
-
 from shared.errors import Conflict
+from shared.rpc import standalone_proxy
 from shared.settings import get_settings
 
 STREET = "420391-001"
@@ -270,7 +269,7 @@ def catalogue() -> list[tuple[dict[str, Any], int]]:
 
 
 def load_demo_data() -> None:
-    with ClusterRpcProxy({"AMQP_URI": get_settings().amqp_uri}, timeout=30) as rpc:
+    with standalone_proxy(get_settings().amqp_uri, 30) as rpc:
         registry = rpc.registry
         for organisation in organisations():
             registry.register_organisation(organisation)
