@@ -254,9 +254,10 @@ class VolunteerActRevoked(EventData):
 ContractT = TypeVar("ContractT", bound=EventData)
 
 
-def new_event(data: EventData, subject: str) -> Envelope:
+def new_event(data: EventData, subject: str, event_id: str | None = None) -> Envelope:
+    """An event about `subject`; `event_id` for one that must keep its id when made again."""
     return Envelope(
-        id=str(uuid.uuid4()),
+        id=event_id or str(uuid.uuid4()),
         source=f"/gridlink/{data.source_service}",
         type=data.cloudevent_type(),
         subject=subject,

@@ -8,8 +8,14 @@ The pending record goes first: if the process dies between the two writes, the r
 events that are in no aggregate and drops them, so an unwritten change never emits an event;
 the other order could lose one. One record per write, not per event: on FerretDB each insert
 and delete statement costs about a millisecond, so a write of 50 acts costs two statements
-instead of a hundred. `outbox` stays small (published records are deleted), which matters
-because FerretDB scans a collection for any filter but `_id`.
+instead of a hundred.
+
+A change made idempotently and retried until its events are recorded (a consumer's, which
+acknowledges its message only then) needs no aggregate: its events are written after it, in
+the record itself (`record_events_of_done`), one statement instead of two.
+
+`outbox` stays small (published records are deleted), which matters because FerretDB scans a
+collection for any filter but `_id`.
 
 The writer hands the events it wrote to the relay of its process, which publishes them in
 batches on a channel with publisher confirms and `mandatory`, events of one routing key that
@@ -82,11 +88,12 @@ def publishable(envelopes: Sequence[Envelope], aggregate_id: str) -> list[Publis
 
 
 def _pending(
-    db: Database, collection: str, changes: Sequence[tuple[str, Sequence[Envelope]]]
+    db: Database, collection: str | None, changes: Sequence[tuple[str, Sequence[Envelope]]]
 ) -> list[list[Publishable]]:
-    """Write the outbox records for a write about to happen; per change, its events, each
-    tagged with its record. The records are leased to the writing process: the sweep keeps
-    away while the writer hands the events to its relay right after the write."""
+    """Write the outbox records for a write about to happen (in `collection`), or made already
+    (None: the records hold the events themselves); per change, its events, each tagged with
+    its record. The records are leased to the writing process: the sweep keeps away while the
+    writer hands the events to its relay right after the write."""
     events = [publishable(envelopes, aggregate_id) for aggregate_id, envelopes in changes]
     flat = [event for change in events for event in change]
     now = datetime.now(UTC)
@@ -101,9 +108,13 @@ def _pending(
             {
                 "_id": record_id,
                 "aggregate_collection": collection,
-                # Ids only: the events themselves are embedded in their aggregates. FerretDB
-                # decodes a whole record to delete it, so records stay small.
-                "events": [{"id": e["id"], "aggregate_id": e["aggregate_id"]} for e in some],
+                # Ids only when the events are embedded in their aggregates: FerretDB decodes a
+                # whole record to delete it, so records stay small.
+                "events": [
+                    {"id": e["id"], "aggregate_id": e["aggregate_id"]}
+                    | ({} if collection else {"envelope": e["envelope"]})
+                    for e in some
+                ],
                 "created_at": now,
                 "lease_until": lease,
             }
@@ -146,6 +157,19 @@ def insert_with_events(
     if len(fresh) < sum(len(change) for change in events):
         _withdraw(db, [change for index, change in enumerate(events) if index in existing], keep=fresh)
     return _handed_over(fresh), existing
+
+
+def record_events_of_done(
+    db: Database, changes: Sequence[tuple[str, Sequence[Envelope]]]
+) -> list[Publishable]:
+    """Record the events of changes made already, per (aggregate id, its events); returns
+    them for `OutboxRelay.publish_soon`.
+
+    For changes that are idempotent and retried until this returns (a consumer acknowledges
+    its message only then): a crash before it makes the retry, which finds the change done
+    and records the events again. Give such events ids derived from the change, so a repeat
+    is one event to its consumers."""
+    return _handed_over([event for change in _pending(db, None, changes) for event in change])
 
 
 def update_with_events(
@@ -516,15 +540,18 @@ class OutboxRelay(DependencyProvider):
         (the writer died or the write was refused: in no aggregate after a grace) are dropped."""
         written, undecided, dropped = [], [], 0
         aggregates: dict[str, dict[str, dict[str, Any]]] = {}
-        collection = self.db[record["aggregate_collection"]]
+        collection = record["aggregate_collection"]
         # A record from before one-record-per-write is one event, keyed by the event's id.
         events = record.get("events") or [{"id": record["_id"], "aggregate_id": record["aggregate_id"]}]
         for event in events:
             aggregate_id = event["aggregate_id"]
-            if aggregate_id not in aggregates:
-                found = collection.find_one({"_id": aggregate_id}, {"events": 1}) or {}
-                aggregates[aggregate_id] = {e.get("id"): e for e in found.get("events", [])}
-            envelope = aggregates[aggregate_id].get(event["id"])
+            if collection is None:  # the events of a change made already, in the record
+                envelope = event["envelope"]
+            else:
+                if aggregate_id not in aggregates:
+                    found = self.db[collection].find_one({"_id": aggregate_id}, {"events": 1}) or {}
+                    aggregates[aggregate_id] = {e.get("id"): e for e in found.get("events", [])}
+                envelope = aggregates[aggregate_id].get(event["id"])
             if envelope is not None:
                 routing = routing_key(Envelope.model_validate(envelope))
                 written.append(

@@ -292,5 +292,10 @@ GridLink is running.
         print("GridLink stopped.")
 
 
+COMMANDS = ("up", "start", "stop", "infra")
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "up")
+    command = sys.argv[1] if len(sys.argv) > 1 else "up"
+    if command not in COMMANDS:
+        sys.exit(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
+    main(command)

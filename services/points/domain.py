@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from uuid import UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +26,8 @@ from shared.schemas.points import ApprovalDecision, EarningRule, Inspection, Man
 Entry = dict[str, Any]
 Summary = dict[str, Any]
 POOL_SHARDS = 8
+# Namespace of the ids of `points.transferred` events (uuid5 of the transfer id).
+EVENT_IDS = UUID("6d1f2a8e-3c4b-5e6f-8a9b-0c1d2e3f4a5b")
 RECENT_ENTRIES = 10  # the latest entries an account answer shows; statements show them all
 # What an entry shows of itself to readers.
 ENTRY_FIELDS = (
@@ -308,8 +311,9 @@ def inspection_transfer(key: str, inspection: Inspection) -> Transfer:
     )
 
 
-def transfer_record(transfer: Transfer) -> tuple[dict[str, Any], list[Envelope]]:
-    """The applied transfer as kept in `transfers`, with the event that tells the others."""
+def transfer_events(transfer: Transfer) -> list[Envelope]:
+    """The event that tells the others of an applied transfer. Its id follows from the
+    transfer's, so recording it again (a redelivered cause) repeats the same event."""
     event = PointsTransferred(
         transfer_id=transfer.id,
         kind=transfer.kind,
@@ -319,9 +323,7 @@ def transfer_record(transfer: Transfer) -> tuple[dict[str, Any], list[Envelope]]
         community_id=transfer.community_id,
         reverses=transfer.reverses,
     )
-    return {"_id": transfer.id, **transfer.model_dump(mode="json", exclude={"id"})}, [
-        new_event(event, subject=transfer.id)
-    ]
+    return [new_event(event, subject=transfer.id, event_id=str(uuid5(EVENT_IDS, transfer.id)))]
 
 
 def transfer_view(transfer: Transfer) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from services.points import domain
 from shared.group_commit import GroupCommit
 from shared.journal import Journal
 from shared.mongo import BaseStore
-from shared.outbox import insert_with_events
+from shared.outbox import record_events_of_done
 from shared.read_models import remember_newer
 
 Entry = dict[str, Any]
@@ -31,9 +31,8 @@ class PointsStore(BaseStore):
         self.counters = Journal(
             db, "counter_entries", "counters", partitions=2, empty=empty, fold=fold, reads=self.reads
         )
-        self.transfers = db["transfers"]
-        # Applied transfers are recorded with their event in batches: one outbox insert and one
-        # transfers insert for all the transfers that finish together.
+        # The events of applied transfers are recorded in batches: one outbox insert for all
+        # the transfers that finish together.
         self._record = GroupCommit(self._record_batch)
         self.rules = db["earning_rules"]
         self.approvals = db["approvals"]
@@ -106,17 +105,18 @@ class PointsStore(BaseStore):
         return any(result is not None for result in results)
 
     def record(self, transfer: domain.Transfer) -> list[dict[str, Any]]:
-        """Keep an applied transfer with its `points.transferred` event, once; the outbox
-        records to relay (none if it was recorded before)."""
+        """Record the `points.transferred` event of an applied transfer; the events to relay.
+
+        The legs are the transfer's record; the event is written after them, and a retry
+        (a redelivered cause) writes it again under the same id, which its consumers absorb."""
         return self._record(transfer)
 
     def _record_batch(self, transfers: Sequence[domain.Transfer]) -> list[list[dict[str, Any]]]:
-        changes = [domain.transfer_record(t) for t in transfers]
-        records, existing = insert_with_events(self.db, "transfers", changes)
+        events = record_events_of_done(self.db, [(t.id, domain.transfer_events(t)) for t in transfers])
         by_transfer: dict[str, list[dict[str, Any]]] = {}
-        for record in records:
-            by_transfer.setdefault(record["aggregate_id"], []).append(record)
-        return [[] if index in existing else by_transfer.get(t.id, []) for index, t in enumerate(transfers)]
+        for event in events:
+            by_transfer.setdefault(event["aggregate_id"], []).append(event)
+        return [by_transfer.pop(t.id, []) for t in transfers]
 
     # --- counters (caps, stock, purchases) -------------------------------------------------
 

@@ -52,6 +52,10 @@ def test_a_volunteer_act_credits_points_and_reaches_the_cadre_dossier(api, cadre
     dossier = eventually(lambda: api.get(f"/api/v1/cadres/{cadre}/dossier").json()["volunteer_acts"])
     assert [a["act_id"] for a in dossier] == [act_id]
     assert dossier[0]["hours"] == "2.25"
+    # The points bank's `points.transferred` event reaches the dossier's points figures too.
+    dossier_points = f"/api/v1/cadres/{cadre}/dossier"
+    figures = eventually(lambda: (points := api.get(dossier_points).json()["points"])["earned"] and points)
+    assert figures == {"earned": 23, "spent": 0, "balance": 23}
 
     act = api.get(f"/api/v1/volunteer-acts/{act_id}").json()
     assert act["person_id"] == cadre and act["hours"] == "2.25" and act["occurred_on"] == "2026-11-20"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from shared.outbox import ORPHAN_GRACE, OUTBOX, OutboxRelay, insert_with_events
+from shared.outbox import ORPHAN_GRACE, OUTBOX, OutboxRelay, insert_with_events, record_events_of_done
 from tests.support import act_recorded_event
 
 pytestmark = pytest.mark.integration
@@ -87,6 +87,29 @@ def test_the_sweep_publishes_what_a_dead_writer_wrote_and_drops_what_it_never_wr
     outbox.update_one({"_id": left["_id"]}, {"$set": {"created_at": old, "lease_until": now}})
     assert relay.sweep() == 0
     assert published() == [] and outbox.count_documents({}) == 0
+
+
+def test_events_of_a_change_made_already_are_kept_in_their_record_and_swept_from_it(relay, published):
+    """A consumer's change (a transfer's legs) is its own record: its events are written after
+    it, in the outbox record alone, and a dead writer's are published from there."""
+    first, second = act_recorded_event(), act_recorded_event()
+    handed = record_events_of_done(relay.db, [("t1", [first, second])])
+    [record] = relay.db[OUTBOX].find({})
+    assert record["aggregate_collection"] is None
+    assert [e["envelope"]["id"] for e in record["events"]] == [first.id, second.id]
+    assert [(e["id"], e["aggregate_id"], e["record_events"]) for e in handed] == [
+        (first.id, "t1", 2),
+        (second.id, "t1", 2),
+    ]
+    assert relay.db.list_collection_names() == [OUTBOX]  # no aggregate written
+
+    # The writer died before handing them over: once the lease is out the sweep publishes
+    # both, with no aggregate to find and however old the record is.
+    old = datetime.now(UTC) - ORPHAN_GRACE - timedelta(seconds=1)
+    relay.db[OUTBOX].update_one({}, {"$set": {"lease_until": datetime.now(UTC), "created_at": old}})
+    assert relay.sweep() == 2
+    assert sorted(published()) == sorted([first.id, second.id])
+    assert relay.db[OUTBOX].count_documents({}) == 0
 
 
 def test_the_sweep_publishes_a_record_left_from_before_one_record_per_write(relay, published):

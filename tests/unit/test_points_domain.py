@@ -131,3 +131,20 @@ def test_a_reversal_moves_the_points_back_and_names_the_original():
     assert (reversal.id, reversal.reverses) == ("reversal:va:e1", "va:e1")
     debit_leg = {**credit, "key": "pool:c1:3", "counterparty": "p1", "points": -30}
     assert points.reversal_of(debit_leg, None, "x").from_account == "p1"
+
+
+def test_the_event_of_a_transfer_keeps_its_id_when_recorded_again():
+    """A redelivered cause records the transfer's event again: the same event to consumers."""
+    transfer = points.Transfer(
+        id="va:e1",
+        kind="volunteer_act",
+        from_account="pool:c1:0",
+        to_account="p1",
+        points=5,
+        community_id="c1",
+    )
+    [first], [again] = points.transfer_events(transfer), points.transfer_events(transfer)
+    assert first.id == again.id and first.subject == "va:e1"
+    assert (first.data["to_account"], first.data["points"]) == ("p1", 5)
+    [other] = points.transfer_events(transfer.model_copy(update={"id": "va:e2"}))
+    assert other.id != first.id
