@@ -112,7 +112,10 @@ class PointsStore(BaseStore):
         return self._record(transfer)
 
     def _record_batch(self, transfers: Sequence[domain.Transfer]) -> list[list[dict[str, Any]]]:
-        events = record_events_of_done(self.db, [(t.id, domain.transfer_events(t)) for t in transfers])
+        # A transfer twice in a batch (a cause delivered twice at once) is recorded once, and
+        # its events are handed to the first caller: the record then expects exactly those.
+        unique = {t.id: t for t in transfers}.values()
+        events = record_events_of_done(self.db, [(t.id, domain.transfer_events(t)) for t in unique])
         by_transfer: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             by_transfer.setdefault(event["aggregate_id"], []).append(event)

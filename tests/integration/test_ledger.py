@@ -194,3 +194,18 @@ def test_reads_on_their_own_connections_see_every_append_at_once(settings, ledge
         assert [e["points"] for e in store.recent_entries(store.account("p-6"), 3)] == [5, 4, 3]
     finally:
         readers.close()
+
+
+def test_a_transfer_recorded_twice_in_one_batch_gives_one_event(settings, ledger_db):
+    _, name = ledger_db
+    store = store_on(settings, name)
+    twice, other = transfer("t-twice", 5), transfer("t-other", 7)
+    handed = store._record_batch([twice, other, twice])  # one flush: a cause delivered twice at once
+    [first], [second], repeated = handed
+    assert (first["aggregate_id"], second["aggregate_id"], repeated) == ("t-twice", "t-other", [])
+    assert first["record_events"] == second["record_events"] == 2  # all the record holds
+    [record] = store.db.outbox.find({})
+    assert [e["envelope"]["data"]["points"] for e in record["events"]] == [5, 7]
+    # Recorded again later (a redelivery after the first was published): the same event id.
+    [[again]] = store._record_batch([twice])
+    assert again["id"] == first["id"]
