@@ -32,6 +32,13 @@ def dual_report_facts(report: DualReportRegistered) -> dict[str, Any]:
     }
 
 
+def may_be_cadre(person: dict[str, Any] | None) -> bool:
+    """Whether to keep a fact about this person: a cadre's, or a person not known yet (the
+    registry's event may come after the fact: the two travel on different queues). Facts of
+    people known not to be cadres are not kept; most people earning points are residents."""
+    return person is None or person["is_cadre"]
+
+
 def points_moves(transfer: PointsTransferred) -> list[dict[str, Any]]:
     """The transfer as seen by each person in it (person accounts are bare person ids)."""
     moves = []

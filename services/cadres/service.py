@@ -51,12 +51,12 @@ class CadreEvaluation(HealthEntrypoints):
     def note_points(self, envelope: Envelope, transfer: PointsTransferred) -> None:
         """The points bank's movements of people's points, for the dossier's points figures."""
         for move in domain.points_moves(transfer):
-            self.store.remember_points_move(move)
+            if domain.may_be_cadre(self.store.person(move["person_id"])):
+                self.store.remember_points_move(move)
 
     @consumes(VolunteerActRecorded)
     def add_act_to_dossier(self, envelope: Envelope, act: VolunteerActRecorded) -> None:
-        person = self.store.person(act.person_id)
-        if person is not None and not person["is_cadre"]:
+        if not domain.may_be_cadre(self.store.person(act.person_id)):
             return
         self.store.add_act(act.person_id, domain.dossier_act(envelope, act, datetime.now(UTC)))
 

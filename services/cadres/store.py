@@ -1,9 +1,8 @@
 """Cadre evaluation persistence.
 
 Each cadre's dossier is a journal chain (see shared/journal.py): an act reaches it once.
-Acts of people not yet known are kept too, because the registry's person event may arrive
-after the act (they travel on different queues); acts of people known not to be cadres are
-not kept (see the service).
+Acts and points moves are kept for cadres and for people not yet known, never for people known
+not to be cadres (`domain.may_be_cadre`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from services.intake import domain
 from services.intake.service import IssueIntake
 from services.points.service import PointsBank
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.events import PointsTransferred, new_event
 from tests.support import act_recorded_event
 
 ACT = {
@@ -105,3 +106,21 @@ def test_dossier_keeps_acts_of_people_not_yet_known():
     service.store.person.return_value = None
     service.add_act_to_dossier(recorded_event())
     assert service.store.add_act.call_args.args[0] == "p-1"
+
+
+def test_points_moves_are_kept_for_cadres_and_people_not_yet_known_only():
+    service = worker_factory(CadreEvaluation)
+    known = {"p-cadre": {"is_cadre": True}, "p-resident": {"is_cadre": False}}
+    service.store.person.side_effect = known.get
+    for person_id in ("p-cadre", "p-resident", "p-unknown"):
+        transfer = PointsTransferred(
+            transfer_id=f"va:{person_id}",
+            kind="volunteer_act",
+            from_account="pool:c1:0",
+            to_account=person_id,
+            points=10,
+            community_id="c1",
+        )
+        service.note_points(new_event(transfer, subject=transfer.transfer_id).model_dump(mode="json"))
+    kept = [c.args[0] for c in service.store.remember_points_move.call_args_list]
+    assert [(m["person_id"], m["points"]) for m in kept] == [("p-cadre", 10), ("p-unknown", 10)]
