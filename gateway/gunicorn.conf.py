@@ -13,3 +13,10 @@ keepalive = 5
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
+
+
+def post_worker_init(worker) -> None:
+    """Once a worker has loaded the app, freeze its start-up heap (see shared/heap.py)."""
+    from shared.heap import settle_heap
+
+    settle_heap()

@@ -1,9 +1,10 @@
-"""Health entrypoints every service shares."""
+"""What every service shares: health entrypoints and a settled heap."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from shared.heap import SettledHeap
 from shared.rpc import rpc
 
 
@@ -13,6 +14,7 @@ class HealthEntrypoints:
 
     name: str
     store: Any
+    heap = SettledHeap()
 
     @rpc
     def ping(self) -> str:
