@@ -3,6 +3,9 @@
 nameko's standalone proxy is single-threaded (one reply listener): sharing one between
 threads hangs and corrupts AMQP frames. A proxy per request is no better: its reply queue
 lingers for minutes. So each gunicorn thread keeps its own proxy for its whole life.
+
+Calls made at the same moment by many threads can share one RPC (`Coalesced`): an RPC costs
+the gateway, the broker and the service about 2 ms of CPU however little it carries.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from nameko.exceptions import RpcTimeout, UnknownService
+from nameko.exceptions import RpcTimeout, UnknownService, deserialize
 
 from shared.rpc import standalone_proxy
 
@@ -72,3 +75,62 @@ class RpcPool:
 def _is_amqp_failure(exc: Exception) -> bool:
     module = type(exc).__module__
     return module.startswith(("amqp", "kombu"))
+
+
+class Coalesced:
+    """One service method called from many threads, sent as its many-at-once form: calls
+    that arrive while one RPC is out go together in the next. The first caller sends at once,
+    so a call alone waits no longer than before; under load, batches grow by themselves.
+
+    The many-at-once method takes a list of argument lists and answers, per call, `{"result":
+    ...}` or `{"error": ...}` (a serialised exception), so each caller gets its own answer or
+    error, as if it had called alone. Each RPC goes out on the sending thread's own proxy.
+    """
+
+    def __init__(self, pool: RpcPool, service: str, method: str) -> None:
+        self.pool, self.service, self.method = pool, service, method
+        self._lock = threading.Lock()
+        self._waiting: list[_Call] = []
+        self._sending = False
+
+    def __call__(self, *args: Any) -> Any:
+        call = _Call(list(args))
+        with self._lock:
+            self._waiting.append(call)
+            follows, self._sending = self._sending, True
+        if follows:
+            call.woken.wait()
+            if not call.sends:
+                return call.answer()
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+        try:
+            outcomes = self.pool.call(self.service, self.method, [c.args for c in batch])
+        except Exception as exc:  # the RPC itself failed: every call in it gets the error
+            outcomes = [exc] * len(batch)
+        with self._lock:
+            if self._waiting:  # arrived meanwhile: the first of them sends the next batch
+                self._waiting[0].sends = True
+                self._waiting[0].woken.set()
+            else:
+                self._sending = False
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            waiting.outcome = outcome
+            waiting.woken.set()
+        return call.answer()
+
+
+class _Call:
+    def __init__(self, args: list[Any]) -> None:
+        self.args = args
+        self.woken = threading.Event()
+        self.sends = False
+        self.outcome: dict[str, Any] | Exception | None = None
+
+    def answer(self) -> Any:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        assert self.outcome is not None
+        if "error" in self.outcome:
+            raise deserialize(self.outcome["error"])
+        return self.outcome["result"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from nameko.exceptions import serialize
+
 from services.intake import domain
 from services.intake.store import IntakeStore
 from shared.consumer import consumes
@@ -43,16 +45,23 @@ class IssueIntake(HealthEntrypoints):
     def record_volunteer_act(
         self, client_id: str, idempotency_key: str, act: dict[str, Any]
     ) -> dict[str, Any]:
-        if not idempotency_key or len(idempotency_key) > 200:
-            raise InvalidInput.single("Idempotency-Key", "required, 1 to 200 characters")
-        act_input = validated(VolunteerActInput, act)
-        [result] = self._record(client_id, [(idempotency_key, act_input)], batch=False)
-        if result["status"] == "conflict":
-            raise Conflict(
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used for a different volunteer act",
-            )
-        return result
+        [outcome] = self._record_each([(client_id, idempotency_key, act)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @rpc
+    def record_volunteer_acts_apart(
+        self, requests: list[tuple[str, str, dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Single-act requests that arrived together, each (client, idempotency key, act): the
+        gateway coalesces concurrent POSTs into one call. Each is checked and answered on its
+        own, exactly as `record_volunteer_act` would (`{"result": ...}` or `{"error": ...}`, a
+        serialised domain error); they only share the write."""
+        return [
+            {"error": serialize(outcome)} if isinstance(outcome, Exception) else {"result": outcome}
+            for outcome in self._record_each(requests)
+        ]
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def record_volunteer_acts(self, client_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -70,14 +79,13 @@ class IssueIntake(HealthEntrypoints):
             first_use.setdefault(item.idempotency_key, index)
         if repeats:
             raise InvalidInput(repeats)
-        keyed = [
-            (
-                item.idempotency_key,
-                VolunteerActInput(**item.model_dump(exclude={"idempotency_key"})),
-            )
-            for item in batch.items
-        ]
-        return {"items": self._record(client_id, keyed, batch=True)}
+        acts = [VolunteerActInput(**item.model_dump(exclude={"idempotency_key"})) for item in batch.items]
+        problems = self._check(acts, field_prefixes=[f"items[{index}]." for index in range(len(acts))])
+        errors = [error for problem in problems if problem for error in problem.errors]
+        if errors:
+            raise InvalidInput(errors)
+        keyed = [(client_id, item.idempotency_key, act) for item, act in zip(batch.items, acts, strict=True)]
+        return {"items": self._insert(keyed)}
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def get_volunteer_act(self, act_id: str) -> dict[str, Any]:
@@ -122,43 +130,77 @@ class IssueIntake(HealthEntrypoints):
     def close_organisation(self, envelope: Envelope, data: OrganisationClosed) -> None:
         self.store.close_organisation(data.organisation_id, data.closed_on.isoformat())
 
-    def _record(
-        self, client_id: str, keyed: list[tuple[str, VolunteerActInput]], *, batch: bool
-    ) -> list[dict[str, Any]]:
+    def _record_each(
+        self, requests: list[tuple[str, str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | Exception]:
+        """Record single-act requests, each (client, idempotency key, act) on its own: per
+        request its result or the domain error that refuses it."""
+        outcomes: list[dict[str, Any] | Exception | None] = [None] * len(requests)
+        valid = []
+        for index, (client_id, idempotency_key, act) in enumerate(requests):
+            try:
+                if not idempotency_key or len(idempotency_key) > 200:
+                    raise InvalidInput.single("Idempotency-Key", "required, 1 to 200 characters")
+                valid.append((index, client_id, idempotency_key, validated(VolunteerActInput, act)))
+            except InvalidInput as exc:
+                outcomes[index] = exc
+        checked = []
+        problems = self._check([act for *_, act in valid], field_prefixes=[""] * len(valid))
+        for request, problem in zip(valid, problems, strict=True):
+            if problem is None:
+                checked.append(request)
+            else:
+                outcomes[request[0]] = problem
+        results = self._insert([(client_id, key, act) for _, client_id, key, act in checked])
+        for (index, *_), result in zip(checked, results, strict=True):
+            outcomes[index] = (
+                Conflict(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used for a different volunteer act",
+                )
+                if result["status"] == "conflict"
+                else result
+            )
+        return outcomes
+
+    def _check(
+        self, acts: list[VolunteerActInput], field_prefixes: list[str]
+    ) -> list[InvalidInput | NotFound | None]:
+        """Per act, the rule it breaks, or None; errors name fields after their prefix."""
         today = local_today()
-        if batch:
-            people = self.store.people_by_id(act.person_id for _, act in keyed)
-            communities = self.store.organisations_by_id(act.community_id for _, act in keyed)
-        else:
-            act = keyed[0][1]
-            people = {act.person_id: self.store.person(act.person_id)}
-            communities = {act.community_id: self.store.organisation(act.community_id)}
-        errors = []
-        for index, (_, act) in enumerate(keyed):
+        people = self.store.people_by_id(act.person_id for act in acts)
+        communities = self.store.organisations_by_id(act.community_id for act in acts)
+        problems: list[InvalidInput | NotFound | None] = []
+        for act, prefix in zip(acts, field_prefixes, strict=True):
             try:
                 domain.check_volunteer_act(
                     act,
                     person=people.get(act.person_id),
                     community=communities.get(act.community_id),
                     today=today,
-                    field_prefix=f"items[{index}]." if batch else "",
+                    field_prefix=prefix,
                 )
-            except InvalidInput as exc:
-                errors.extend(exc.errors)
-        if errors:
-            raise InvalidInput(errors)
+                problems.append(None)
+            except (InvalidInput, NotFound) as exc:
+                problems.append(exc)
+        return problems
 
+    def _insert(self, keyed: list[tuple[str, str, VolunteerActInput]]) -> list[dict[str, Any]]:
+        """Record checked acts, each (client, idempotency key, act), in one write; per act its
+        result, status "conflict" if its key was used before for a different act."""
+        if not keyed:
+            return []
         recorded_at = datetime.now(UTC)
         changes = [
             domain.new_act(
                 domain.act_id_for(client_id, key), act, client_id=client_id, recorded_at=recorded_at
             )
-            for key, act in keyed
+            for client_id, key, act in keyed
         ]
         records, existing = self.store.insert_acts(changes)
         self.relay.publish_soon(records)
         results = []
-        for index, ((document, _), (_, act)) in enumerate(zip(changes, keyed, strict=True)):
+        for index, ((document, _), (_, _, act)) in enumerate(zip(changes, keyed, strict=True)):
             act_id = document["_id"]
             if index not in existing:
                 results.append({"act_id": act_id, "status": "accepted", "replayed": False})

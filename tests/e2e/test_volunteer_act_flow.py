@@ -81,6 +81,38 @@ def test_retrying_with_the_same_key_records_once(api, cadre, databases):
     assert api.get(f"/api/v1/points/accounts/{cadre}").json()["entries_total"] == 1
 
 
+def test_concurrent_acts_are_each_answered_on_their_own(api, cadre, databases):
+    """Concurrent POSTs share RPCs at the gateway (gateway.rpc.Coalesced); each still gets
+    the answer it would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    sent = [(an_act(cadre, hours=1), f"together-{i}") for i in range(16)]
+    sent += [(an_act("p-nobody"), f"nobody-{i}") for i in range(4)]
+    sent += [(an_act(cadre, hours=1), "together-0"), (an_act(cadre, hours=3), "together-1")]
+
+    def post(act_and_key):
+        act, key = act_and_key
+        headers = {"X-API-Key": api.key, "Idempotency-Key": key}
+        return requests.post(f"{api.base_url}/api/v1/volunteer-acts", json=act, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(len(sent)) as pool:
+        answers = dict(enumerate(pool.map(post, sent)))
+    assert [answers[i].status_code for i in range(16, 20)] == [404] * 4
+    accepted = [answers[i] for i in range(2, 16)]
+    assert [a.status_code for a in accepted] == [202] * 14
+    assert len({a.json()["act_id"] for a in accepted}) == 14
+    same_act_twice = [answers[0].json(), answers[20].json()]
+    assert same_act_twice[0]["act_id"] == same_act_twice[1]["act_id"]
+    assert sorted(a["replayed"] for a in same_act_twice) == [False, True]
+    other_act_same_key = {answers[1].status_code: 1, answers[21].status_code: 3}
+    assert sorted(other_act_same_key) == [202, 409]
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 16
+    expected = 15 * 10 + other_act_same_key[202] * 10
+    eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json()["balance"] == expected)
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

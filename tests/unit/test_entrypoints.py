@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from nameko.exceptions import deserialize
 from nameko.testing.services import worker_factory
 
 from services.cadres.service import CadreEvaluation
@@ -26,8 +27,10 @@ ACT = {
 
 def intake_with(person=True):
     service = worker_factory(IssueIntake)
-    service.store.person.return_value = {"_id": "p-1"} if person else None
-    service.store.organisation.return_value = {"_id": "c-1", "classification": "community_party_committee"}
+    known = {"p-1": {"_id": "p-1"}} if person else {}
+    service.store.people_by_id.side_effect = lambda ids: {i: known[i] for i in ids if i in known}
+    community = {"_id": "c-1", "classification": "community_party_committee"}
+    service.store.organisations_by_id.side_effect = lambda ids: {i: community for i in ids if i == "c-1"}
     service.store.insert_acts.side_effect = lambda changes: (["record"], set())
     return service
 
@@ -60,6 +63,41 @@ def test_reused_key_with_other_content_is_a_conflict():
     service.store.act.return_value = {"_id": act_id, "fingerprint": "something else"}
     with pytest.raises(Conflict):
         service.record_volunteer_act("client-a", "k-1", ACT)
+
+
+def test_acts_sent_apart_are_answered_each_on_its_own_and_share_one_write():
+    service = intake_with()
+    outcomes = service.record_volunteer_acts_apart(
+        [
+            ("client-a", "k-1", ACT),
+            ("client-b", "k-2", {**ACT, "person_id": "p-unknown"}),
+            ("client-a", "k-3", {**ACT, "hours": "0"}),
+            ("client-a", "", ACT),
+            ("client-b", "k-1", ACT),
+        ]
+    )
+    assert outcomes[0] == {
+        "result": {"act_id": domain.act_id_for("client-a", "k-1"), "status": "accepted", "replayed": False}
+    }
+    assert outcomes[4]["result"]["act_id"] == domain.act_id_for("client-b", "k-1")
+    not_found, invalid, no_key = (deserialize(o["error"]) for o in outcomes[1:4])
+    assert isinstance(not_found, NotFound) and not_found.identifier == "p-unknown"
+    assert isinstance(invalid, InvalidInput) and [e["field"] for e in invalid.errors] == ["hours"]
+    assert isinstance(no_key, InvalidInput) and no_key.errors[0]["field"] == "Idempotency-Key"
+    [(changes,), _] = service.store.insert_acts.call_args
+    assert [document["_id"] for document, _ in changes] == [
+        domain.act_id_for("client-a", "k-1"),
+        domain.act_id_for("client-b", "k-1"),
+    ]
+
+
+def test_an_act_sent_apart_whose_key_was_used_for_another_act_is_a_conflict():
+    service = intake_with()
+    service.store.insert_acts.side_effect = lambda changes: ([], {0})
+    service.store.act.return_value = {"_id": "va", "fingerprint": "something else"}
+    [outcome] = service.record_volunteer_acts_apart([("client-a", "k-1", ACT)])
+    conflict = deserialize(outcome["error"])
+    assert isinstance(conflict, Conflict) and conflict.code == "idempotency_key_reused"
 
 
 def test_batch_refuses_repeated_keys_naming_the_item():

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from nameko.exceptions import RemoteError
+from nameko.exceptions import RemoteError, serialize
 
 from gateway.app import create_app
 from gateway.rpc import ServiceTimeout, ServiceUnavailable
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import DOMAIN_ERRORS, Conflict, InvalidInput, NotFound
 from shared.settings import Settings
 
 KEY = "good-key"
@@ -78,19 +78,25 @@ def test_missing_or_unknown_key_is_401(client, rpc, key):
     assert rpc.calls == []
 
 
+def intake_answers_the_act(rpc, outcome):
+    """Issue intake's answer to the one act a POST sends (coalesced: a list of one outcome),
+    or the failure of the whole RPC."""
+    if isinstance(outcome, DOMAIN_ERRORS):
+        outcome = [{"error": serialize(outcome)}]
+    elif not isinstance(outcome, Exception):
+        outcome = [{"result": outcome}]
+    rpc.answers[("issue_intake", "record_volunteer_acts_apart")] = outcome
+
+
 def test_accepted_act_goes_to_issue_intake_with_client_and_key(client, rpc):
-    rpc.answers[("issue_intake", "record_volunteer_act")] = {
-        "act_id": "va_1",
-        "status": "accepted",
-        "replayed": False,
-    }
+    intake_answers_the_act(rpc, {"act_id": "va_1", "status": "accepted", "replayed": False})
     response = post_act(client)
     assert response.status_code == 202
     assert response.get_json()["act_id"] == "va_1"
-    [(service, method, args)] = rpc.calls
-    assert (service, method) == ("issue_intake", "record_volunteer_act")
-    assert args[0] == "client-test" and args[1] == "k-1"
-    assert args[2]["hours"] == "2.5"
+    [(service, method, ([(client_id, key, act)],))] = rpc.calls
+    assert (service, method) == ("issue_intake", "record_volunteer_acts_apart")
+    assert client_id == "client-test" and key == "k-1"
+    assert act["hours"] == "2.5"
 
 
 def test_missing_idempotency_key_is_named(client, rpc):
@@ -170,19 +176,21 @@ def test_batch_over_the_configured_limit_is_422(client, rpc):
         (ServiceTimeout("no answer"), 504, "service_timeout"),
         (RemoteError("ServerSelectionTimeoutError", "no primary"), 503, "database_unavailable"),
         (RemoteError("KeyError", "boom"), 500, "internal_error"),
+        (KeyError("boom"), 500, "internal_error"),  # one act's unexpected error, sent back
     ],
 )
 def test_service_failures_map_to_http(client, rpc, failure, status, code):
-    rpc.answers[("issue_intake", "record_volunteer_act")] = failure
+    if isinstance(failure, KeyError):
+        rpc.answers[("issue_intake", "record_volunteer_acts_apart")] = [{"error": serialize(failure)}]
+    else:
+        intake_answers_the_act(rpc, failure)
     response = post_act(client)
     assert response.status_code == status
     assert response.get_json()["error"]["code"] == code
 
 
 def test_field_errors_from_the_service_are_passed_on(client, rpc):
-    rpc.answers[("issue_intake", "record_volunteer_act")] = InvalidInput.single(
-        "community_id", "unknown community"
-    )
+    intake_answers_the_act(rpc, InvalidInput.single("community_id", "unknown community"))
     assert error_fields(post_act(client)) == {"community_id"}
 
 

@@ -1,0 +1,81 @@
+"""Concurrent calls sharing one RPC (gateway.rpc.Coalesced), with threads as gunicorn runs them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from nameko.exceptions import serialize
+
+from gateway.rpc import Coalesced, ServiceTimeout
+from shared.errors import NotFound
+
+
+class GatedPool:
+    """Stands in for RpcPool: holds the first RPC until released; answers each call by its
+    one argument (upper-cased, or NotFound for names starting with x), or fails them all."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.rpcs: list[tuple[str, list[list[str]]]] = []
+        self.first_is_out, self.release = threading.Event(), threading.Event()
+        self.failure = failure
+
+    def call(self, service: str, method: str, calls: list[list[str]]):
+        assert (service, method) == ("issue_intake", "record_volunteer_acts_apart")
+        self.rpcs.append((threading.current_thread().name, calls))
+        if len(self.rpcs) == 1:
+            self.first_is_out.set()
+            assert self.release.wait(5)
+        if self.failure:
+            raise self.failure
+        return [
+            {"error": serialize(NotFound("person", name))}
+            if name.startswith("x")
+            else {"result": name.upper()}
+            for [name] in calls
+        ]
+
+
+def call_together(pool: GatedPool, names: list[str]) -> tuple[dict[str, object], Coalesced]:
+    """The first name calls alone; the others call while its RPC is out."""
+    coalesced = Coalesced(pool, "issue_intake", "record_volunteer_acts_apart")
+    answers: dict[str, object] = {}
+
+    def call(name: str) -> None:
+        try:
+            answers[name] = coalesced(name)
+        except Exception as exc:
+            answers[name] = exc
+
+    threads = [threading.Thread(target=call, args=(name,), name=f"thread-{name}") for name in names]
+    threads[0].start()
+    assert pool.first_is_out.wait(5)
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(coalesced._waiting) < len(names) - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pool.release.set()
+    for thread in threads:
+        thread.join(5)
+    return answers, coalesced
+
+
+def test_calls_made_while_one_rpc_is_out_share_the_next_and_each_gets_its_own_answer():
+    pool = GatedPool()
+    answers, coalesced = call_together(pool, ["a", "b", "x1", "c"])
+    assert coalesced("after") == "AFTER"  # the next call, alone, goes at once
+    assert answers["a"] == "A" and answers["b"] == "B" and answers["c"] == "C"
+    assert isinstance(answers["x1"], NotFound) and answers["x1"].identifier == "x1"
+    first, second, after = pool.rpcs
+    assert first == ("thread-a", [["a"]])
+    assert sorted(second[1]) == [["b"], ["c"], ["x1"]]
+    assert second[0] != "thread-a"  # sent by one of the waiting threads, on its own proxy
+    assert after[1] == [["after"]]
+
+
+def test_a_failed_rpc_fails_every_call_it_carried():
+    pool = GatedPool(failure=ServiceTimeout("no answer"))
+    answers, _ = call_together(pool, ["a", "b", "c"])
+    assert all(isinstance(answer, ServiceTimeout) for answer in answers.values())
+    assert sorted(len(calls) for _, calls in pool.rpcs) == [1, 2]
