@@ -4,13 +4,7 @@ On FerretDB/SQLite a write costs about a millisecond however small it is, while 
 `insert_many` of 500 documents costs about 25: so writes that arrive together are made
 together. A caller hands its item over and waits; one flusher takes everything that arrived
 while the previous flush ran. Alone, a caller is a batch of one and waits no longer than it
-would have; under load, batches grow by themselves.
-
-Under load only (the last batch held more than one item), the flusher lingers a few
-milliseconds before taking the next batch, so that it fills further: each flush costs the
-service and the database a fixed share however many items it carries. Measured on the flow's
-closed loop (bench_flow, same machine, back to back): 4 ms took CPU per act from 8.5 to 7.6 ms
-and single acts from 43% to 49% of C, while acts paced at 100/s, mostly alone, never linger.
+would have; under load, batches grow by themselves. Nothing waits on a timer.
 """
 
 from __future__ import annotations
@@ -24,8 +18,6 @@ import eventlet.event
 import eventlet.queue
 
 log = logging.getLogger(__name__)
-
-LINGER_SECONDS = 0.004
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -73,4 +65,4 @@ class GroupCommit(Generic[Item, Result]):
             # Let others run before the next batch: pymongo hands a connection back to whoever
             # asks first, so two flushers sharing one would otherwise see one of them keep it
             # for as long as its queue stays full (measured: record writes held up 5 s).
-            eventlet.sleep(LINGER_SECONDS if len(batch) > 1 else 0)
+            eventlet.sleep(0)

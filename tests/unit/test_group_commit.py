@@ -6,7 +6,6 @@ from __future__ import annotations
 import eventlet
 from eventlet.green import threading
 
-from shared import group_commit
 from shared.group_commit import GroupCommit
 
 
@@ -23,26 +22,6 @@ def test_items_that_arrive_together_share_a_flush():
     results = list(pool.imap(commit, range(20)))
     assert results == [item * 2 for item in range(20)]
     assert len(flushes) < 20 and sorted(i for f in flushes for i in f) == list(range(20))
-
-
-def test_after_a_batch_of_several_the_flusher_lingers_so_the_next_fills_and_alone_it_does_not(monkeypatch):
-    monkeypatch.setattr(group_commit, "LINGER_SECONDS", 0.2)
-    flushes: list[list[object]] = []
-    commit = GroupCommit(lambda items: flushes.append(list(items)) or list(items))
-    pool = eventlet.GreenPool()
-
-    def one_by_one(items: list[object]) -> None:
-        for item in items:
-            pool.spawn(commit, item)
-            eventlet.sleep(0.05)
-
-    one_by_one(["a", "b", "c"])  # each alone: flushed at once, no lingering
-    pool.spawn(commit, 1)
-    pool.spawn(commit, 2)
-    eventlet.sleep(0)  # these two share a flush; the flusher then lingers
-    one_by_one([3, 4, 5])
-    pool.waitall()
-    assert flushes == [["a"], ["b"], ["c"], [1, 2], [3, 4, 5]]
 
 
 class OneConnection:
