@@ -24,10 +24,17 @@ broker's acks, and deletes a record once all its events are confirmed. Records l
 broker was down, a process died) are swept when their lease runs out. The relay declares every
 subscriber's queue before its first publish, so nothing is dropped for want of a queue.
 Publishing twice is harmless: consumers apply each event id once.
+
+The relay keeps two publishers, each on its own channel, taking turns from one queue: while
+one waits for the broker's confirms (which follow its disk writes: p50 6.5, p99 30 ms
+measured at 100 acts/s), the other sends what arrived meanwhile instead of holding it back.
+Two channels may deliver in either order; consumers accept any order (a redelivery reorders
+too), e.g. a revocation ahead of its credit is retried until the credit is there.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -64,6 +71,10 @@ FORGET_EVERY = 0.2  # seconds between deletes of published records while events 
 # under load ran past the socket timeout and so never finished. Small sweeps always finish.
 SWEEP_BATCH = 50
 EVENTS_KEPT = 20  # events an updated document keeps embedded (see update_with_events)
+# Publishers per relay (see the module's docstring). Measured in back-to-back runs at 100
+# acts/s: POST → both effects p99 135 ms on average with two, 161 with one; closed-loop
+# throughput no lower.
+RELAY_PUBLISHERS = 2
 
 
 # Events per outbox record: a big import (thousands of rows) gets several small records, each
@@ -399,20 +410,26 @@ class OutboxRelay(DependencyProvider):
         self.db = connect(self.service)
         self.outbox: Collection = self.db[OUTBOX]
         self.queue: eventlet.queue.LightQueue = eventlet.queue.LightQueue()
-        self.publisher = EventPublisher(
-            self.settings.amqp_uri, self.service, self.settings.publish_timeout_seconds
-        )
+        self.publishers = [
+            EventPublisher(self.settings.amqp_uri, self.service, self.settings.publish_timeout_seconds)
+            for _ in range(RELAY_PUBLISHERS)
+        ]
         self.running = False
         self.confirmed: dict[str, int] = {}  # outbox record → how many of its events are confirmed
         self.done: set[str] = set()  # records whose events are all confirmed, not yet deleted
 
     def start(self) -> None:
         self.running = True
-        self.container.spawn_managed_thread(self._run, identifier=f"{self.service}.outbox_relay")
+        for index, publisher in enumerate(self.publishers):
+            self.container.spawn_managed_thread(
+                functools.partial(self._run, publisher, sweeps=index == 0),
+                identifier=f"{self.service}.outbox_relay.{index}",
+            )
 
     def stop(self) -> None:
         self.running = False
-        self.publisher.close()
+        for publisher in self.publishers:
+            publisher.close()
 
     def kill(self) -> None:
         self.stop()
@@ -425,7 +442,8 @@ class OutboxRelay(DependencyProvider):
         for event in events:
             self.queue.put(event)
 
-    def _run(self) -> None:
+    def _run(self, publisher: EventPublisher, sweeps: bool) -> None:
+        """One publisher's loop; the first one also sweeps."""
         next_sweep = next_forget = 0.0
         failures = 0
         while self.running:
@@ -433,14 +451,14 @@ class OutboxRelay(DependencyProvider):
             batch = self._take_batch(timeout=timeout)
             try:
                 if batch:
-                    confirmed = set(self.publisher.publish(batch))
+                    confirmed = set(publisher.publish(batch))
                     self._count_confirmed([e for e in batch if e["id"] in confirmed])
                     # Nacked or unroutable: the sweep publishes their records again, now.
                     self._release({e["outbox_id"] for e in batch if e["id"] not in confirmed})
                 if not batch or time.monotonic() >= next_forget:
                     self._forget_published()
                     next_forget = time.monotonic() + FORGET_EVERY
-                if time.monotonic() >= next_sweep:
+                if sweeps and time.monotonic() >= next_sweep:
                     self.sweep()
                     next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
                 failures = 0
@@ -520,7 +538,7 @@ class OutboxRelay(DependencyProvider):
         }
         self.outbox.update_many(records_with_ids(r["_id"] for r in due), lease)
         sorted_out = [(record, *self._written_or_not(record, now)) for record in due]
-        confirmed = set(self.publisher.publish([e for _, written, _ in sorted_out for e in written]))
+        confirmed = set(self.publishers[0].publish([e for _, written, _ in sorted_out for e in written]))
         for record, written, undecided in sorted_out:
             self.confirmed.pop(record["_id"], None)
             if not {e["id"] for e in written} <= confirmed:

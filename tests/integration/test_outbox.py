@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import eventlet
+import eventlet.event
 import pytest
 from kombu import Connection, Exchange, Queue
 
@@ -133,3 +135,34 @@ def test_the_sweep_publishes_a_record_left_from_before_one_record_per_write(rela
     assert relay.sweep() == 1
     assert published() == [event.id]
     assert relay.db[OUTBOX].count_documents({}) == 0
+
+
+def test_while_one_publisher_waits_for_its_confirms_the_other_sends_what_arrives(relay, published):
+    release, held = eventlet.event.Event(), []
+    first, publish_confirmed = relay.publishers[0], relay.publishers[0].publish
+
+    def slow_confirms(events):  # as when the broker's disk is slow to confirm
+        held.extend(e["id"] for e in events)
+        release.wait()
+        return publish_confirmed(events)
+
+    first.publish = slow_confirms
+    relay.running = True
+    loops = [eventlet.spawn(relay._run, publisher, sweeps=False) for publisher in relay.publishers]
+    try:
+        eventlet.sleep(0.05)  # both wait for events, the first publisher's loop first in line
+        early, late = act_recorded_event(), act_recorded_event()
+        relay.publish_soon(record_events_of_done(relay.db, [("a1", [early])]))
+        eventlet.sleep(0.05)
+        relay.publish_soon(record_events_of_done(relay.db, [("a2", [late])]))
+        eventlet.sleep(0.2)
+        assert held == [early.id]
+        assert published() == [late.id]
+        release.send()
+        eventlet.sleep(0.2)
+        assert published() == [early.id]
+        assert relay.db[OUTBOX].count_documents({}) == 0  # both confirmed, so both records deleted
+    finally:
+        relay.running = False
+        for loop in loops:
+            loop.kill()
