@@ -30,12 +30,6 @@ class IntakeStore(BaseStore):
         self._known_people, self._known_organisations = RecentlyFound(), RecentlyFound()
         self._insert = GroupCommit(self._insert_batch)
 
-    def person(self, person_id: str) -> dict[str, Any] | None:
-        return self.people_by_id([person_id]).get(person_id)
-
-    def organisation(self, organisation_id: str) -> dict[str, Any] | None:
-        return self.organisations_by_id([organisation_id]).get(organisation_id)
-
     def people_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return self._known_people.get_many(ids, lambda missing: find_by_ids(self._people, missing))
 
