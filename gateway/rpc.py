@@ -104,19 +104,23 @@ class Coalesced:
                 return call.answer()
         with self._lock:
             batch, self._waiting = self._waiting, []
+        # Whatever ends this RPC, even an exit of this thread, the calls in it are answered
+        # and the next batch gets its sender: otherwise they would wait for ever.
+        outcomes: list[Any] = [ServiceUnavailable("the call was interrupted")] * len(batch)
         try:
             outcomes = self.pool.call(self.service, self.method, [c.args for c in batch])
         except Exception as exc:  # the RPC itself failed: every call in it gets the error
             outcomes = [exc] * len(batch)
-        with self._lock:
-            if self._waiting:  # arrived meanwhile: the first of them sends the next batch
-                self._waiting[0].sends = True
-                self._waiting[0].woken.set()
-            else:
-                self._sending = False
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            waiting.outcome = outcome
-            waiting.woken.set()
+        finally:
+            with self._lock:
+                if self._waiting:  # arrived meanwhile: the first of them sends the next batch
+                    self._waiting[0].sends = True
+                    self._waiting[0].woken.set()
+                else:
+                    self._sending = False
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                waiting.outcome = outcome
+                waiting.woken.set()
         return call.answer()
 
 

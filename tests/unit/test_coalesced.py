@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from nameko.exceptions import serialize
 
-from gateway.rpc import Coalesced, ServiceTimeout
+from gateway.rpc import Coalesced, ServiceTimeout, ServiceUnavailable
 from shared.errors import NotFound
 
 
@@ -79,3 +80,14 @@ def test_a_failed_rpc_fails_every_call_it_carried():
     answers, _ = call_together(pool, ["a", "b", "c"])
     assert all(isinstance(answer, ServiceTimeout) for answer in answers.values())
     assert sorted(len(calls) for _, calls in pool.rpcs) == [1, 2]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the exits, meant
+def test_an_rpc_ended_by_its_thread_exiting_still_answers_its_calls_and_hands_over():
+    pool = GatedPool(failure=SystemExit())  # every RPC ends its sending thread
+    answers, coalesced = call_together(pool, ["a", "b", "c"])
+    # "a" and whichever of "b" and "c" sent the next RPC ended; the other was answered.
+    [answer] = answers.values()
+    assert isinstance(answer, ServiceUnavailable)
+    pool.failure = None
+    assert coalesced("after") == "AFTER"  # nothing is left holding the sender's turn
