@@ -78,34 +78,38 @@ def _is_amqp_failure(exc: Exception) -> bool:
 
 
 class Coalesced:
-    """One service method called from many threads, sent as its many-at-once form: calls
-    that arrive while one RPC is out go together in the next. The first caller sends at once,
-    so a call alone waits no longer than before; under load, batches grow by themselves.
+    """One service method called from many threads, sent as its many-at-once form: up to
+    `senders` RPCs are out at a time, and calls that arrive while all are out go together in
+    the next. A call that finds a sender free goes at once, so under light load nothing waits
+    for another call's RPC; under load, batches grow by themselves.
 
     The many-at-once method takes a list of argument lists and answers, per call, `{"result":
     ...}` or `{"error": ...}` (a serialised exception), so each caller gets its own answer or
     error, as if it had called alone. Each RPC goes out on the sending thread's own proxy.
     """
 
-    def __init__(self, pool: RpcPool, service: str, method: str) -> None:
-        self.pool, self.service, self.method = pool, service, method
+    def __init__(self, pool: RpcPool, service: str, method: str, senders: int = 2) -> None:
+        self.pool, self.service, self.method, self.senders = pool, service, method, senders
         self._lock = threading.Lock()
         self._waiting: list[_Call] = []
-        self._sending = False
+        self._out = 0  # RPCs out, each with its sending thread
 
     def __call__(self, *args: Any) -> Any:
         call = _Call(list(args))
         with self._lock:
-            self._waiting.append(call)
-            follows, self._sending = self._sending, True
-        if follows:
+            call.sends = self._out < self.senders
+            if call.sends:
+                self._out += 1
+            else:
+                self._waiting.append(call)
+        if not call.sends:
             call.woken.wait()
             if not call.sends:
                 return call.answer()
         with self._lock:
-            batch, self._waiting = self._waiting, []
+            batch, self._waiting = [call, *self._waiting], []
         # Whatever ends this RPC, even an exit of this thread, the calls in it are answered
-        # and the next batch gets its sender: otherwise they would wait for ever.
+        # and its turn passes on: otherwise they, or later calls, would wait for ever.
         outcomes: list[Any] = [ServiceUnavailable("the call was interrupted")] * len(batch)
         try:
             outcomes = self.pool.call(self.service, self.method, [c.args for c in batch])
@@ -114,10 +118,11 @@ class Coalesced:
         finally:
             with self._lock:
                 if self._waiting:  # arrived meanwhile: the first of them sends the next batch
-                    self._waiting[0].sends = True
-                    self._waiting[0].woken.set()
+                    successor = self._waiting.pop(0)
+                    successor.sends = True
+                    successor.woken.set()
                 else:
-                    self._sending = False
+                    self._out -= 1
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 waiting.outcome = outcome
                 waiting.woken.set()

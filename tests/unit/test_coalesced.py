@@ -13,19 +13,18 @@ from shared.errors import NotFound
 
 
 class GatedPool:
-    """Stands in for RpcPool: holds the first RPC until released; answers each call by its
-    one argument (upper-cased, or NotFound for names starting with x), or fails them all."""
+    """Stands in for RpcPool: holds its first `held` RPCs until released; answers each call by
+    its one argument (upper-cased, or NotFound for names starting with x), or fails them all."""
 
-    def __init__(self, failure: Exception | None = None) -> None:
+    def __init__(self, failure: BaseException | None = None, held: int = 1) -> None:
         self.rpcs: list[tuple[str, list[list[str]]]] = []
-        self.first_is_out, self.release = threading.Event(), threading.Event()
-        self.failure = failure
+        self.release = threading.Event()
+        self.failure, self.held = failure, held
 
     def call(self, service: str, method: str, calls: list[list[str]]):
         assert (service, method) == ("issue_intake", "record_volunteer_acts_apart")
         self.rpcs.append((threading.current_thread().name, calls))
-        if len(self.rpcs) == 1:
-            self.first_is_out.set()
+        if len(self.rpcs) <= self.held:
             assert self.release.wait(5)
         if self.failure:
             raise self.failure
@@ -37,9 +36,17 @@ class GatedPool:
         ]
 
 
-def call_together(pool: GatedPool, names: list[str]) -> tuple[dict[str, object], Coalesced]:
-    """The first name calls alone; the others call while its RPC is out."""
-    coalesced = Coalesced(pool, "issue_intake", "record_volunteer_acts_apart")
+def eventually(check) -> None:
+    deadline = time.monotonic() + 5
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert check()
+
+
+def call_together(pool: GatedPool, names: list[str], senders: int = 1) -> tuple[dict[str, object], Coalesced]:
+    """The first `senders` names call at once, each its own RPC (held); the others call while
+    those are out."""
+    coalesced = Coalesced(pool, "issue_intake", "record_volunteer_acts_apart", senders=senders)
     answers: dict[str, object] = {}
 
     def call(name: str) -> None:
@@ -49,13 +56,12 @@ def call_together(pool: GatedPool, names: list[str]) -> tuple[dict[str, object],
             answers[name] = exc
 
     threads = [threading.Thread(target=call, args=(name,), name=f"thread-{name}") for name in names]
-    threads[0].start()
-    assert pool.first_is_out.wait(5)
-    for thread in threads[1:]:
+    for thread in threads[:senders]:
         thread.start()
-    deadline = time.monotonic() + 5
-    while len(coalesced._waiting) < len(names) - 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: len(pool.rpcs) == senders)
+    for thread in threads[senders:]:
+        thread.start()
+    eventually(lambda: len(coalesced._waiting) == len(names) - senders)
     pool.release.set()
     for thread in threads:
         thread.join(5)
@@ -73,6 +79,16 @@ def test_calls_made_while_one_rpc_is_out_share_the_next_and_each_gets_its_own_an
     assert sorted(second[1]) == [["b"], ["c"], ["x1"]]
     assert second[0] != "thread-a"  # sent by one of the waiting threads, on its own proxy
     assert after[1] == [["after"]]
+
+
+def test_with_two_senders_two_calls_go_at_once_and_only_later_ones_wait():
+    pool = GatedPool(held=2)
+    answers, _ = call_together(pool, ["a", "b", "c", "d"], senders=2)
+    assert answers == {"a": "A", "b": "B", "c": "C", "d": "D"}
+    assert sorted(calls for _, calls in pool.rpcs[:2]) == [[["a"]], [["b"]]]
+    # c and d waited; each of the two senders, when done, passed its turn to one waiting call,
+    # which took all that still waited: one RPC or two, each call in one.
+    assert sorted(call for _, calls in pool.rpcs[2:] for call in calls) == [["c"], ["d"]]
 
 
 def test_a_failed_rpc_fails_every_call_it_carried():
