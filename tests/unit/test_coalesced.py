@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from nameko.exceptions import serialize
 
 from gateway.rpc import Coalesced, ServiceTimeout, ServiceUnavailable
 from shared.errors import NotFound
+from tests.support import eventually
 
 
 class GatedPool:
@@ -36,13 +36,6 @@ class GatedPool:
         ]
 
 
-def eventually(check) -> None:
-    deadline = time.monotonic() + 5
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert check()
-
-
 def call_together(pool: GatedPool, names: list[str], senders: int = 1) -> tuple[dict[str, object], Coalesced]:
     """The first `senders` names call at once, each its own RPC (held); the others call while
     those are out."""
@@ -58,10 +51,10 @@ def call_together(pool: GatedPool, names: list[str], senders: int = 1) -> tuple[
     threads = [threading.Thread(target=call, args=(name,), name=f"thread-{name}") for name in names]
     for thread in threads[:senders]:
         thread.start()
-    eventually(lambda: len(pool.rpcs) == senders)
+    eventually(lambda: len(pool.rpcs) == senders, timeout=5, interval=0.01)
     for thread in threads[senders:]:
         thread.start()
-    eventually(lambda: len(coalesced._waiting) == len(names) - senders)
+    eventually(lambda: len(coalesced._waiting) == len(names) - senders, timeout=5, interval=0.01)
     pool.release.set()
     for thread in threads:
         thread.join(5)
