@@ -155,7 +155,7 @@ class OrganisationRegistry(HealthEntrypoints):
         when = day(on)
         active = posts.active_on(posts.all_effective(self.store.tenures()), when)
         figures = statistics.subtree_statistics(
-            code, when, within, nodes, self.store.all(PEOPLE), active, self.store.all(DUAL_REPORTS).values()
+            code, when, within, nodes, self.store.people(), active, self.store.all(DUAL_REPORTS).values()
         )
         return {**figures, "on": when.isoformat()}
 
@@ -163,7 +163,7 @@ class OrganisationRegistry(HealthEntrypoints):
     def property_company_ledger(self, within: str | None = None) -> dict[str, Any]:
         nodes = self._subtree_nodes(within)
         companies = [n for n in nodes.values() if n["classification"] == Classification.PROPERTY_COMPANY]
-        rows = statistics.property_ledger(companies, self.store.tree(), self.store.all(PEOPLE).values())
+        rows = statistics.property_ledger(companies, self.store.tree(), self.store.people().values())
         return {"items": rows, "total": len(rows), "offset": 0}
 
     # --- places -----------------------------------------------------------------------------
@@ -247,30 +247,37 @@ class OrganisationRegistry(HealthEntrypoints):
         party_members_only: bool = False,
         in_service_only: bool = False,
     ) -> dict[str, Any]:
-        query: dict[str, Any] = {}
+        communities: set[str] | None = None
         if community_id is not None:
-            query["community_id"] = community_id
+            communities = {community_id}
         if within is not None:
-            communities = [
+            communities = {
                 n["_id"]
                 for n in self._subtree_nodes(within).values()
                 if n["classification"] == Classification.COMMUNITY
-            ]
+            }
             community_of = tree.community_of(self.store.tree(), within)
-            query["community_id"] = {"$in": communities or ([community_of] if community_of else [])}
-        if party_members_only or in_service_only:
-            query["is_party_member"] = True
-        if in_service_only:
-            query["$or"] = [{"employer": {"$nin": [None, ""]}}, {"employer_unit_id": {"$ne": None}}]
-        documents, total = self.store.people_page(query, offset, limit)
-        return {"items": [people.person_view(d) for d in documents], "total": total, "offset": offset}
+            if not communities and community_of:  # within a community: its people
+                communities = {community_of}
+            if community_id is not None:
+                communities &= {community_id}
+        shown = people.listing(
+            self.store.people().values(),
+            communities,
+            party_members_only=party_members_only,
+            in_service_only=in_service_only,
+        )
+        page = shown[offset : offset + limit]
+        return {"items": [people.person_view(d) for d in page], "total": len(shown), "offset": offset}
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def find_people(self, search: dict[str, Any]) -> dict[str, Any]:
         """By phone or ID number, through the keyed hash: the number itself is never queried."""
         wanted = validated(PersonSearch, search)
         kind = "phone" if wanted.phone else "id_number"
-        found = self.store.people_by_number(kind, vault().index(kind, getattr(wanted, kind)))
+        found = people.with_number(
+            self.store.people().values(), kind, vault().index(kind, getattr(wanted, kind))
+        )
         return {"items": [people.person_view(p) for p in found], "total": len(found), "offset": 0}
 
     # --- memberships --------------------------------------------------------------------------
@@ -355,7 +362,7 @@ class OrganisationRegistry(HealthEntrypoints):
         if community is None or community["classification"] != Classification.COMMUNITY:
             raise NotFound("community", community_id)
         reports = self.store.all(DUAL_REPORTS, {"community_id": community_id})
-        residents = self.store.all(PEOPLE, {"community_id": community_id}).values()
+        residents = people.listing(self.store.people().values(), {community_id})
         reported_units = {r["unit_id"] for r in reports.values() if r.get("unit_id")}
         units = [
             n
@@ -385,7 +392,7 @@ class OrganisationRegistry(HealthEntrypoints):
             valid,
             nodes=self.store.tree(),
             places=self.store.places(),
-            known_people=self.store.all(PEOPLE),
+            known_people=self.store.people(),
             tenures=self.store.tenures() if kind == "memberships" else [],
             vault=vault(),
         )
@@ -421,7 +428,7 @@ class OrganisationRegistry(HealthEntrypoints):
             kind,
             nodes=nodes,
             places=self.store.places(),
-            known_people=self.store.all(PEOPLE),
+            known_people=self.store.people(),
             tenures=self.store.tenures() if kind == "memberships" else [],
             within=within is not None,
         )
@@ -484,7 +491,9 @@ class OrganisationRegistry(HealthEntrypoints):
     def _refuse_taken_id_number(self, id_number: str | None, person_id: str | None) -> None:
         if id_number is None:
             return
-        holders = self.store.people_by_number("id_number", vault().index("id_number", id_number))
+        holders = people.with_number(
+            self.store.people().values(), "id_number", vault().index("id_number", id_number)
+        )
         if any(holder["_id"] != person_id for holder in holders):
             raise InvalidInput.single("id_number", "another person is registered with this ID number")
 

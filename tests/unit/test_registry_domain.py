@@ -407,3 +407,32 @@ def test_percent_rounds_half_up_and_knows_nothing_of_empty_sets():
     assert statistics.percent(16, 29) == "55.2"
     assert statistics.percent(1, 8) == "12.5"
     assert statistics.percent(0, 0) is None
+
+
+def test_a_listing_filters_by_community_and_party_status_in_id_order():
+    everyone = [
+        {"_id": "p3", "community_id": "c1", "is_party_member": True, "employer": "十堰经开区测试局"},
+        {"_id": "p1", "community_id": "c1", "is_party_member": True, "employer": ""},
+        {"_id": "p2", "community_id": "c2", "is_party_member": False, "employer_unit_id": "u1"},
+        {"_id": "p4", "community_id": "c1", "is_party_member": False},
+    ]
+
+    def ids(communities, **only) -> list[str]:
+        return [p["_id"] for p in people.listing(everyone, communities, **only)]
+
+    assert ids(None) == ["p1", "p2", "p3", "p4"]
+    assert ids({"c1"}) == ["p1", "p3", "p4"]
+    assert ids(set()) == []
+    assert ids({"c1", "c2"}, party_members_only=True) == ["p1", "p3"]
+    assert ids(None, in_service_only=True) == ["p3"]  # p2 works for a unit but is no member
+
+
+def test_people_are_found_by_the_search_index_of_a_number():
+    everyone = [
+        {"_id": "b", "phone": {"index": "i1", "masked": "138****5678"}},
+        {"_id": "a", "phone": {"index": "i1", "masked": "138****5678"}, "id_number": {"index": "i1"}},
+        {"_id": "c", "phone": None, "id_number": {"index": "i2"}},
+    ]
+    assert [p["_id"] for p in people.with_number(everyone, "phone", "i1")] == ["a", "b"]
+    assert [p["_id"] for p in people.with_number(everyone, "id_number", "i2")] == ["c"]
+    assert people.with_number(everyone, "phone", "i2") == []

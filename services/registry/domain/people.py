@@ -7,7 +7,7 @@ only their masked form is ever shown; events carry neither.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from services.registry.domain.tree import PARTY_ORGANISATIONS, is_open
@@ -134,6 +134,30 @@ def _public(person: Mapping[str, Any]) -> Document:
 def is_in_service(person: Mapping[str, Any]) -> bool:
     """An in-service party member (在职党员): works for a unit, a member of the party."""
     return bool(person.get("is_party_member") and (person.get("employer") or person.get("employer_unit_id")))
+
+
+def listing(
+    everyone: Iterable[Document],
+    communities: Collection[str] | None,
+    *,
+    party_members_only: bool = False,
+    in_service_only: bool = False,
+) -> list[Document]:
+    """The people a listing shows, ordered by id: of those communities (None: of any),
+    party members only, or in-service party members only."""
+    shown = (
+        p
+        for p in everyone
+        if (communities is None or p.get("community_id") in communities)
+        and (not party_members_only or p.get("is_party_member"))
+        and (not in_service_only or is_in_service(p))
+    )
+    return sorted(shown, key=lambda p: p["_id"])
+
+
+def with_number(everyone: Iterable[Document], kind: NumberKind, index: str) -> list[Document]:
+    """The people whose phone or ID number has this search index, ordered by id."""
+    return sorted((p for p in everyone if (p.get(kind) or {}).get("index") == index), key=lambda p: p["_id"])
 
 
 def person_view(document: Mapping[str, Any]) -> Document:
