@@ -50,7 +50,7 @@ class RegistryStore(BaseStore):
 
     This process's own writes keep its cache (write-through) when nobody else renewed the
     token since the cache was read; a write by another process renews it, and the next read
-    here reads the collection again. A person held here costs about 1.5 KB (without events).
+    here reads the collection again. A person held here costs about 1 to 1.5 KB (no events).
     """
 
     def __init__(self, db: Database, reads: Database | None = None) -> None:
