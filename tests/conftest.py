@@ -127,6 +127,18 @@ def api(stack) -> Api:
     return Api(stack.base_url, stack.api_key)
 
 
+@pytest.fixture
+def scratch(settings, infrastructure):
+    """A database of its own for one test, dropped afterwards."""
+    from pymongo import MongoClient
+
+    client = MongoClient(settings.mongo_url, tz_aware=True, socketTimeoutMS=15_000)
+    name = f"gltest_db_{uuid.uuid4().hex[:8]}"
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def databases(settings, stack):
     """Each service's own database, for asserting on what was (or was not) stored."""

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from contextlib import closing
 
 import pytest
-from pymongo import MongoClient
 
 from deploy.local.ferretdb_indexes import INDEX_SUFFIX, LOOKUP_EXPRESSION
 from shared.mongo import LOOKUPS_AT_MOST, find_by_ids, replace_by_id
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def scratch(settings, infrastructure):
-    client = MongoClient(settings.mongo_url, tz_aware=True, socketTimeoutMS=15_000)
-    name = f"gltest_db_{uuid.uuid4().hex[:8]}"
-    yield client[name]
-    client.drop_database(name)
-    client.close()
 
 
 # Ids whose JSON text FerretDB escapes: the index must agree with its lookups for all of them.

@@ -3,10 +3,7 @@ stale: its own writes go into its cache, another process's writes make it read a
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from pymongo import MongoClient
 
 from services.registry.store import PEOPLE, RegistryStore
 
@@ -25,28 +22,19 @@ class CountingStore(RegistryStore):
         return super().all(collection, query)
 
 
-@pytest.fixture
-def registry_db(settings, infrastructure):
-    client = MongoClient(settings.mongo_url, tz_aware=True, socketTimeoutMS=15_000)
-    name = f"gltest_registry_{uuid.uuid4().hex[:8]}"
-    yield client[name]
-    client.drop_database(name)
-    client.close()
-
-
 def person(person_id: str, **fields) -> dict:
     return {"_id": person_id, "name": "测试", "community_id": "c1", "version": 1, **fields}
 
 
-def test_own_writes_keep_the_cache_and_appear_in_it(registry_db):
-    store = CountingStore(registry_db)
+def test_own_writes_keep_the_cache_and_appear_in_it(scratch):
+    store = CountingStore(scratch)
     store.insert(PEOPLE, person("p1"), [])
     assert set(store.people()) == {"p1"}
     assert store.full_reads == 1
 
     store.insert(PEOPLE, person("p2"), [])
     store.insert_many(PEOPLE, [(person("p3"), []), (person("p4"), [])])
-    current = registry_db[PEOPLE].find_one({"_id": "p1"})
+    current = scratch[PEOPLE].find_one({"_id": "p1"})
     store.update(PEOPLE, current, {"name": "改名", "version": 2}, [])
 
     people = store.people()
@@ -54,11 +42,11 @@ def test_own_writes_keep_the_cache_and_appear_in_it(registry_db):
     assert (people["p1"]["name"], people["p1"]["version"]) == ("改名", 2)
     assert "events" not in people["p1"]
     assert store.full_reads == 1  # all from its own writes
-    assert people == {p["_id"]: p for p in registry_db[PEOPLE].find({}, {"events": 0})}
+    assert people == {p["_id"]: p for p in scratch[PEOPLE].find({}, {"events": 0})}
 
 
-def test_a_write_by_another_process_makes_the_cache_read_again(registry_db):
-    here, elsewhere = CountingStore(registry_db), RegistryStore(registry_db)
+def test_a_write_by_another_process_makes_the_cache_read_again(scratch):
+    here, elsewhere = CountingStore(scratch), RegistryStore(scratch)
     here.insert(PEOPLE, person("p1"), [])
     assert set(here.people()) == {"p1"}
 
@@ -66,7 +54,7 @@ def test_a_write_by_another_process_makes_the_cache_read_again(registry_db):
     assert set(here.people()) == {"p1", "p2"}
     assert here.full_reads == 2
 
-    current = registry_db[PEOPLE].find_one({"_id": "p2"})
+    current = scratch[PEOPLE].find_one({"_id": "p2"})
     elsewhere.update(PEOPLE, current, {"community_id": "c2", "version": 2}, [])
     assert here.people()["p2"]["community_id"] == "c2"
 
@@ -76,10 +64,10 @@ def test_a_write_by_another_process_makes_the_cache_read_again(registry_db):
     assert here.full_reads == 3
 
 
-def test_a_write_racing_another_process_drops_the_cache(registry_db):
+def test_a_write_racing_another_process_drops_the_cache(scratch):
     """The other process renewed the token after this cache was read: a write here cannot
     tell what the cache misses, so it drops it instead of taking its own write in."""
-    here, elsewhere = CountingStore(registry_db), RegistryStore(registry_db)
+    here, elsewhere = CountingStore(scratch), RegistryStore(scratch)
     assert here.people() == {}
     elsewhere.insert(PEOPLE, person("p1"), [])  # not seen here yet
     here.insert(PEOPLE, person("p2"), [])
@@ -87,19 +75,19 @@ def test_a_write_racing_another_process_drops_the_cache(registry_db):
     assert here.full_reads == 2
 
 
-def test_a_write_that_changes_nothing_keeps_every_cache(registry_db):
-    here, elsewhere = CountingStore(registry_db), RegistryStore(registry_db)
+def test_a_write_that_changes_nothing_keeps_every_cache(scratch):
+    here, elsewhere = CountingStore(scratch), RegistryStore(scratch)
     here.insert(PEOPLE, person("p1"), [])
     here.people()
     assert elsewhere.insert(PEOPLE, person("p1"), []) is None  # taken
-    stale = {**registry_db[PEOPLE].find_one({"_id": "p1"}), "version": 0}
+    stale = {**scratch[PEOPLE].find_one({"_id": "p1"}), "version": 0}
     assert elsewhere.update(PEOPLE, stale, {"name": "x", "version": 1}, []) is None  # changed meanwhile
     assert set(here.people()) == {"p1"}
     assert here.full_reads == 1
 
 
-def test_callers_holding_the_people_see_no_change_under_them(registry_db):
-    store = RegistryStore(registry_db)
+def test_callers_holding_the_people_see_no_change_under_them(scratch):
+    store = RegistryStore(scratch)
     store.insert(PEOPLE, person("p1"), [])
     held = store.people()
     store.insert(PEOPLE, person("p2"), [])
