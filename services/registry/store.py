@@ -58,9 +58,6 @@ class RegistryStore(BaseStore):
         self._cache: dict[str, _Cached] = {}
 
     def ensure_indexes(self) -> None:
-        self.db[PEOPLE].create_index("community_id")
-        self.db[PEOPLE].create_index("phone.index")
-        self.db[PEOPLE].create_index("id_number.index")
         self.db[MEMBERSHIPS].create_index("chain")
         self.db[MEMBERSHIPS].create_index("membership_id", unique=True)
         self.db[MEMBERSHIPS].create_index("person_id")
