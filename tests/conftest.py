@@ -79,10 +79,23 @@ class Api:
         self.http.headers["X-API-Key"] = key
 
     def get(self, path: str, **kwargs):
-        return self.http.get(f"{self.base_url}{path}", timeout=15, **kwargs)
+        return self._send("GET", path, timeout=15, **kwargs)
 
     def post(self, path: str, **kwargs):
-        return self.http.post(f"{self.base_url}{path}", timeout=30, **kwargs)
+        return self._send("POST", path, timeout=30, **kwargs)
+
+    def _send(self, method: str, path: str, **kwargs):
+        """Send once more if the connection was closed under the request: gunicorn closes a
+        keep-alive connection idle for 5 s, and a request sent on it at that moment is reset
+        before the gateway reads it (as any HTTP client must expect)."""
+        import requests
+
+        try:
+            return self.http.request(method, f"{self.base_url}{path}", **kwargs)
+        except requests.ConnectionError as exc:
+            if "Connection aborted" not in str(exc):  # urllib3's word for a closed connection
+                raise
+            return self.http.request(method, f"{self.base_url}{path}", **kwargs)
 
     def record_act(self, act: dict, key: str | None = None):
         return self.post(
