@@ -29,7 +29,7 @@ from shared.events import REGISTRY
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
 from shared.outbox import OutboxRelay
-from shared.pii import PiiVault
+from shared.pii import NumberKind, PiiVault
 from shared.rpc import rpc
 from shared.schemas import validated
 from shared.schemas.registry import (
@@ -275,9 +275,7 @@ class OrganisationRegistry(HealthEntrypoints):
         """By phone or ID number, through the keyed hash: the number itself is never queried."""
         wanted = validated(PersonSearch, search)
         kind = "phone" if wanted.phone else "id_number"
-        found = people.with_number(
-            self.store.people().values(), kind, vault().index(kind, getattr(wanted, kind))
-        )
+        found = self._people_with_number(kind, getattr(wanted, kind))
         return {"items": [people.person_view(p) for p in found], "total": len(found), "offset": 0}
 
     # --- memberships --------------------------------------------------------------------------
@@ -488,12 +486,14 @@ class OrganisationRegistry(HealthEntrypoints):
             raise NotFound("person", person_id)
         return person
 
+    def _people_with_number(self, kind: NumberKind, number: str) -> list[dict[str, Any]]:
+        """Through the keyed hash: the number itself is never compared."""
+        return people.with_number(self.store.people().values(), kind, vault().index(kind, number))
+
     def _refuse_taken_id_number(self, id_number: str | None, person_id: str | None) -> None:
         if id_number is None:
             return
-        holders = people.with_number(
-            self.store.people().values(), "id_number", vault().index("id_number", id_number)
-        )
+        holders = self._people_with_number("id_number", id_number)
         if any(holder["_id"] != person_id for holder in holders):
             raise InvalidInput.single("id_number", "another person is registered with this ID number")
 
