@@ -17,6 +17,7 @@ FerretDB 1.24 (SQLite backend), the development database, shapes how the stores 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.settings import get_settings
 
+log = logging.getLogger(__name__)
 _clients: dict[str, MongoClient] = {}
 DUPLICATE_KEY = 11000
 UPDATES_PER_COMMAND = 25  # well below FerretDB's 100 connections, with room for other writers
@@ -111,6 +113,8 @@ class Store(Protocol):
 
     def write_behind(self) -> None: ...
 
+    def warm_up(self) -> None: ...
+
 
 class StoreProvider(DependencyProvider):
     """Injects the service's store (its one persistence module) into every worker."""
@@ -125,6 +129,15 @@ class StoreProvider(DependencyProvider):
 
     def start(self) -> None:
         self.store.ensure_indexes()
+        # In the background: the service answers meanwhile (calls that need what is being
+        # read wait for it), and a database that is down now only costs the warm-up.
+        self.container.spawn_managed_thread(self._warm_up, identifier="warm-up")
+
+    def _warm_up(self) -> None:
+        try:
+            self.store.warm_up()
+        except Exception:  # an exception here would stop the service
+            log.exception("%s: warming up failed; its first calls will read instead", self.service)
 
     def stop(self) -> None:
         try:
@@ -152,6 +165,9 @@ class BaseStore:
 
     def write_behind(self) -> None:
         """Store now what is kept in memory to be written later (the service is stopping)."""
+
+    def warm_up(self) -> None:
+        """Read now what calls would otherwise read first (the service is starting)."""
 
     def park_event(self, payload: Any, reason: str, handler: str) -> None:
         """Keep an event no retry can apply, for an operator to inspect; never raises twice."""

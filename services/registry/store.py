@@ -6,6 +6,7 @@ need the whole tree read it whole (FerretDB scans a collection for any filter bu
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -56,6 +57,15 @@ class RegistryStore(BaseStore):
     def __init__(self, db: Database, reads: Database | None = None) -> None:
         super().__init__(db, reads)
         self._cache: dict[str, _Cached] = {}
+        # One caller reads a collection whose cache is stale; the others wait for its result.
+        # Each reading for itself, a portal's worth of calls right after a start read every
+        # person that many times over, and held that many copies in memory.
+        self._reading = {collection: threading.Lock() for collection in CACHED}
+
+    def warm_up(self) -> None:
+        """Read the cached collections now, so that the first calls after a start need not."""
+        for collection in CACHED:
+            self._cached(collection)
 
     def ensure_indexes(self) -> None:
         self.db[MEMBERSHIPS].create_index("chain")
@@ -68,7 +78,8 @@ class RegistryStore(BaseStore):
         return self.db[collection].find_one({"_id": document_id})
 
     def all(self, collection: str, query: dict[str, Any] | None = None) -> dict[str, Document]:
-        return {d["_id"]: d for d in self.db[collection].find(query or {}, WITHOUT_EVENTS)}
+        # On the read connections: a read of every person must not hold up this process's writes.
+        return {d["_id"]: d for d in self.reads[collection].find(query or {}, WITHOUT_EVENTS)}
 
     def tree(self) -> dict[str, Document]:
         """Every organisation by code. Shared with other calls: read it, never change it."""
@@ -83,15 +94,28 @@ class RegistryStore(BaseStore):
         return self._cached(PEOPLE)
 
     def _cached(self, collection: str) -> dict[str, Document]:
+        hit = self._current(collection)
+        if hit is None:
+            with self._reading[collection]:
+                hit = self._current(collection) or self._read(collection)
+        return hit.documents
+
+    def _token(self, collection: str) -> str | None:
+        return (self.db[CHANGES].find_one({"_id": collection}) or {}).get("token")
+
+    def _current(self, collection: str) -> _Cached | None:
+        hit = self._cache.get(collection)
+        if hit is not None and hit.until > time.monotonic() and hit.token == self._token(collection):
+            return hit
+        return None
+
+    def _read(self, collection: str) -> _Cached:
         # The token is read before the documents, so documents read under a token are at
         # least as new as the write that set it.
-        token = (self.db[CHANGES].find_one({"_id": collection}) or {}).get("token")
-        hit = self._cache.get(collection)
-        if hit is not None and hit.token == token and hit.until > time.monotonic():
-            return hit.documents
-        documents = self.all(collection)
-        self._cache[collection] = _Cached(token, time.monotonic() + CACHE_SECONDS, documents)
-        return documents
+        token = self._token(collection)
+        hit = _Cached(token, time.monotonic() + CACHE_SECONDS, self.all(collection))
+        self._cache[collection] = hit
+        return hit
 
     def _changed(self, collection: str, written: dict[str, Document] | None = None) -> None:
         """Renew the token of a cached collection after a write to it. `written`: the documents

@@ -134,7 +134,7 @@ def closed_loop(work, seconds: float, threads: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    with bench_stack("bench") as (base, key, env):
+    with bench_stack("bench") as (base, key, env, _):
         run(Client(base, key), env)
 
 

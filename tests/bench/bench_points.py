@@ -486,7 +486,7 @@ def figure_reads(base: str, key: str, env: dict[str, str]) -> None:
 
 
 def main() -> None:
-    with bench_stack("bench-points", GRIDLINK_RPC_TIMEOUT="60") as (base, key, env):
+    with bench_stack("bench-points", GRIDLINK_RPC_TIMEOUT="60") as (base, key, env, _):
         print(
             f"GridLink points bank bench — gateway {env['GATEWAY_WORKERS']} workers × "
             f"{env['GATEWAY_THREADS']} threads, {os.cpu_count()} cores\n"

@@ -3,7 +3,8 @@
 Prints: a 5,000-row people import (rows/s from POST until every row is written, and how long
 checking alone takes when one row is bad and nothing is written); a 2,000-organisation tree
 import; then, on that tree, statistics of the street, a subtree listing, a person lookup by
-phone, and an Excel export of the people ledger (p50 / p95 of repeated calls).
+phone (p50 / p95 of repeated calls); the first people listings after a registry restart, many
+at once; and an Excel export of the people ledger.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import io
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stack import bench_stack  # a script: its folder is not a package
@@ -21,6 +24,7 @@ from bench_stack import bench_stack  # a script: its folder is not a package
 STREET = "420399-001"
 PEOPLE_ROWS = 5_000
 COMMUNITIES, GRIDS, BUILDINGS = 10, 10, 19  # 1 + 10 + 100 + 1,900 = 2,011 organisations
+COLD_READERS = 16
 
 
 def csv_of(header: list[str], rows: list[list[str]]) -> bytes:
@@ -63,10 +67,43 @@ def timed(call: Callable[[], object], times: int) -> tuple[float, float]:
     return statistics.median(took), sorted(took)[int(0.95 * (len(took) - 1))]
 
 
+def peak_memory_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def cold_start(stack: Any, get: Callable[..., Any]) -> None:
+    """Restart the registry, then send it COLD_READERS people listings at once, as a portal
+    full of staff does after a deploy: how long they wait, and what it costs in memory."""
+    stack.stop_process("registry")
+    stack.start_service("registry")
+    stack.wait_until_healthy(["registry"])
+    took: list[float] = []
+
+    def first_read(n: int) -> None:
+        started = time.perf_counter()
+        get("/api/v1/people", community_id=f"{STREET}-{n % COMMUNITIES + 1:03d}")
+        took.append((time.perf_counter() - started) * 1000)
+
+    readers = [threading.Thread(target=first_read, args=(n,)) for n in range(COLD_READERS)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    took.sort()
+    pid = int((stack.home / "run" / "registry.pid").read_text())
+    print(
+        f"\nafter a registry restart, {COLD_READERS} people listings at once (ms): "
+        f"first {took[0]:.0f}, median {statistics.median(took):.0f}, last {took[-1]:.0f}; "
+        f"registry peak memory {peak_memory_mb(pid):.0f} MB"
+    )
+
+
 def main() -> None:
     import requests
 
-    with bench_stack("bench-registry", GRIDLINK_RPC_TIMEOUT="120") as (base, key, _):
+    with bench_stack("bench-registry", GRIDLINK_RPC_TIMEOUT="120") as (base, key, _, stack):
         http = requests.Session()
         http.headers["X-API-Key"] = key
 
@@ -137,6 +174,8 @@ def main() -> None:
         for name, call in reads.items():
             p50, p95 = timed(call, 20)
             print(f"  {name:36s} {p50:8.0f} {p95:8.0f}")
+        cold_start(stack, get)
+
         from openpyxl import load_workbook
 
         started = time.perf_counter()

@@ -9,14 +9,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
 @contextmanager
-def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """Yields (gateway base URL, API key, environment); stops everything afterwards."""
+def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str, str], Any]]:
+    """Yields (gateway base URL, API key, environment, the `Stack`); stops everything afterwards."""
     vhost = f"gridlink-{name}"
     env = {
         "GRIDLINK_ENV": "test",
@@ -45,6 +46,6 @@ def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str
     try:
         stack.start_all()
         load_demo_data()
-        yield f"http://127.0.0.1:{stack.gateway_port}", api_keys().create(name), env
+        yield f"http://127.0.0.1:{stack.gateway_port}", api_keys().create(name), env, stack
     finally:
         stack.stop_all()

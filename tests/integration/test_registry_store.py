@@ -93,3 +93,25 @@ def test_callers_holding_the_people_see_no_change_under_them(scratch):
     store.insert(PEOPLE, person("p2"), [])
     assert set(held) == {"p1"}
     assert set(store.people()) == {"p1", "p2"}
+
+
+def test_callers_that_find_the_cache_cold_share_one_read(scratch):
+    """Right after a start, a portal's worth of calls at once: one reads the people, the
+    others wait for its result instead of each reading (and holding) them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    RegistryStore(scratch).insert_many(PEOPLE, [(person(f"p{i}"), []) for i in range(200)])
+    cold = CountingStore(scratch)
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(lambda _: cold.people(), range(8)))
+    assert cold.full_reads == 1
+    assert all(people is seen[0] for people in seen) and len(seen[0]) == 200
+
+
+def test_warming_up_reads_what_the_first_calls_need(scratch):
+    RegistryStore(scratch).insert(PEOPLE, person("p1"), [])
+    store = CountingStore(scratch)
+    store.warm_up()
+    reads_to_warm_up = store.full_reads
+    assert set(store.people()) == {"p1"} and store.tree() == {} and store.places() == {}
+    assert store.full_reads == reads_to_warm_up == 3  # organisations, places, people
