@@ -206,3 +206,34 @@ def test_an_event_published_while_the_consumers_database_is_down_is_applied_once
     eventually(lambda: account(databases, cadre)["balance"] == 40, timeout=60)
     eventually(lambda: dossier_acts(databases, cadre) == 1, timeout=30)
     assert databases["points_bank"].parked_events.count_documents({"payload.id": event.id}) == 0
+
+
+CONSUMERS = ("points_bank", "cadre_evaluation")
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_consumers_killed_or_stopped_mid_stream_apply_every_act_once(cadre, databases, api, stack, how):
+    """Both consumers go down while a stream of acts is being applied: killed outright (some
+    events written but not acknowledged, some received but not written), or stopped, when they
+    finish what they hold and exit cleanly. Started again, each act counts exactly once."""
+    acts = 1000
+    for batch in range(2):
+        items = [{**an_act(cadre), "idempotency_key": new_id(f"stream-{batch}")} for _ in range(acts // 2)]
+        assert api.post("/api/v1/volunteer-acts:batch", json={"items": items}).status_code == 202
+    eventually(lambda: account(databases, cadre)["seq"] >= 20, timeout=30, interval=0.01)
+    processes = {name: stack.processes[name] for name in CONSUMERS}
+    assert account(databases, cadre)["seq"] < acts  # they go down mid-stream
+    for name in CONSUMERS:
+        stack.stop_process(name, how)
+    if how == signal.SIGTERM:  # a clean exit
+        assert {name: p.returncode for name, p in processes.items()} == dict.fromkeys(CONSUMERS, 0)
+    for name in CONSUMERS:
+        stack.start_service(name)
+    stack.wait_until_healthy(list(CONSUMERS))
+
+    eventually(lambda: account(databases, cadre)["seq"] == acts, timeout=90)
+    eventually(lambda: dossier_acts(databases, cadre) == acts, timeout=60)
+    time.sleep(1.0)  # let any redelivered straggler land before counting
+    assert account(databases, cadre)["balance"] == acts * 10
+    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == acts
+    assert dossier_acts(databases, cadre) == acts
