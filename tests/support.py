@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -53,3 +56,56 @@ def outbox_events(db) -> list[dict]:
     """Every event still waiting in a service's outbox, as {id, aggregate_id} (a record lists
     the events of one write; the events themselves are in their aggregates)."""
     return [event for record in db.outbox.find({}) for event in record["events"]]
+
+
+class FaultyLink:
+    """A TCP relay between a client and a server (the broker) whose two directions can fail
+    as networks do: `lose_replies` drops what the server sends (a publish goes through, its
+    confirm never comes back), `black_hole` drops both ways with the sockets left open (no
+    error, no reply: only a timeout notices), `heal` cuts every connection and forwards again
+    (the client reconnects through it)."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up, self.down = True, True  # forwarding client→server, server→client
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def lose_replies(self) -> None:
+        self.down = False
+
+    def black_hole(self) -> None:
+        self.up = self.down = False
+
+    def heal(self) -> None:
+        self.up = self.down = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.sockets.clear()
+
+    def close(self) -> None:
+        self.heal()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self.server)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "down"), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, direction: str) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if getattr(self, direction):
+                    sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

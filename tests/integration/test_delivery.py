@@ -1,7 +1,7 @@
 """Delivery guarantees of the volunteer-act flow, on the real broker and database.
 
-Each test breaks something real (the broker, a consumer process, the database, the message
-itself) and checks that every act is applied exactly once when it heals.
+Each test breaks something real (the broker, the link to it, a consumer process, the
+database, the message itself) and checks that every act is applied exactly once when it heals.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from urllib.parse import urlparse
 
 import pytest
 from amqp import Message
@@ -19,11 +20,11 @@ from kombu import Connection
 
 from services.intake import domain
 from services.intake.store import IntakeStore
-from shared.outbox import EventPublisher, publishable
+from shared.outbox import EventPublisher, PublishFailed, publishable
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
 from tests.conftest import COMMUNITY, TEST_ENV, new_id
-from tests.support import act_recorded_event, eventually
+from tests.support import FaultyLink, act_recorded_event, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -237,3 +238,38 @@ def test_consumers_killed_or_stopped_mid_stream_apply_every_act_once(cadre, data
     assert account(databases, cadre)["balance"] == acts * 10
     assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == acts
     assert dossier_acts(databases, cadre) == acts
+
+
+@pytest.mark.parametrize("fault", ["lose_replies", "black_hole"], ids=["confirm-lost", "black-holed"])
+def test_a_publish_left_unconfirmed_fails_in_time_and_its_republish_applies_once(cadre, databases, fault):
+    """The link to the broker loses the confirm of a publish that went through, or swallows
+    everything without an error. Either way the publish fails within its timeout (it never
+    hangs), so the relay keeps the event pending and publishes it again once the link is back:
+    the event counts once."""
+    first, event = recorded_event(cadre, hours="1"), recorded_event(cadre, hours="3")
+    broker = urlparse(TEST_ENV["AMQP_URI"])
+    link = FaultyLink((broker.hostname, broker.port or 5672))
+    through_link = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{link.port}")
+    publisher = EventPublisher(through_link.geturl(), "issue_intake", timeout=2)
+    try:
+        assert publisher.publish(publishable([first], first.subject)) == [first.id]
+        getattr(link, fault)()
+        started = time.monotonic()
+        with pytest.raises(PublishFailed):
+            publisher.publish(publishable([event], event.subject))
+        assert time.monotonic() - started < 2 + 1
+        if fault == "lose_replies":  # the broker routed it: it is applied already
+            eventually(lambda: account(databases, cadre)["seq"] == 2)
+        else:
+            time.sleep(1.0)
+            assert account(databases, cadre)["seq"] == 1
+        link.heal()
+        assert publisher.publish(publishable([event], event.subject)) == [event.id]
+    finally:
+        publisher.close()
+        link.close()
+    eventually(lambda: account(databases, cadre)["balance"] == 40 and dossier_acts(databases, cadre) == 2)
+    time.sleep(1.0)  # let the second copy land before counting
+    assert account(databases, cadre)["balance"] == 40
+    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 2
+    assert dossier_acts(databases, cadre) == 2
