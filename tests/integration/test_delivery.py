@@ -37,6 +37,21 @@ def dossier_acts(databases, person_id) -> int:
     return databases["cadre_evaluation"].dossier_acts.count_documents({"key": person_id})
 
 
+def applied_exactly(databases, person_id: str, acts: int, balance: int, timeout: float = 15) -> None:
+    """Wait until the person's account and dossier hold `acts` acts and `balance` points,
+    then check that no straggling copy adds to them."""
+    eventually(
+        lambda: (
+            account(databases, person_id)["balance"] == balance and dossier_acts(databases, person_id) == acts
+        ),
+        timeout=timeout,
+    )
+    time.sleep(1.0)  # let any redelivered or republished copy land before counting
+    assert account(databases, person_id)["balance"] == balance
+    assert databases["points_bank"].ledger_entries.count_documents({"key": person_id}) == acts
+    assert dossier_acts(databases, person_id) == acts
+
+
 def an_act(person_id: str, hours: str = "1") -> dict:
     return {
         "person_id": person_id,
@@ -60,11 +75,7 @@ def test_the_same_event_delivered_many_times_credits_once(cadre, databases):
         assert publisher.publish([record] * 4) == [event.id] * 4
     finally:
         publisher.close()
-    eventually(lambda: account(databases, cadre)["balance"] == 20 and dossier_acts(databases, cadre) == 1)
-    time.sleep(1.0)  # let any straggling duplicate land before counting
-    assert account(databases, cadre)["balance"] == 20
-    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 1
-    assert dossier_acts(databases, cadre) == 1
+    applied_exactly(databases, cadre, acts=1, balance=20)
 
 
 def test_a_malformed_event_is_parked_and_the_rest_keep_flowing(cadre, databases):
@@ -232,12 +243,7 @@ def test_consumers_killed_or_stopped_mid_stream_apply_every_act_once(cadre, data
         stack.start_service(name)
     stack.wait_until_healthy(list(CONSUMERS))
 
-    eventually(lambda: account(databases, cadre)["seq"] == acts, timeout=90)
-    eventually(lambda: dossier_acts(databases, cadre) == acts, timeout=60)
-    time.sleep(1.0)  # let any redelivered straggler land before counting
-    assert account(databases, cadre)["balance"] == acts * 10
-    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == acts
-    assert dossier_acts(databases, cadre) == acts
+    applied_exactly(databases, cadre, acts=acts, balance=acts * 10, timeout=90)
 
 
 @pytest.mark.parametrize("fault", ["lose_replies", "black_hole"], ids=["confirm-lost", "black-holed"])
@@ -268,8 +274,4 @@ def test_a_publish_left_unconfirmed_fails_in_time_and_its_republish_applies_once
     finally:
         publisher.close()
         link.close()
-    eventually(lambda: account(databases, cadre)["balance"] == 40 and dossier_acts(databases, cadre) == 2)
-    time.sleep(1.0)  # let the second copy land before counting
-    assert account(databases, cadre)["balance"] == 40
-    assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 2
-    assert dossier_acts(databases, cadre) == 2
+    applied_exactly(databases, cadre, acts=2, balance=40)
