@@ -94,25 +94,25 @@ class RegistryStore(BaseStore):
         return self._cached(PEOPLE)
 
     def _cached(self, collection: str) -> dict[str, Document]:
-        hit = self._current(collection)
+        hit = self._current(collection, self._token(collection))
         if hit is None:
             with self._reading[collection]:
-                hit = self._current(collection) or self._read(collection)
+                # The token is read before the documents, so documents read under a token are
+                # at least as new as the write that set it.
+                token = self._token(collection)
+                hit = self._current(collection, token) or self._read(collection, token)
         return hit.documents
 
     def _token(self, collection: str) -> str | None:
         return (self.db[CHANGES].find_one({"_id": collection}) or {}).get("token")
 
-    def _current(self, collection: str) -> _Cached | None:
+    def _current(self, collection: str, token: str | None) -> _Cached | None:
         hit = self._cache.get(collection)
-        if hit is not None and hit.until > time.monotonic() and hit.token == self._token(collection):
+        if hit is not None and hit.until > time.monotonic() and hit.token == token:
             return hit
         return None
 
-    def _read(self, collection: str) -> _Cached:
-        # The token is read before the documents, so documents read under a token are at
-        # least as new as the write that set it.
-        token = self._token(collection)
+    def _read(self, collection: str, token: str | None) -> _Cached:
         hit = _Cached(token, time.monotonic() + CACHE_SECONDS, self.all(collection))
         self._cache[collection] = hit
         return hit
