@@ -291,23 +291,19 @@ class EventPublisher:
         self._returned.clear()
         self._next_tag = 1
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the connection. One that `failed` is dropped without a word to the broker:
+        closing it politely waits for the broker's answer, which on a link that lost its
+        replies is another timeout (measured: a black-holed publish failed after twice its
+        timeout)."""
         if self._connection is not None:
             try:
-                self._connection.release()
+                if failed:
+                    self._connection.collect()
+                else:
+                    self._connection.release()
             except Exception:  # closing a broken connection may fail; it is gone either way
                 log.debug("closing publisher connection failed", exc_info=True)
-        self._connection = self._channel = None
-
-    def _drop(self) -> None:
-        """Let go of a connection that failed without a word to the broker: closing it politely
-        waits for the broker's answer, which on a link that lost its replies is another
-        timeout (measured: a black-holed publish failed after twice its timeout)."""
-        if self._connection is not None:
-            try:
-                self._connection.collect()
-            except Exception:  # the socket is closed either way
-                log.debug("dropping publisher connection failed", exc_info=True)
         self._connection = self._channel = None
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
@@ -334,10 +330,10 @@ class EventPublisher:
                 self._open()
             return self._publish_confirmed(events)
         except (OSError, TimeoutError, PublishFailed) as exc:
-            self._drop()
+            self.close(failed=True)
             raise PublishFailed(str(exc) or exc.__class__.__name__) from exc
         except Exception as exc:  # amqp errors: connection or channel closed by the broker
-            self._drop()
+            self.close(failed=True)
             raise PublishFailed(f"{exc.__class__.__name__}: {exc}") from exc
 
     def _publish_confirmed(self, events: Sequence[Publishable]) -> list[str]:
