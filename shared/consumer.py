@@ -6,10 +6,11 @@
   events of a batch are applied concurrently, so the stores' group commits write them together;
 - validates each CloudEvent and its data; an invalid event is parked at once (no retry can fix
   it), so it never loops, and the rest of its batch is applied;
-- retries a failing handler in place with exponential backoff; if the database is still down
-  after the last attempt the message goes back to the queue (after the backoff, so this is no
-  hot loop; events of it already applied are skipped on redelivery), any other persistent
-  failure parks the event so the others keep flowing.
+- retries a failing handler in place with exponential backoff; if the database, or the broker
+  that confirms what the handler publishes (`OutboxRelay.publish_now`), is still down after
+  the last attempt the message goes back to the queue (after the backoff, so this is no hot
+  loop; events of it already applied are skipped on redelivery), any other persistent failure
+  parks the event so the others keep flowing.
 The handler itself must be idempotent by event id (the stores guard with unique keys).
 """
 
@@ -25,6 +26,7 @@ from nameko.events import SERVICE_POOL, event_handler
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from shared.events import ContractT, Envelope, InvalidEvent, parse_event
+from shared.outbox import PublishFailed
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any, Envelope, Any], Any]
 
 
-def is_database_outage(exc: BaseException) -> bool:
-    return isinstance(exc, ConnectionFailure) or (
+def is_outage(exc: BaseException) -> bool:
+    """The database or the broker is unreachable: the event itself is fine and waits."""
+    return isinstance(exc, ConnectionFailure | PublishFailed) or (
         isinstance(exc, OperationFailure) and exc.code in (91, 189, 11600, 11602)
     )
 
@@ -56,9 +59,9 @@ def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[[Any, An
                     if attempt < settings.consumer_attempts:
                         eventlet.sleep(settings.consumer_backoff_seconds * 2 ** (attempt - 1))
                         continue
-                    if is_database_outage(exc):
+                    if is_outage(exc):
                         log.warning(
-                            "database down; %s %s goes back to the queue",
+                            "database or broker down; %s %s goes back to the queue",
                             contract.event_name,
                             envelope.id,
                         )

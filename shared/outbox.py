@@ -10,9 +10,16 @@ the other order could lose one. One record per write, not per event: on FerretDB
 and delete statement costs about a millisecond, so a write of 50 acts costs two statements
 instead of a hundred.
 
-A change made idempotently and retried until its events are recorded (a consumer's, which
-acknowledges its message only then) needs no aggregate: its events are written after it, in
-the record itself (`record_events_of_done`), one statement instead of two.
+A change made idempotently and retried until its events are recorded (one a caller repeats
+until it is answered) needs no aggregate: its events are written after it, in the record
+itself (`record_events_of_done`), one statement instead of two.
+
+A change caused by a consumed message needs no record at all (`OutboxRelay.publish_now`): the
+consumer publishes its events, waits for the broker's confirms, and only then acknowledges
+the message. A crash or a failed publish before that brings the message back; the redelivery
+finds the change made and publishes the same events again (their ids follow from the change).
+That saves an insert and a delete per write on FerretDB (measured: 0.5 to 0.8 ms of its CPU
+per volunteer act that the points bank credits).
 
 `outbox` stays small (published records are deleted), which matters because FerretDB scans a
 collection for any filter but `_id`.
@@ -46,6 +53,7 @@ from typing import Any
 from uuid import uuid4
 
 import eventlet
+import eventlet.event
 import eventlet.queue
 from amqp import Message
 from kombu import Connection, Exchange, Queue
@@ -449,6 +457,22 @@ class OutboxRelay(DependencyProvider):
         for event in events:
             self.queue.put(event)
 
+    def publish_now(self, aggregate_id: str, envelopes: Sequence[Envelope]) -> None:
+        """Publish the events of a change a consumer has made, and wait until the broker has
+        confirmed them all; raises `PublishFailed` if it does not. No outbox record is written:
+        the consumer acknowledges its message only after this returns, so its redelivery
+        publishes them again (see the module's docstring). The events go out in the relay's
+        batches, with those of other workers."""
+        events = publishable(envelopes, aggregate_id)
+        for event in events:
+            event["confirmed"] = eventlet.event.Event()
+            self.queue.put(event)
+        # An event may wait for a publisher busy with the batch before it.
+        timeout = 2 * self.settings.publish_timeout_seconds
+        for event in events:
+            if event["confirmed"].wait(timeout=timeout) is not True:
+                raise PublishFailed(f"event {event['id']} not confirmed within {timeout}s")
+
     def _run(self, publisher: EventPublisher, sweeps: bool) -> None:
         """One publisher's loop; the first one also sweeps."""
         next_sweep = next_forget = 0.0
@@ -456,12 +480,13 @@ class OutboxRelay(DependencyProvider):
         while self.running:
             timeout = FORGET_EVERY if self.done else self.settings.relay_sweep_seconds
             batch = self._take_batch(timeout=timeout)
+            recorded = [e for e in batch if "outbox_id" in e]
             try:
                 if batch:
-                    confirmed = set(publisher.publish(batch))
-                    self._count_confirmed([e for e in batch if e["id"] in confirmed])
+                    confirmed = self._publish(publisher, batch)
+                    self._count_confirmed([e for e in recorded if e["id"] in confirmed])
                     # Nacked or unroutable: the sweep publishes their records again, now.
-                    self._release({e["outbox_id"] for e in batch if e["id"] not in confirmed})
+                    self._release({e["outbox_id"] for e in recorded if e["id"] not in confirmed})
                 if not batch or time.monotonic() >= next_forget:
                     self._forget_published()
                     next_forget = time.monotonic() + FORGET_EVERY
@@ -472,7 +497,7 @@ class OutboxRelay(DependencyProvider):
             except PublishFailed as exc:
                 failures += 1
                 log.warning("outbox relay could not publish (%s); will retry", exc)
-                self._release({e["outbox_id"] for e in batch})
+                self._release({e["outbox_id"] for e in recorded})
                 eventlet.sleep(min(10.0, 0.5 * 2**failures))
             except Exception:
                 if not self.running:  # stopping: the database client may be closed already
@@ -480,6 +505,19 @@ class OutboxRelay(DependencyProvider):
                 failures += 1
                 log.exception("outbox relay failed; will retry")
                 eventlet.sleep(min(10.0, 0.5 * 2**failures))
+
+    @staticmethod
+    def _publish(publisher: EventPublisher, batch: list[Publishable]) -> set[str]:
+        """Publish a batch; the ids confirmed. Whoever waits for an event of it
+        (`publish_now`) learns at once whether it was confirmed, whatever happened."""
+        confirmed: set[str] = set()
+        try:
+            confirmed = set(publisher.publish(batch))
+        finally:
+            for event in batch:
+                if "confirmed" in event:
+                    event["confirmed"].send(event["id"] in confirmed)
+        return confirmed
 
     def _take_batch(self, timeout: float) -> list[Publishable]:
         try:

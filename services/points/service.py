@@ -64,7 +64,7 @@ class PointsBank(HealthEntrypoints):
                 },
             )
             return
-        self._credit_act(envelope, act, rule)
+        self._credit_act(envelope, act, rule, consumed=True)
 
     @consumes(VolunteerActRevoked)
     def reverse_volunteer_act(self, envelope: Envelope, revoked: VolunteerActRevoked) -> None:
@@ -73,7 +73,7 @@ class PointsBank(HealthEntrypoints):
         credit = self.store.leg(f"va:{revoked.recorded_event_id}", revoked.person_id)
         if credit is not None:
             reason = f"志愿服务记录撤销：{revoked.reason}"
-            self._apply(domain.reversal_of(credit, revoked.revoked_by, reason))
+            self._apply(domain.reversal_of(credit, revoked.revoked_by, reason), consumed=True)
             return
         pending = self.store.approval(revoked.act_id)
         if pending is None:
@@ -317,7 +317,9 @@ class PointsBank(HealthEntrypoints):
     def _stored(self, community_id: str) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "_id"} for r in self.store.rules_of(community_id)]
 
-    def _credit_act(self, envelope: Envelope, act: VolunteerActRecorded, rule: EarningRule) -> None:
+    def _credit_act(
+        self, envelope: Envelope, act: VolunteerActRecorded, rule: EarningRule, consumed: bool = False
+    ) -> None:
         requested = points = domain.points_by_rule(rule, act.hours)
         capped = None
         for key, cap, label in domain.caps(rule, act.person_id, act.occurred_on):
@@ -325,12 +327,17 @@ class PointsBank(HealthEntrypoints):
             if granted["points"] < points:
                 capped = {"requested": requested, "granted": granted["points"], "cap": f"{label} {cap}"}
             points = granted["points"]
-        self._apply(domain.volunteer_act_transfer(envelope, act, rule, points, capped))
+        self._apply(domain.volunteer_act_transfer(envelope, act, rule, points, capped), consumed)
 
-    def _apply(self, transfer: domain.Transfer) -> bool:
-        """Move the points, then record the transfer with its event (a retry completes both)."""
+    def _apply(self, transfer: domain.Transfer, consumed: bool = False) -> bool:
+        """Move the points, then tell the others (a retry completes both). A transfer caused by
+        a `consumed` event publishes its event before that event is acknowledged, so a
+        redelivery publishes it again; any other is recorded in the outbox first."""
         applied = self.store.execute(transfer)
-        self.relay.publish_soon(self.store.record(transfer))
+        if consumed:
+            self.relay.publish_now(transfer.id, domain.transfer_events(transfer))
+        else:
+            self.relay.publish_soon(self.store.record(transfer))
         return applied
 
     def _move(self, transfer: domain.Transfer) -> dict[str, Any]:

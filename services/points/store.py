@@ -106,10 +106,12 @@ class PointsStore(BaseStore):
 
     def record(self, transfer: domain.Transfer) -> list[dict[str, Any]]:
         """Record the `points.transferred` event of an applied transfer; the events to relay.
+        For transfers a caller asks for (a consumed event's publish theirs at once, see
+        `PointsBank._apply`).
 
-        The legs are the transfer's record; the event is written after them. A retry (a
-        redelivered cause, a caller sending the same request again) finds the legs applied and
-        writes the event again under the same id, which its consumers absorb."""
+        The legs are the transfer's record; the event is written after them. A retry (the
+        caller sending the same request again) finds the legs applied and writes the event
+        again under the same id, which its consumers absorb."""
         return self._record(transfer)
 
     def _record_batch(self, transfers: Sequence[domain.Transfer]) -> list[list[dict[str, Any]]]:

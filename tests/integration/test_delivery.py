@@ -23,7 +23,7 @@ from services.intake.store import IntakeStore
 from shared.outbox import EventPublisher, PublishFailed, publishable
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
-from tests.conftest import COMMUNITY, TEST_ENV, new_id
+from tests.conftest import COMMUNITY, TEST_ENV, TEST_VHOST, new_id
 from tests.support import FaultyLink, act_recorded_event, eventually
 
 pytestmark = pytest.mark.integration
@@ -37,12 +37,20 @@ def dossier_acts(databases, person_id) -> int:
     return databases["cadre_evaluation"].dossier_acts.count_documents({"key": person_id})
 
 
+def dossier_points(databases, person_id) -> tuple[int, int]:
+    """(credits, points) the dossier learnt of from the points bank's `points.transferred`."""
+    moves = list(databases["cadre_evaluation"].points_moves.find({"person_id": person_id}))
+    return len(moves), sum(move["points"] for move in moves)
+
+
 def applied_exactly(databases, person_id: str, acts: int, balance: int, timeout: float = 15) -> None:
-    """Wait until the person's account and dossier hold `acts` acts and `balance` points,
-    then check that no straggling copy adds to them."""
+    """Wait until the person's account and dossier hold `acts` acts and `balance` points, and
+    the dossier has heard of each credit, then check that no straggling copy adds to them."""
     eventually(
         lambda: (
-            account(databases, person_id)["balance"] == balance and dossier_acts(databases, person_id) == acts
+            account(databases, person_id)["balance"] == balance
+            and dossier_acts(databases, person_id) == acts
+            and dossier_points(databases, person_id) == (acts, balance)
         ),
         timeout=timeout,
     )
@@ -50,6 +58,7 @@ def applied_exactly(databases, person_id: str, acts: int, balance: int, timeout:
     assert account(databases, person_id)["balance"] == balance
     assert databases["points_bank"].ledger_entries.count_documents({"key": person_id}) == acts
     assert dossier_acts(databases, person_id) == acts
+    assert dossier_points(databases, person_id) == (acts, balance)
 
 
 def an_act(person_id: str, hours: str = "1") -> dict:
@@ -217,6 +226,34 @@ def test_an_event_published_while_the_consumers_database_is_down_is_applied_once
         stack.start_database()
     eventually(lambda: account(databases, cadre)["balance"] == 40, timeout=60)
     eventually(lambda: dossier_acts(databases, cadre) == 1, timeout=30)
+    assert databases["points_bank"].parked_events.count_documents({"payload.id": event.id}) == 0
+
+
+def test_a_credit_whose_event_the_broker_refuses_is_told_to_the_dossier_once_it_accepts(cadre, databases):
+    """The points bank publishes a credit's `points.transferred` before it acknowledges the
+    act: while the broker refuses that event (nacks it: the dossier's queue is full), the act
+    stays unacknowledged and comes back, neither lost nor parked, and the credit is not made
+    twice; once the broker takes the event the dossier hears of the credit exactly once."""
+    full = ["rabbitmqctl", "-q", "-p", TEST_VHOST]
+    refuse = '{"max-length": 0, "overflow": "reject-publish"}'
+    dossier_queue = "evt-points_bank-points.transferred--cadre_evaluation.note_points"
+    subprocess.run(
+        [*full, "set_policy", "--apply-to", "queues", "refuse", f"^{dossier_queue}$", refuse], check=True
+    )
+    event = recorded_event(cadre, hours="2")
+    try:
+        publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
+        try:
+            assert publisher.publish(publishable([event], event.subject)) == [event.id]
+        finally:
+            publisher.close()
+        eventually(lambda: account(databases, cadre)["balance"] == 20)
+        time.sleep(2.0)  # the act is retried and requeued meanwhile
+        assert dossier_points(databases, cadre) == (0, 0)
+        assert databases["points_bank"].parked_events.count_documents({"payload.id": event.id}) == 0
+    finally:
+        subprocess.run([*full, "clear_policy", "refuse"], check=True)
+    applied_exactly(databases, cadre, acts=1, balance=20, timeout=30)
     assert databases["points_bank"].parked_events.count_documents({"payload.id": event.id}) == 0
 
 

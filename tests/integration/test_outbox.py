@@ -3,6 +3,7 @@ publishes what a dead writer left behind (and only what it really wrote)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import eventlet
@@ -10,7 +11,14 @@ import eventlet.event
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from shared.outbox import ORPHAN_GRACE, OUTBOX, OutboxRelay, insert_with_events, record_events_of_done
+from shared.outbox import (
+    ORPHAN_GRACE,
+    OUTBOX,
+    OutboxRelay,
+    PublishFailed,
+    insert_with_events,
+    record_events_of_done,
+)
 from tests.support import act_recorded_event
 
 pytestmark = pytest.mark.integration
@@ -168,3 +176,35 @@ def test_while_one_publisher_waits_for_its_confirms_the_other_sends_what_arrives
         relay.running = False
         for loop in loops:
             loop.kill()
+
+
+@pytest.fixture
+def running(relay):
+    """The relay's publishing loops, as the service runs them."""
+    relay.running = True
+    loops = [eventlet.spawn(relay._run, publisher, sweeps=False) for publisher in relay.publishers]
+    yield relay
+    relay.running = False
+    for loop in loops:
+        loop.kill()
+
+
+def test_a_consumers_events_are_published_before_it_returns_with_no_outbox_record(running, published):
+    first, second = act_recorded_event(), act_recorded_event()
+    running.publish_now("t1", [first, second])
+    # Confirmed once it returns: they are on the exchange, and nothing was written.
+    assert sorted(published()) == sorted([first.id, second.id])
+    assert running.db.list_collection_names() == []
+
+
+def test_a_consumers_publish_that_is_not_confirmed_raises_at_once(running, published):
+    def broker_away(events):
+        raise PublishFailed("connection refused")
+
+    for publisher in running.publishers:
+        publisher.publish = broker_away
+    started = time.monotonic()
+    with pytest.raises(PublishFailed, match="not confirmed"):
+        running.publish_now("t1", [act_recorded_event()])
+    assert time.monotonic() - started < 1  # told by the failed publish, not by the timeout
+    assert published() == [] and running.db.list_collection_names() == []

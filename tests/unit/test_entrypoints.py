@@ -121,6 +121,22 @@ def test_points_bank_credits_the_person_by_the_rule():
     [transfer] = service.store.execute.call_args.args
     assert (transfer.to_account, transfer.points, transfer.facts["act_id"]) == ("p-1", 15, "va_1")
     assert transfer.id == f"va:{event['id']}" and transfer.from_account.startswith("pool:")
+    # A consumed event's transfer is published before the event is acknowledged: no outbox.
+    [(aggregate_id, [published])] = [c.args for c in service.relay.publish_now.call_args_list]
+    assert aggregate_id == transfer.id and published.data["transfer_id"] == transfer.id
+    service.store.record.assert_not_called()
+    service.relay.publish_soon.assert_not_called()
+
+
+def test_a_transfer_a_caller_asks_for_is_recorded_in_the_outbox_first():
+    service = worker_factory(PointsBank)
+    service.store.record.return_value = ["record"]
+    award = {"person_id": "p-1", "community_id": "c-1", "points": 5, "reason": "表彰", "actor": "staff"}
+    service.award_points("k-1", award)
+    [transfer] = service.store.record.call_args.args
+    assert transfer.id == "award:k-1" and transfer.points == 5
+    service.relay.publish_soon.assert_called_once_with(["record"])
+    service.relay.publish_now.assert_not_called()
 
 
 def test_invalid_event_is_parked_not_applied():
