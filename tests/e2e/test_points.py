@@ -3,6 +3,9 @@ right part of the tree, awards, inspections, reversals and redemptions."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from deploy.local.demo_data import STREET
@@ -189,18 +192,26 @@ def test_a_revoked_act_gives_its_points_back_pointing_at_the_credit(api, stack, 
     assert balance(api, resident) == 0
 
 
-def test_the_month_is_published_ranked_and_as_an_excel_list(api, resident):
+def test_the_month_is_published_ranked_and_as_an_excel_list(api, resident, settings):
     for hours in ("3", "1.5"):
         act(api, resident, "patrol_duty", hours, occurred_on="2026-11-06")
     eventually(lambda: balance(api, resident) == 45)
+    # The leaderboard ranks what was credited in a month (the disclosure lists what was done
+    # in it): the month of these credits is the one they were applied in, wherever `now` is.
+    [credited_in] = {
+        datetime.fromisoformat(e["applied_at"])
+        .astimezone(ZoneInfo(settings.local_timezone))
+        .strftime("%Y-%m")
+        for e in api.get(f"/api/v1/points/accounts/{resident}").json()["entries"]
+    }
     board = api.get(
-        "/api/v1/points/leaderboards", params={"scope": COMMUNITY, "month": "2026-11", "limit": 200}
+        "/api/v1/points/leaderboards", params={"scope": COMMUNITY, "month": credited_in, "limit": 200}
     )
     assert board.status_code == 200, board.text
     mine = [row for row in board.json()["items"] if row["person_id"] == resident]
     assert [(row["points"], row["acts"]) for row in mine] == [(45, 2)]
     street = api.get(
-        "/api/v1/points/leaderboards", params={"scope": STREET, "month": "2026-11", "limit": 200}
+        "/api/v1/points/leaderboards", params={"scope": STREET, "month": credited_in, "limit": 200}
     )
     assert resident in {row["person_id"] for row in street.json()["items"]}
     bad = api.get("/api/v1/points/leaderboards", params={"scope": COMMUNITY, "month": "2026-13"})
