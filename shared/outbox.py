@@ -18,7 +18,7 @@ A change caused by a consumed message needs no record at all (`OutboxRelay.publi
 consumer publishes its events, waits for the broker's confirms, and only then acknowledges
 the message. A crash or a failed publish before that brings the message back; the redelivery
 finds the change made and publishes the same events again (their ids follow from the change).
-That saves an insert and a delete per write on FerretDB (measured: 0.5 to 0.8 ms of its CPU
+That saves an insert and a delete per write on FerretDB (measured: 0.4 to 0.9 ms of its CPU
 per volunteer act that the points bank credits).
 
 `outbox` stays small (published records are deleted), which matters because FerretDB scans a

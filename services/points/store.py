@@ -106,8 +106,8 @@ class PointsStore(BaseStore):
 
     def record(self, transfer: domain.Transfer) -> list[dict[str, Any]]:
         """Record the `points.transferred` event of an applied transfer; the events to relay.
-        For transfers a caller asks for (a consumed event's publish theirs at once, see
-        `PointsBank._apply`).
+        Only for transfers a caller asks for: a consumed event's transfer publishes its event
+        at once instead (`PointsBank._apply`).
 
         The legs are the transfer's record; the event is written after them. A retry (the
         caller sending the same request again) finds the legs applied and writes the event
