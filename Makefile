@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format reconcile parked bench clean
+.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format reconcile parked bench bench-ab clean
 
 run: install ## install what is missing, start everything with demo data, Ctrl-C stops
 	$(PY) deploy/local/stack.py up
@@ -52,6 +52,10 @@ bench: install ## throughput and latency figures: the volunteer-act flow, the re
 	$(PY) tests/bench/bench_flow.py
 	$(PY) tests/bench/bench_registry.py
 	$(PY) tests/bench/bench_points.py
+
+bench-ab: install ## one benchmark on BASE and on the working tree in turns (BASE=<revision> [BENCH= RUNS=])
+	@[ -n "$(BASE)" ] || { echo "usage: make bench-ab BASE=<git revision> [BENCH=bench_flow.py] [RUNS=2]"; exit 2; }
+	$(PY) tests/bench/bench_ab.py $(BASE) --bench $(or $(BENCH),bench_flow.py) --runs $(or $(RUNS),2)
 
 clean: stop
 	rm -rf .data
