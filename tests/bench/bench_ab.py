@@ -66,10 +66,10 @@ def run(tree: Path, bench: str) -> tuple[str, dict[str, float]]:
     )
     if done.returncode != 0:
         sys.exit(f"{bench} failed in {tree}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    lines = [
+    output = "\n".join(
         line for line in done.stdout.splitlines() if line.strip() and not line.startswith("GridLink bench")
-    ]
-    return "\n".join(lines), figures("\n".join(lines))
+    )
+    return output, figures(output)
 
 
 def main() -> None:

@@ -145,9 +145,22 @@ def test_the_sweep_publishes_a_record_left_from_before_one_record_per_write(rela
     assert relay.db[OUTBOX].count_documents({}) == 0
 
 
-def test_while_one_publisher_waits_for_its_confirms_the_other_sends_what_arrives(relay, published):
+@pytest.fixture
+def running(relay):
+    """The relay's publishing loops, as the service runs them, without sweeps."""
+    # Loops waiting for events stay in line for as long as the test runs.
+    relay.settings = relay.settings.model_copy(update={"relay_sweep_seconds": 30.0})
+    relay.running = True
+    loops = [eventlet.spawn(relay._run, publisher, sweeps=False) for publisher in relay.publishers]
+    yield relay
+    relay.running = False
+    for loop in loops:
+        loop.kill()
+
+
+def test_while_one_publisher_waits_for_its_confirms_the_other_sends_what_arrives(running, published):
     release, held = eventlet.event.Event(), []
-    first, publish_confirmed = relay.publishers[0], relay.publishers[0].publish
+    first, publish_confirmed = running.publishers[0], running.publishers[0].publish
 
     def slow_confirms(events):  # as when the broker's disk is slow to confirm
         held.extend(e["id"] for e in events)
@@ -155,38 +168,18 @@ def test_while_one_publisher_waits_for_its_confirms_the_other_sends_what_arrives
         return publish_confirmed(events)
 
     first.publish = slow_confirms
-    # Loops waiting for events stay in line for as long as the test runs.
-    relay.settings = relay.settings.model_copy(update={"relay_sweep_seconds": 30.0})
-    relay.running = True
-    loops = [eventlet.spawn(relay._run, publisher, sweeps=False) for publisher in relay.publishers]
-    try:
-        early, late = act_recorded_event(), act_recorded_event()
-        relay.publish_soon(record_events_of_done(relay.db, [("a1", [early])]))
-        eventlet.sleep(0.05)
-        relay.publish_soon(record_events_of_done(relay.db, [("a2", [late])]))
-        eventlet.sleep(0.2)
-        # Whichever loop took which: the slow one holds its event, the other sent the other.
-        [waiting] = held
-        assert published() == [({early.id, late.id} - {waiting}).pop()]
-        release.send()
-        eventlet.sleep(0.2)
-        assert published() == [waiting]
-        assert relay.db[OUTBOX].count_documents({}) == 0  # both confirmed, so both records deleted
-    finally:
-        relay.running = False
-        for loop in loops:
-            loop.kill()
-
-
-@pytest.fixture
-def running(relay):
-    """The relay's publishing loops, as the service runs them."""
-    relay.running = True
-    loops = [eventlet.spawn(relay._run, publisher, sweeps=False) for publisher in relay.publishers]
-    yield relay
-    relay.running = False
-    for loop in loops:
-        loop.kill()
+    early, late = act_recorded_event(), act_recorded_event()
+    running.publish_soon(record_events_of_done(running.db, [("a1", [early])]))
+    eventlet.sleep(0.05)
+    running.publish_soon(record_events_of_done(running.db, [("a2", [late])]))
+    eventlet.sleep(0.2)
+    # Whichever loop took which: the slow one holds its event, the other sent the other.
+    [waiting] = held
+    assert published() == [({early.id, late.id} - {waiting}).pop()]
+    release.send()
+    eventlet.sleep(0.2)
+    assert published() == [waiting]
+    assert running.db[OUTBOX].count_documents({}) == 0  # both confirmed, so both records deleted
 
 
 def test_a_consumers_events_are_published_before_it_returns_with_no_outbox_record(running, published):
