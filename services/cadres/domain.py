@@ -41,27 +41,37 @@ def may_be_cadre(person: dict[str, Any] | None) -> bool:
 
 def points_moves(transfer: PointsTransferred) -> list[dict[str, Any]]:
     """The transfer as seen by each person in it (person accounts are bare person ids)."""
-    moves = []
-    for account, points in (
-        (transfer.from_account, -transfer.points),
-        (transfer.to_account, transfer.points),
-    ):
-        if ":" not in account:
-            moves.append(
-                {
-                    "_id": f"{transfer.transfer_id}@{account}",
-                    "person_id": account,
-                    "kind": transfer.kind,
-                    "points": points,
-                }
-            )
-    return moves
+    return [
+        {"person_id": account, "transfer_id": transfer.transfer_id, "kind": transfer.kind, "points": points}
+        for account, points in (
+            (transfer.from_account, -transfer.points),
+            (transfer.to_account, transfer.points),
+        )
+        if ":" not in account
+    ]
 
 
-def points_figures(moves: list[dict[str, Any]]) -> dict[str, int]:
-    earned = sum(m["points"] for m in moves if m["points"] > 0)
-    spent = -sum(m["points"] for m in moves if m["points"] < 0)
-    return {"earned": earned, "spent": spent, "balance": earned - spent}
+def no_points(person_id: str) -> dict[str, Any]:
+    return {"_id": person_id, "seq": 0, "earned": 0, "spent": 0}
+
+
+def with_points_move(totals: dict[str, Any], move: dict[str, Any]) -> dict[str, Any]:
+    """A person's points totals once `move` (the next in their chain) is added."""
+    points = move["points"]
+    return {
+        "_id": totals["_id"],
+        "seq": move["seq"],
+        "earned": totals["earned"] + max(points, 0),
+        "spent": totals["spent"] + max(-points, 0),
+    }
+
+
+def points_figures(totals: dict[str, Any]) -> dict[str, int]:
+    return {
+        "earned": totals["earned"],
+        "spent": totals["spent"],
+        "balance": totals["earned"] - totals["spent"],
+    }
 
 
 def empty_dossier(person_id: str) -> dict[str, Any]:

@@ -68,4 +68,4 @@ class CadreEvaluation(HealthEntrypoints):
         dossier = self.store.dossier(person_id) or domain.empty_dossier(person_id)
         recent = self.store.recent_acts(dossier, domain.RECENT_ACTS)
         view = domain.dossier_view(person, dossier, recent, self.store.dual_report(person_id))
-        return {**view, "points": domain.points_figures(self.store.points_moves(person_id))}
+        return {**view, "points": domain.points_figures(self.store.points_totals(person_id))}

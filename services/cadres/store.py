@@ -1,13 +1,13 @@
 """Cadre evaluation persistence.
 
-Each cadre's dossier is a journal chain (see shared/journal.py): an act reaches it once.
-Acts and points moves are kept for cadres and for people not yet known, never for people known
-not to be cadres (`domain.may_be_cadre`).
+Each cadre's dossier is a journal chain (see shared/journal.py): an act reaches it once. So are
+the cadre's points moves, whose summary holds the points earned and spent: a dossier reads them
+by `_id`, never by scanning every move. Acts and points moves are kept for cadres and for
+people not yet known, never for people known not to be cadres (`domain.may_be_cadre`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -16,10 +16,13 @@ from pymongo.errors import DuplicateKeyError
 
 from services.cadres import domain
 from shared.cache import RecentlyFound
-from shared.group_commit import GroupCommit
 from shared.journal import Journal
-from shared.mongo import BaseStore, insert_new
+from shared.mongo import BaseStore
 from shared.read_models import remember_newer
+
+# Where points moves were kept before they were journals: flat documents, one per transfer and
+# person, that a dossier read found by scanning them all. Moved into the journals at start-up.
+OLD_POINTS_MOVES = "points_moves"
 
 
 class CadreStore(BaseStore):
@@ -28,18 +31,27 @@ class CadreStore(BaseStore):
         self.people = db["people"]
         self.dual_reports = db["dual_reports"]
         self.claimed_posts = db["claimed_posts"]
-        self.points_moves_of = db["points_moves"]
         self.journal = Journal(
             db, "dossier_acts", "dossiers", empty=domain.empty_dossier, fold=domain.with_act, reads=self.reads
         )
+        self.points = Journal(
+            db,
+            "points_entries",
+            "points_totals",
+            empty=domain.no_points,
+            fold=domain.with_points_move,
+            reads=self.reads,
+        )
         self._people = RecentlyFound()
-        self._insert_moves = GroupCommit(self._insert_moves_batch)
 
     def ensure_indexes(self) -> None:
         self.journal.ensure_indexes()
+        self.points.ensure_indexes()
+        self._journal_old_points_moves()
 
     def write_behind(self) -> None:
         self.journal.write_summaries()
+        self.points.write_summaries()
 
     def person(self, person_id: str) -> dict[str, Any] | None:
         # On the read connections: on the writing one a lookup waits behind every write.
@@ -64,16 +76,26 @@ class CadreStore(BaseStore):
             )
 
     def remember_points_move(self, move: dict[str, Any]) -> None:
-        """One document per transfer and person: a redelivery is a no-op. Moves that arrive
-        together share one insert (group commit)."""
-        self._insert_moves(move)
+        """Add a move to the person's points chain once per transfer: a redelivery is a no-op."""
+        self.points.append(move["person_id"], _points_guard(move), lambda totals: move)
 
-    def _insert_moves_batch(self, moves: Sequence[dict[str, Any]]) -> list[None]:
-        insert_new(self.points_moves_of, moves)
-        return [None] * len(moves)
+    def points_totals(self, person_id: str) -> dict[str, Any]:
+        return self.points.summary(person_id) or domain.no_points(person_id)
 
-    def points_moves(self, person_id: str) -> list[dict[str, Any]]:
-        return list(self.points_moves_of.find({"person_id": person_id}))
+    def _journal_old_points_moves(self, batch: int = 500) -> None:
+        """Append the moves kept the old way to the journals, then drop them. A start that
+        stops halfway appends again next time; the guards keep each move once."""
+        if OLD_POINTS_MOVES not in self.db.list_collection_names():
+            return
+        old = self.db[OLD_POINTS_MOVES]
+        while moves := list(old.find().limit(batch)):
+            results = self.points.append_together(
+                [(m["person_id"], m["_id"], lambda totals, m=m: _moved(m)) for m in moves]
+            )
+            if failed := next((r for r in results if isinstance(r, Exception)), None):
+                raise failed
+            old.delete_many({"_id": {"$in": [m["_id"] for m in moves]}})
+        old.drop()
 
     def dual_report(self, person_id: str) -> dict[str, Any] | None:
         report = self.dual_reports.find_one({"_id": person_id}, {"_id": 0})
@@ -91,3 +113,17 @@ class CadreStore(BaseStore):
     def add_act(self, person_id: str, act: dict[str, Any]) -> bool:
         """Add an act to a dossier once. Returns False if it was there already."""
         return self.journal.append(person_id, f"{act['act_id']}@{person_id}", lambda dossier: act)
+
+
+def _points_guard(move: dict[str, Any]) -> str:
+    return f"{move['transfer_id']}@{move['person_id']}"
+
+
+def _moved(old: dict[str, Any]) -> dict[str, Any]:
+    """A move as kept before the journals (its `_id` was the guard)."""
+    return {
+        "person_id": old["person_id"],
+        "transfer_id": old["_id"].rsplit("@", 1)[0],
+        "kind": old["kind"],
+        "points": old["points"],
+    }

@@ -39,7 +39,7 @@ def dossier_acts(databases, person_id) -> int:
 
 def dossier_points(databases, person_id) -> tuple[int, int]:
     """(credits, points) the dossier learnt of from the points bank's `points.transferred`."""
-    moves = list(databases["cadre_evaluation"].points_moves.find({"person_id": person_id}))
+    moves = list(databases["cadre_evaluation"].points_entries.find({"key": person_id}))
     return len(moves), sum(move["points"] for move in moves)
 
 
