@@ -12,9 +12,10 @@ concurrent appends, from any number of processes.
 
 The summary (`fold` of all entries) is what reads use. Appends that arrive together share
 their database writes (group commit). Summaries are kept in memory and written behind, each
-at most once per `SUMMARY_WRITE_SECONDS`: a busy key (a community's pool) costs one rewrite a
-second instead of one per entry. A stored summary can therefore be behind its chain (also
-after a crash, or when another instance appends); it is never wrong, only early:
+at most once per `SUMMARY_WRITE_SECONDS` (unless the journal is given another period): a busy
+key (a community's pool) costs one rewrite a second instead of one per entry. A stored
+summary can therefore be behind its chain (also after a crash, or when another instance
+appends); it is never wrong, only early:
 - a read folds in the entries after it (`summary`, `summaries_of`: one lookup by `_id` for
   a summary that is current), so what callers see is exact;
 - an append finds its slot taken, folds the entry there and moves on, so it heals itself.
@@ -59,6 +60,7 @@ class Journal:
         partitions: int = PARTITIONS,
         reads: Database | None = None,
         cache_size: int = 10_000,
+        summary_write_seconds: float = SUMMARY_WRITE_SECONDS,
     ) -> None:
         """Entries in the collection `entries`, summaries partitioned under `summaries`; reads
         go to `reads`, the same database on read-only connections."""
@@ -70,6 +72,7 @@ class Journal:
         self.fold = fold
         self._cache: OrderedDict[str, Summary] = OrderedDict()
         self._cache_size = cache_size
+        self._summary_write_seconds = summary_write_seconds
         # Appends of a process go through one flusher, in batches: no two run at once here.
         self._append = GroupCommit(self._append_batch)
         self._unwritten: dict[str, Summary] = {}  # summaries newer than the stored ones
@@ -234,7 +237,7 @@ class Journal:
 
     def _write_behind(self) -> None:
         while self._unwritten:
-            eventlet.sleep(SUMMARY_WRITE_SECONDS)
+            eventlet.sleep(self._summary_write_seconds)
             self.write_summaries()
 
     def write_summaries(self) -> None:

@@ -23,6 +23,7 @@ from shared.read_models import remember_newer
 # Where points moves were kept before they were journals: flat documents, one per transfer and
 # person, that a dossier read found by scanning them all. Moved into the journals at start-up.
 OLD_POINTS_MOVES = "points_moves"
+POINTS_TOTALS_WRITE_SECONDS = 10.0
 
 
 class CadreStore(BaseStore):
@@ -41,6 +42,10 @@ class CadreStore(BaseStore):
             empty=domain.no_points,
             fold=domain.with_points_move,
             reads=self.reads,
+            # Only this service reads the totals, from memory; a stored one only shortens the
+            # fold after a restart, so it is rewritten less often than a dossier (measured: at
+            # once a second these rewrites cost FerretDB about 0.2 ms per act in the bench).
+            summary_write_seconds=POINTS_TOTALS_WRITE_SECONDS,
         )
         self._people = RecentlyFound()
 
