@@ -9,17 +9,23 @@ gunicorn settings) and prints, from one run:
 - latency from POST to both effects visible at a steady 100 acts/s: p50, p95, p99, taken from
   the consumers' own `applied_at` stamps (same clock), so no polling skews them; and what an
   act cost in CPU at that rate, with how many cores were busy;
-- batch intake: acts/s through POST /api/v1/volunteer-acts:batch, 500 acts per call.
+- batch intake: acts/s through POST /api/v1/volunteer-acts:batch, 500 acts per call;
+- where an act's CPU goes: single acts with the two consumers paused (the request path
+  alone: the most single acts could reach if their effects cost nothing), then the consumers
+  working off the acts that piled up; what each costs, against what 60% of C allows.
 Targets (issue 2): single ≥ 60% of C, p99 ≤ 100 ms at 100 acts/s, batch ≥ 2,000 acts/s.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -134,6 +140,19 @@ def closed_loop(work, seconds: float, threads: int) -> tuple[int, float]:
     return sum(counts), time.monotonic() - started
 
 
+@contextmanager
+def paused(home: str, services: list[str]) -> Iterator[None]:
+    """Stop the services' processes (SIGSTOP) for a while: their queues fill meanwhile."""
+    pids = [int((Path(home) / "run" / f"{service}.pid").read_text()) for service in services]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
 def main() -> None:
     with bench_stack("bench") as (base, key, env, _):
         run(Client(base, key), env)
@@ -202,9 +221,9 @@ def run(client: Client, env: dict[str, str]) -> None:
         f"{CLIENT_THREADS} client threads, {SECONDS:.0f}s per phase, {os.cpu_count()} cores\n"
     )
 
-    def cpu_per_call(before: dict[str, float], calls: int, what: str, seconds: float | None = None) -> None:
-        """Print the CPU each process spent per call since `before`; with `seconds`, also how
-        many of the machine's cores were busy on average over them."""
+    def cpu_per_call(before: dict[str, float], calls: int, what: str, seconds: float | None = None) -> float:
+        """Print the CPU each process spent per call since `before`, and return their sum (ms);
+        with `seconds`, also how many of the machine's cores were busy on average over them."""
         after = cpu_seconds(env["STACK_HOME"])
         spent = {name: (after[name] - before.get(name, 0)) * 1000 / calls for name in after}
         busy = "" if seconds is None else f" ({sum(spent.values()) * calls / 1000 / seconds:.2f} cores busy)"
@@ -214,13 +233,14 @@ def run(client: Client, env: dict[str, str]) -> None:
                 f"{name} {ms:.1f}" for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms >= 0.05
             )
         )
+        return sum(spent.values())
 
     closed_loop(lambda i: client.ping(), 2, CLIENT_THREADS)  # warm up every proxy
     cpu_before = cpu_seconds(env["STACK_HOME"])
     calls, elapsed = closed_loop(lambda i: client.ping(), SECONDS, CLIENT_THREADS)
     ceiling = calls / elapsed
     print(f"C  gateway → no-op RPC:            {ceiling:8.0f} requests/s")
-    cpu_per_call(cpu_before, calls, "request")
+    request_cpu = cpu_per_call(cpu_before, calls, "request")
 
     cpu_before = cpu_seconds(env["STACK_HOME"])
     started = time.monotonic()
@@ -304,6 +324,28 @@ def run(client: Client, env: dict[str, str]) -> None:
         f"({sent} acts in {intake_elapsed:.1f}s; target ≥ 2,000); both effects for all after "
         f"{effects_done - started:.1f}s = {sent / (effects_done - started):.0f} acts/s end to end"
     )
+    # Where an act's CPU goes: the request path with no consumer running (they are paused and
+    # their queues fill), then the consumers alone on what piled up. The first is the most
+    # single acts could reach if their effects cost nothing.
+    cpu_before = cpu_seconds(env["STACK_HOME"])
+    with paused(env["STACK_HOME"], ["points_bank", "cadre_evaluation"]):
+        acts, elapsed = closed_loop(lambda i: client.act(people[i % len(people)]), SECONDS, CLIENT_THREADS)
+        print(
+            f"\nrequest path alone (consumers paused): {acts / elapsed:5.0f} acts/s  "
+            f"({acts / elapsed / ceiling:.0%} of C; {acts} acts)"
+        )
+        request_path_cpu = cpu_per_call(cpu_before, acts, "act")
+        time.sleep(1)  # the relay publishes the last acts
+        total_before = credited()
+        cpu_before, started = cpu_seconds(env["STACK_HOME"]), time.monotonic()
+    done = wait_effects(total_before + acts)
+    print(f"consumers alone, working off those {acts} acts: {acts / (done - started):5.0f} acts/s")
+    consumers_cpu = cpu_per_call(cpu_before, acts, "act")
+    print(
+        f"an act: {request_path_cpu:.1f} ms on the request path + {consumers_cpu:.1f} ms in the consumers; "
+        f"60% of C allows {request_cpu / 0.6:.1f} ms in all"
+    )
+
     print(
         f"\nexactness: {credited()} credits and {in_dossiers()} dossier entries for "
         f"{intake_db.volunteer_acts.estimated_document_count()} recorded acts"
