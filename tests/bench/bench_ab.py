@@ -43,10 +43,16 @@ def worktree(revision: str) -> Path:
 
 
 def figures(output: str) -> dict[str, float]:
-    """Every number the benchmark printed, named by its line and the words around it."""
+    """Every number the benchmark printed, named by its line and the words around it. An
+    indented line belongs to the line above it ("CPU per act" follows several phases)."""
     found = {}
+    heading = ""
     for line in output.splitlines():
         label = NUMBER.sub("#", line.split(":")[0]).strip()
+        if line[:1].isspace():
+            label = f"{heading} › {label}"
+        elif line.strip():
+            heading = label
         for segment in SEGMENT.split(line):
             words = " ".join(NUMBER.sub("#", segment).split())
             for index, match in enumerate(NUMBER.finditer(segment)):
@@ -89,10 +95,10 @@ def main() -> None:
         print(f"--- run {number} of {len(order)}: {name}\n{output}\n", flush=True)
     print(f"--- {options.bench}, mean of {options.runs} runs each (A {options.base} | B working tree)")
     a, b = results.values()
-    for key in a[0]:
-        if all(key in run_figures for run_figures in (*a, *b)):
-            mean_a, mean_b = mean(r[key] for r in a), mean(r[key] for r in b)
-            print(f"{key[:70]:72s} {mean_a:10.1f} | {mean_b:10.1f}")
+    shared = [key for key in a[0] if all(key in run_figures for run_figures in (*a, *b))]
+    width = max(map(len, shared), default=0)
+    for key in shared:
+        print(f"{key:{width}s} {mean(r[key] for r in a):10.1f} | {mean(r[key] for r in b):10.1f}")
 
 
 if __name__ == "__main__":
