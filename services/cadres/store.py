@@ -8,6 +8,7 @@ people not yet known, never for people known not to be cadres (`domain.may_be_ca
 
 from __future__ import annotations
 
+import itertools
 from contextlib import suppress
 from typing import Any
 
@@ -87,20 +88,20 @@ class CadreStore(BaseStore):
     def points_totals(self, person_id: str) -> dict[str, Any]:
         return self.points.summary(person_id) or domain.no_points(person_id)
 
-    def _journal_old_points_moves(self, batch: int = 500) -> None:
-        """Append the moves kept the old way to the journals, then drop them. A start that
-        stops halfway appends again next time; the guards keep each move once."""
+    def _journal_old_points_moves(self, batch: int = 5000) -> None:
+        """Append the moves kept the old way to the journals in one pass, then drop them. A
+        start that stops halfway appends them all again next time; the guards keep each move
+        once. (Deleting them as they go would read the whole old collection per delete.)"""
         if OLD_POINTS_MOVES not in self.db.list_collection_names():
             return
-        old = self.db[OLD_POINTS_MOVES]
-        while moves := list(old.find().limit(batch)):
+        moves = self.db[OLD_POINTS_MOVES].find()
+        while chunk := list(itertools.islice(moves, batch)):
             results = self.points.append_together(
-                [(m["person_id"], m["_id"], lambda totals, m=m: _moved(m)) for m in moves]
+                [(m["person_id"], m["_id"], lambda totals, m=m: _moved(m)) for m in chunk]
             )
             if failed := next((r for r in results if isinstance(r, Exception)), None):
                 raise failed
-            old.delete_many({"_id": {"$in": [m["_id"] for m in moves]}})
-        old.drop()
+        self.db.drop_collection(OLD_POINTS_MOVES)
 
     def dual_report(self, person_id: str) -> dict[str, Any] | None:
         report = self.dual_reports.find_one({"_id": person_id}, {"_id": 0})
