@@ -15,7 +15,7 @@ def move(person_id: str, transfer_id: str, points: int) -> dict:
     return {"person_id": person_id, "transfer_id": transfer_id, "kind": "test", "points": points}
 
 
-def test_a_points_move_counts_once_however_often_it_arrives_and_figures_need_no_scan(scratch):
+def test_a_points_move_counts_once_however_often_it_arrives_and_the_totals_are_kept_as_a_summary(scratch):
     store = CadreStore(scratch)
     store.ensure_indexes()
     for each in (
