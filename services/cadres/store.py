@@ -95,9 +95,9 @@ class CadreStore(BaseStore):
         if OLD_POINTS_MOVES not in self.db.list_collection_names():
             return
         moves = self.db[OLD_POINTS_MOVES].find()
-        while chunk := list(itertools.islice(moves, batch)):
+        while chunk := [_moved(old) for old in itertools.islice(moves, batch)]:
             results = self.points.append_together(
-                [(m["person_id"], m["_id"], lambda totals, m=m: _moved(m)) for m in chunk]
+                [(m["person_id"], _points_guard(m), lambda totals, m=m: m) for m in chunk]
             )
             if failed := next((r for r in results if isinstance(r, Exception)), None):
                 raise failed
@@ -126,7 +126,7 @@ def _points_guard(move: dict[str, Any]) -> str:
 
 
 def _moved(old: dict[str, Any]) -> dict[str, Any]:
-    """A move as kept before the journals (its `_id` was the guard)."""
+    """A move as kept before the journals, whose `_id` was `<transfer>@<person>`."""
     return {
         "person_id": old["person_id"],
         "transfer_id": old["_id"].rsplit("@", 1)[0],
