@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -246,6 +246,17 @@ class Stack:
             marker.unlink()
 
 
+def load_demo_data_once(load: Callable[[], None], mongo_url: str, marker: Path) -> bool:
+    """Load the demo data unless it went into this database before (the marker names the
+    database): staff may have changed it since, moved a building or closed a branch, and
+    loading it again would refuse those changes and stop the start. True if it loaded now."""
+    if marker.exists() and marker.read_text().strip() == mongo_url:
+        return False
+    load()
+    marker.write_text(f"{mongo_url}\n")
+    return True
+
+
 def main(command: str) -> None:
     # Late publisher-confirm acks on closed healthcheck proxies are harmless; keep them quiet.
     logging.getLogger("amqp").setLevel(logging.ERROR)
@@ -266,7 +277,7 @@ def main(command: str) -> None:
     from deploy.local.demo_data import load_demo_data
     from gateway.keys import ensure_demo_key
 
-    load_demo_data()
+    load_demo_data_once(load_demo_data, stack.mongo_url, DATA / "demo-data.loaded")
     key = ensure_demo_key(DATA / "demo-api-key")
     base = f"http://127.0.0.1:{stack.gateway_port}"
     print(

@@ -1,0 +1,34 @@
+"""`make run` loads the demo data into a database once; later starts keep what staff changed."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy.local.stack import load_demo_data_once
+
+
+def test_demo_data_is_loaded_once_per_database(tmp_path):
+    loads = []
+    marker = tmp_path / "demo-data.loaded"
+
+    def load() -> None:
+        loads.append(len(loads))
+
+    assert load_demo_data_once(load, "mongodb://127.0.0.1:27017/", marker) is True
+    assert load_demo_data_once(load, "mongodb://127.0.0.1:27017/", marker) is False
+    assert len(loads) == 1
+    # Another database has not had it.
+    assert load_demo_data_once(load, "mongodb://db.example:27017/", marker) is True
+    assert len(loads) == 2
+
+
+def test_a_failed_load_is_tried_again_next_start(tmp_path):
+    marker = tmp_path / "demo-data.loaded"
+
+    def broken() -> None:
+        raise ConnectionError("registry not answering")
+
+    with pytest.raises(ConnectionError):
+        load_demo_data_once(broken, "mongodb://127.0.0.1:27017/", marker)
+    assert not marker.exists()
+    assert load_demo_data_once(lambda: None, "mongodb://127.0.0.1:27017/", marker) is True
