@@ -134,12 +134,38 @@ class Journal:
         result is the entry, None (appended before) or the exception that refused it."""
         return self._append.together(appends)
 
-    def entries_of(self, key: str, first_seq: int = 1, last_seq: int | None = None) -> list[Entry]:
-        """A stretch of key's chain, in order (a statement)."""
-        query: dict[str, Any] = {"key": key, "seq": {"$gte": first_seq}}
-        if last_seq is not None:
-            query["seq"]["$lte"] = last_seq
-        return list(self._read_entries.find(query).sort("seq", 1))
+    def entries_of(self, key: str) -> list[Entry]:
+        """Key's whole chain, in order, in one query (reconciliation): on FerretDB it reads
+        every entry of every key once, which beats a lookup per entry of a long chain."""
+        return list(self._read_entries.find({"key": key}).sort("seq", 1))
+
+    def stretch(self, key: str, first_seq: int, last_seq: int) -> list[Entry]:
+        """Entries `first_seq` to `last_seq` of key's chain (a statement), a lookup by `_id`
+        each: any other query, `$in` and ranges of `_id` too, reads the whole collection on
+        FerretDB (measured, 50,000 entries: 2.6 s a query against 2 ms a lookup)."""
+        found = (self.entry(key, seq) for seq in range(first_seq, last_seq + 1))
+        return [entry for entry in found if entry is not None]
+
+    def entry(self, key: str, seq: int) -> Entry | None:
+        return self._read_entries.find_one({"_id": slot_id(key, seq)})
+
+    def first_seq_where(self, key: str, field: str, at_least: Any, last_seq: int) -> int | None:
+        """The first entry of key's chain (up to `last_seq`) whose `field` is `at_least` or
+        more, by bisection: about log2(last_seq) lookups by `_id`. Entries are appended in
+        time order, but two processes' clocks may stamp neighbours a moment out of order; the
+        bisection then settles on one of the places where the chain crosses `at_least`, always
+        the same one for the same chain, so periods that meet there share it exactly."""
+        if last_seq < 1 or (last := self.entry(key, last_seq)) is None or last[field] < at_least:
+            return None
+        low, high = 1, last_seq  # the answer lies in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            entry = self.entry(key, middle)
+            if entry is not None and entry[field] >= at_least:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     def heal(self, key: str) -> Summary:
         """Rebuild key's summary from its whole chain and write it (reconciliation repairs)."""

@@ -228,27 +228,22 @@ class PointsStore(BaseStore):
         self, account_id: str, start: datetime, end: datetime
     ) -> tuple[Entry | None, list[Entry]]:
         """The entry before [start, end), whose balance opens it, and the entries within, in
-        chain order. Within is a stretch of the chain, from the first entry applied at or after
-        `start` up to the first applied at or after `end`: clocks of two processes can stamp
-        neighbouring entries a moment out of order, and a stretch keeps opening + movements
-        = closing, with each entry in exactly one period."""
-        first = self._first_seq_since(account_id, start)
+        chain order. Within is a stretch of the chain, from where it reaches `start` up to where
+        it reaches `end` (found by bisection, `Journal.first_seq_where`): clocks of two processes
+        can stamp neighbouring entries a moment out of order, and a stretch keeps opening +
+        movements = closing, with each entry in exactly one period. Every read is by `_id`."""
+        account = self.ledger.summary(account_id)
+        if account is None:
+            return None, []
+        last = account["seq"]
+        first = self.ledger.first_seq_where(account_id, "applied_at", start, last)
         if first is None:
-            latest = self.ledger.entries.find({"key": account_id}).sort("seq", -1).limit(1)
-            return next(iter(latest), None), []
-        after = self._first_seq_since(account_id, end)
-        stretch = self.ledger.entries_of(account_id, max(first - 1, 1), None if after is None else after - 1)
+            return self.ledger.entry(account_id, last), []
+        after = self.ledger.first_seq_where(account_id, "applied_at", end, last)
+        stretch = self.ledger.stretch(account_id, max(first - 1, 1), last if after is None else after - 1)
         if stretch and stretch[0]["seq"] < first:
             return stretch[0], stretch[1:]
         return None, stretch
-
-    def _first_seq_since(self, account_id: str, since: datetime) -> int | None:
-        found = (
-            self.ledger.entries.find({"key": account_id, "applied_at": {"$gte": since}}, {"seq": 1})
-            .sort("seq", 1)
-            .limit(1)
-        )
-        return next((e["seq"] for e in found), None)
 
     def applied_between(self, start: datetime, end: datetime) -> list[Entry]:
         """Every leg applied in [start, end), slim. Kinds are picked in Python: FerretDB scans the

@@ -12,7 +12,8 @@ gunicorn settings) and prints, from one run:
    (10,000 accounts): how long loading took, and p50 / p95 / p99 of
    GET /api/v1/points/accounts/<person> through the gateway for 200 of the first accounts whose
    people are registered (the gateway asks the registry first), and of the points bank's
-   `get_account` RPC for any loaded account.
+   `get_account` RPC for any loaded account; and of this month's statement
+   (GET /api/v1/points/accounts/<id>/statement, all 100 entries) of any loaded account.
 If loading 1,000,000 entries is projected (after the first 50,000) to take more than 15
 minutes, it loads the most that fits in about 10 and says so in the figure's label.
 No figure is asserted: this prints what it measured.
@@ -436,14 +437,31 @@ class Readers:
     def via_rpc(self, proxy: Any, person_id: str) -> None:
         self.check(proxy.points.get_account(person_id), person_id)
 
+    def statement(self, session: Any, person_id: str) -> None:
+        """This month's statement: the loaded entries were all applied today."""
+        from shared.settings import local_today
+
+        today = local_today()
+        period = {"from": today.replace(day=1).isoformat(), "to": today.isoformat()}
+        answer = session.get(
+            f"{self.base}/api/v1/points/accounts/{person_id}/statement", params=period, timeout=60
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"{person_id}: {answer.status_code} {answer.text[:200]}")
+        found = (len(answer.json()["entries"]), answer.json()["closing_balance"])
+        if found != (self.expect_entries, POINTS_PER_ACT * self.expect_entries):
+            raise RuntimeError(f"{person_id}: statement of {found} entries and balance")
+
 
 def measure_reads(readers: Readers, registered: list[str], loaded: list[str], label: str) -> None:
     timed_reads(readers.via_gateway, registered, readers.http)  # warm up: not counted
     by_gateway = timed_reads(readers.via_gateway, registered, readers.http)
     by_rpc = timed_reads(readers.via_rpc, loaded, readers.rpc)
+    statements = timed_reads(readers.statement, loaded, readers.http)
     lines = {
         f"gateway GET /points/accounts/<id>, {label}": by_gateway,
         f"points_bank.get_account RPC, {label}": by_rpc,
+        f"gateway GET .../<id>/statement (this month: {ENTRIES_PER_ACCOUNT} entries), {label}": statements,
     }
     for line, (took, failed) in lines.items():
         print(latency_line(line, took) if took else f"  {line}: no read succeeded")

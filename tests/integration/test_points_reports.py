@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -180,3 +181,28 @@ def test_months_split_the_chain_at_local_midnight_and_share_their_balances(store
     assert november["entries"][0]["on"] == "2026-11-01"
     legs = store.applied_between(*reports.month_period("2026-11").bounds(zone))
     assert sorted(leg["transfer_id"] for leg in legs if leg["key"] == "p1") == ["t2"]
+
+
+def test_consecutive_statements_of_a_long_chain_share_every_entry_once(store):
+    """The chain's month boundaries are found by bisection over `_id` lookups; with stamps a
+    little out of order, every entry still lands in exactly one month and balances carry on."""
+    zone = ZoneInfo("Asia/Shanghai")
+    stamps = [datetime(2026, 9, 20, tzinfo=UTC) + timedelta(days=2 * n) for n in range(45)]
+    stamps[7], stamps[8] = stamps[8], stamps[7]  # another process's clock, a little behind
+    # Across the start of November (CST): 20 is stamped in it, 21 just before it.
+    stamps[20], stamps[21] = datetime(2026, 10, 31, 17, tzinfo=UTC), datetime(2026, 10, 31, 15, tzinfo=UTC)
+    for n, stamp in enumerate(stamps):
+        post(store, f"t{n:02d}", n + 1, stamp.isoformat().replace("+00:00", ""))
+    months = ["2026-09", "2026-10", "2026-11", "2026-12", "2027-01"]
+    statements = []
+    for month in months:
+        within = reports.month_period(month)
+        before, entries = store.period_entries("p1", *within.bounds(zone))
+        statements.append(reports.statement("p1", within, before, entries, zone))
+    listed = [e["transfer_id"] for s in statements for e in s["entries"]]
+    assert listed == [f"t{n:02d}" for n in range(45)]  # each once, in chain order
+    for earlier, later in itertools.pairwise(statements):
+        assert earlier["closing_balance"] == later["opening_balance"]
+    assert statements[-1]["closing_balance"] == sum(range(1, 46))
+    nobody = reports.month_period("2026-11")
+    assert store.period_entries("nobody", *nobody.bounds(zone)) == (None, [])
