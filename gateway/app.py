@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory
 from nameko.exceptions import RemoteError
 from swagger_ui_bundle import swagger_ui_path
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway import responses as r
 from gateway.http import ApiError, idempotency_key, json_body, require_role, signed
@@ -285,7 +285,12 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
-        return error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+        response, status = error(
+            exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or ""
+        )
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # RFC 9110: say which ones
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from flask import Response, g, request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from shared.errors import InvalidInput
 from shared.events import REGISTRY
-from shared.schemas import validated
+from shared.schemas import IDENTIFIER, MONTH, field_errors
 
 
 class ApiError(Exception):
@@ -27,8 +31,9 @@ def invalid(field: str, message: str) -> ApiError:
 def json_body(model: type[BaseModel]) -> Any:
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = request.get_data(cache=False) or b"null"
     try:
-        payload = json.loads(request.get_data(cache=False) or b"null")
+        payload = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
@@ -38,7 +43,12 @@ def json_body(model: type[BaseModel]) -> Any:
             "body must be a JSON object",
             [{"field": "body", "message": "must be an object"}],
         )
-    return validated(model, payload)
+    # Strict: a value must have the JSON type the document gives it. Lax, pydantic would take
+    # 0 for the date 1970-01-01 and false for the number 0.
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise InvalidInput(field_errors(exc)) from exc
 
 
 def idempotency_key() -> str:
@@ -53,38 +63,97 @@ def idempotency_key() -> str:
     return key
 
 
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise invalid(name, f"whole number from {low} to {high}")
-    return int(raw)
+# Years as MONTH allows: periods and time zones reckoned from them stay within Python's dates.
+ISO_DATE = re.compile(r"[12]\d{3}-\d{2}-\d{2}")
 
 
-def bool_arg(name: str) -> bool:
-    raw = request.args.get(name, "false").lower()
-    if raw not in ("true", "false", "1", "0"):
-        raise invalid(name, "true or false")
-    return raw in ("true", "1")
+@dataclass(frozen=True)
+class Query:
+    """A query parameter, documented in OpenAPI (`schema`) and read (`read`) from this one
+    declaration, so the document and the checks cannot drift apart. A value given empty is
+    refused like any other invalid one."""
+
+    name: str
+    description: str
+    schema: dict[str, Any]
+    parse: Callable[[str], Any]  # raises ValueError for a value it refuses
+    refusal: str  # what the error says a valid value is
+    required: bool = False
+    default: Any = None
+
+    def read(self) -> Any:
+        raw = request.args.get(self.name)
+        if raw is None:
+            if self.required:
+                raise invalid(self.name, f"required: {self.refusal}")
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError:
+            raise invalid(self.name, self.refusal) from None
 
 
-def date_arg(name: str) -> str | None:
-    """An ISO date from the query string, checked here so services get only valid ones."""
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
+def _matching(pattern: re.Pattern[str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not pattern.fullmatch(raw):
+            raise ValueError(raw)
+        return raw
+
+    return parse
+
+
+def identifier_query(name: str, description: str, required: bool = False) -> Query:
+    """An organisation, person or other code (the registry's identifier syntax)."""
+    schema = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": f"^{IDENTIFIER.pattern}$"}
+    refusal = "a code: letters, digits, _ . : -"
+    return Query(name, description, schema, _matching(IDENTIFIER), refusal, required)
+
+
+def integer_query(name: str, description: str, low: int, high: int, default: int) -> Query:
+    def parse(raw: str) -> int:
+        if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+            raise ValueError(raw)
+        return int(raw)
+
+    schema = {"type": "integer", "minimum": low, "maximum": high, "default": default}
+    return Query(name, description, schema, parse, f"whole number from {low} to {high}", default=default)
+
+
+def boolean_query(name: str, description: str) -> Query:
+    def parse(raw: str) -> bool:
+        if raw not in ("true", "false"):
+            raise ValueError(raw)
+        return raw == "true"
+
+    schema = {"type": "boolean", "default": False}
+    return Query(name, description, schema, parse, "true or false", default=False)
+
+
+def date_query(name: str, description: str, required: bool = False) -> Query:
+    """An ISO date, checked here so services get only valid ones."""
+
+    def parse(raw: str) -> str:
+        if not ISO_DATE.fullmatch(raw):
+            raise ValueError(raw)
         return date.fromisoformat(raw).isoformat()
-    except ValueError:
-        raise invalid(name, "a date, YYYY-MM-DD") from None
+
+    schema = {"type": "string", "format": "date", "pattern": f"^{ISO_DATE.pattern}$"}
+    return Query(name, description, schema, parse, "a date, YYYY-MM-DD", required)
 
 
-def choice_arg(name: str, choices: list[str]) -> str | None:
-    raw = request.args.get(name)
-    if raw is not None and raw not in choices:
-        raise invalid(name, f"one of {', '.join(choices)}")
-    return raw
+def month_query(name: str, description: str) -> Query:
+    schema = {"type": "string", "pattern": f"^{MONTH.pattern}$"}
+    return Query(name, description, schema, _matching(MONTH), "a month, YYYY-MM", required=True)
+
+
+def choice_query(name: str, description: str, choices: list[str], default: str | None = None) -> Query:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(raw)
+        return raw
+
+    schema: dict[str, Any] = {"type": "string", "enum": choices} | ({"default": default} if default else {})
+    return Query(name, description, schema, parse, f"one of {', '.join(choices)}", default=default)
 
 
 def require_role(rpc: Any, role: str, community_id: str) -> None:

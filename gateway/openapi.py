@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.http import Query
 from gateway.responses import ErrorResponse
 
 STANDARD_ERRORS = {
@@ -16,6 +17,16 @@ STANDARD_ERRORS = {
     503: "a service or the message broker is unavailable",
     504: "a service did not answer in time",
 }
+# What the gateway itself refuses before any service sees the request, by what it reads.
+BODY_ERRORS = {
+    400: "malformed JSON body",
+    415: "body not sent as application/json",
+    422: "invalid field",
+}
+HEADER_ERRORS = {400: "missing or invalid header"}
+QUERY_ERRORS = {422: "invalid query parameter"}
+# A header the gateway reads, as its value must be (see gateway.http.idempotency_key).
+HEADER_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"}
 
 
 @dataclass
@@ -28,7 +39,8 @@ class Operation:
     request: type[BaseModel] | None = None
     errors: dict[int, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    query: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (type, description)
+    query: list[Query] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # media types of a file the answer may be
     tag: str = "GridLink"
 
 
@@ -68,25 +80,32 @@ class OpenApi:
                 "in": "header",
                 "required": True,
                 "description": text,
-                "schema": {"type": "string"},
+                "schema": HEADER_SCHEMA,
             }
             for name, text in op.headers.items()
         ]
         parameters += [
             {
-                "name": name,
+                "name": query.name,
                 "in": "query",
-                "required": False,
-                "description": text,
-                "schema": {"type": kind},
+                "required": query.required,
+                "description": query.description,
+                "schema": query.schema,
             }
-            for name, (kind, text) in op.query.items()
+            for query in op.query
         ]
-        responses: dict[str, Any] = {
-            str(op.status): {"description": op.summary}
-            | ({"content": _json(_ref(op.response, schemas))} if op.response else {})
+        content = (_json(_ref(op.response, schemas)) if op.response else {}) | {
+            kind: {"schema": {"type": "string", "contentMediaType": kind}} for kind in op.files
         }
-        for status, text in {**STANDARD_ERRORS, **op.errors}.items():
+        responses: dict[str, Any] = {
+            str(op.status): {"description": op.summary} | ({"content": content} if content else {})
+        }
+        refused_here = {
+            **(QUERY_ERRORS if op.query else {}),
+            **(HEADER_ERRORS if op.headers else {}),
+            **(BODY_ERRORS if op.request else {}),
+        }
+        for status, text in sorted({**STANDARD_ERRORS, **refused_here, **op.errors}.items()):
             responses[str(status)] = {
                 "description": text,
                 "content": _json(_ref(ErrorResponse, schemas)),

@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import g, jsonify, request
+from flask import g, jsonify
 
 from gateway import responses as r
 from gateway.http import (
-    date_arg,
+    FILE_TYPES,
+    choice_query,
+    date_query,
     download,
     idempotency_key,
-    int_arg,
+    identifier_query,
+    integer_query,
     invalid,
     json_body,
+    month_query,
     require_role,
     signed,
 )
@@ -44,16 +48,15 @@ STAFF = {403: "the API key lacks the role, or acts outside its scope"}
 Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
 
 
-def month_arg() -> str:
-    month = request.args.get("month", "")
-    if (
-        len(month) != 7
-        or month[4] != "-"
-        or not (month[:4] + month[5:]).isdigit()
-        or not 1 <= int(month[5:]) <= 12
-    ):
-        raise invalid("month", "a month, YYYY-MM")
-    return month
+PERIOD_FROM = date_query("from", "first day, YYYY-MM-DD (China Standard Time)", required=True)
+PERIOD_TO = date_query("to", "last day, YYYY-MM-DD", required=True)
+OF_COMMUNITY = identifier_query("community_id", "the community", required=True)
+ORDERS_OF_COMMUNITY = identifier_query("community_id", "orders of this community")
+ORDERS_OF_PERSON = identifier_query("person_id", "orders of this person")
+SCOPE = identifier_query("scope", "a grid, community or street code", required=True)
+MONTH = month_query("month", "the month, YYYY-MM")
+BOARD_LIMIT = integer_query("limit", "how many people", 1, 200, 20)
+DISCLOSURE_FORMAT = choice_query("format", "json, or xlsx for Excel", ["json", "xlsx"], default="json")
 
 
 def add_points_routes(route: Route, rpc: RpcPool) -> None:
@@ -98,18 +101,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/accounts/<account_id>/statement",
             "An account's statement for a period: opening and closing balance, every entry",
             r.Statement,
-            query={
-                "from": ("string", "first day, YYYY-MM-DD (China Standard Time)"),
-                "to": ("string", "last day, YYYY-MM-DD"),
-            },
-            errors={422: "invalid period"},
+            query=[PERIOD_FROM, PERIOD_TO],
             tag=TAG,
         )
     )
     def account_statement(account_id: str) -> Any:
-        period_from, period_to = date_arg("from"), date_arg("to")
-        if period_from is None or period_to is None:
-            raise invalid("from" if period_from is None else "to", "required, YYYY-MM-DD")
+        period_from, period_to = PERIOD_FROM.read(), PERIOD_TO.read()
         return jsonify(call("statement", account_id, period_from, period_to))
 
     # --- earning ----------------------------------------------------------------------------------
@@ -120,13 +117,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/rules",
             "A community's earning rules",
             r.EarningRules,
-            query={"community_id": ("string", "the community")},
-            errors={422: "community_id missing"},
+            query=[OF_COMMUNITY],
             tag=TAG,
         )
     )
     def list_earning_rules() -> Any:
-        return jsonify(call("list_earning_rules", required_arg("community_id")))
+        return jsonify(call("list_earning_rules", OF_COMMUNITY.read()))
 
     @route(
         Operation(
@@ -136,7 +132,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             r.EarningRuleView,
             status=201,
             request=EarningRule,
-            errors={**STAFF, 409: "the rule id exists", 422: "invalid field"},
+            errors={**STAFF, 409: "the rule id exists"},
             tag=TAG,
         )
     )
@@ -151,12 +147,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/approvals",
             "Acts waiting for a community approver (above the rule's hours threshold)",
             r.PendingApprovals,
-            query={"community_id": ("string", "the community")},
+            query=[OF_COMMUNITY],
             tag=TAG,
         )
     )
     def list_pending_approvals() -> Any:
-        return jsonify(call("list_pending_approvals", required_arg("community_id")))
+        return jsonify(call("list_pending_approvals", OF_COMMUNITY.read()))
 
     @route(
         Operation(
@@ -183,7 +179,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=ManualAward,
             headers=KEYED,
-            errors={**STAFF, 422: "invalid field"},
+            errors=STAFF,
             tag=TAG,
         )
     )
@@ -201,7 +197,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=Inspection,
             headers=KEYED,
-            errors={**STAFF, 422: "invalid field"},
+            errors=STAFF,
             tag=TAG,
         )
     )
@@ -236,12 +232,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/catalogue",
             "What a community's residents can buy with points, with stock",
             r.Catalogue,
-            query={"community_id": ("string", "the community")},
+            query=[OF_COMMUNITY],
             tag=TAG,
         )
     )
     def list_catalogue() -> Any:
-        return jsonify(call("list_catalogue", required_arg("community_id")))
+        return jsonify(call("list_catalogue", OF_COMMUNITY.read()))
 
     @route(
         Operation(
@@ -251,7 +247,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             r.CatalogueItem,
             status=201,
             request=NewCatalogueItem,
-            errors={**STAFF, 409: "the item id exists", 422: "invalid field"},
+            errors={**STAFF, 409: "the item id exists"},
             tag=TAG,
         )
     )
@@ -286,7 +282,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=NewOrder,
             headers=KEYED,
-            errors={**STAFF, 409: "out of stock, limit reached or not enough points", 422: "invalid field"},
+            errors={**STAFF, 404: "unknown item", 409: "out of stock, limit reached or not enough points"},
             tag=TAG,
         )
     )
@@ -301,15 +297,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/orders",
             "Orders of a community or a person",
             r.Orders,
-            query={
-                "community_id": ("string", "orders of this community"),
-                "person_id": ("string", "of this person"),
-            },
+            query=[ORDERS_OF_COMMUNITY, ORDERS_OF_PERSON],
             tag=TAG,
         )
     )
     def list_orders() -> Any:
-        return jsonify(call("list_orders", request.args.get("community_id"), request.args.get("person_id")))
+        return jsonify(call("list_orders", ORDERS_OF_COMMUNITY.read(), ORDERS_OF_PERSON.read()))
 
     def settle(order_id: str, how: str) -> Any:
         outcome = json_body(OrderOutcome)
@@ -352,17 +345,16 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/leaderboards",
             "Who earned most in a month, within a grid, a community or a street",
             r.Leaderboard,
-            query={
-                "scope": ("string", "a grid, community or street code"),
-                "month": ("string", "YYYY-MM"),
-                "limit": ("integer", "1 to 200 (default 20)"),
+            query=[SCOPE, MONTH, BOARD_LIMIT],
+            errors={
+                404: "unknown scope",
+                422: "invalid parameter, or a scope that is no grid, community or street",
             },
-            errors={404: "unknown scope", 422: "invalid parameter"},
             tag=TAG,
         )
     )
     def leaderboard() -> Any:
-        scope, month, limit = required_arg("scope"), month_arg(), int_arg("limit", 20, 1, 200)
+        scope, month, limit = SCOPE.read(), MONTH.read(), BOARD_LIMIT.read()
         organisation = rpc.call(REGISTRY, "get_organisation", scope)
         kind = organisation["classification"]
         if kind == "grid_party_branch":
@@ -380,20 +372,13 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/disclosures/<community_id>",
             "The monthly public list of volunteer service (志愿服务情况按月公示); format=xlsx for Excel",
             r.Disclosure,
-            query={"month": ("string", "YYYY-MM"), "format": ("string", "json (default) or xlsx")},
-            errors={422: "invalid parameter"},
+            query=[MONTH, DISCLOSURE_FORMAT],
+            files=[FILE_TYPES["xlsx"]],
             tag=TAG,
         )
     )
     def monthly_disclosure(community_id: str) -> Any:
-        month = month_arg()
-        if request.args.get("format", "json") == "xlsx":
+        month = MONTH.read()
+        if DISCLOSURE_FORMAT.read() == "xlsx":
             return download(call("monthly_disclosure_xlsx", community_id, month), "xlsx")
         return jsonify(call("monthly_disclosure", community_id, month))
-
-
-def required_arg(name: str) -> str:
-    value = request.args.get(name)
-    if not value:
-        raise invalid(name, "required")
-    return value

@@ -14,7 +14,17 @@ from typing import Any
 from flask import jsonify, request
 
 from gateway import responses as r
-from gateway.http import FILE_TYPES, ApiError, bool_arg, choice_arg, date_arg, download, int_arg, json_body
+from gateway.http import (
+    FILE_TYPES,
+    ApiError,
+    boolean_query,
+    choice_query,
+    date_query,
+    download,
+    identifier_query,
+    integer_query,
+    json_body,
+)
 from gateway.openapi import Operation
 from gateway.rpc import RpcPool
 from shared.events import REGISTRY
@@ -37,17 +47,20 @@ from shared.settings import Settings
 
 TAG = "Organisation registry"
 LEDGER_KINDS = ["organisations", "places", "people", "memberships"]
-PAGE = {
-    "offset": ("integer", "skip this many (default 0)"),
-    "limit": ("integer", "page size, 1 to 1000 (default 200)"),
-}
-WITHIN = {"within": ("string", "an organisation code: only its subtree")}
-ON = {"on": ("string", "a date, YYYY-MM-DD (default today)")}
+OFFSET = integer_query("offset", "skip this many", 0, 10**9, 0)
+LIMIT = integer_query("limit", "page size", 1, 1000, 200)
+WITHIN = identifier_query("within", "an organisation code: only its subtree")
+ON = date_query("on", "a date, YYYY-MM-DD (default today)")
+HELD_ON = date_query("on", "a date, YYYY-MM-DD: only posts held that day")
+CLASSIFICATION = choice_query("classification", "only this classification", [c.value for c in Classification])
+INCLUDE_CLOSED = boolean_query("include_closed", "list closed organisations too")
+PLACE_KIND = choice_query("kind", "only places of this kind", [k.value for k in PlaceKind])
+COMMUNITY = identifier_query("community_id", "only people of this community")
+PARTY_MEMBERS = boolean_query("party_members", "only party members")
+IN_SERVICE = boolean_query("in_service", "only in-service party members (在职党员)")
+PEOPLE_LIMIT = integer_query("limit", "page size", 1, 200, 50)
+FILE_FORMAT = choice_query("format", "the file's format", list(FILE_TYPES), default="csv")
 Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
-
-
-def paging() -> tuple[int, int]:
-    return int_arg("offset", 0, 0, 10**9), int_arg("limit", 200, 1, 1000)
 
 
 def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
@@ -62,23 +75,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/organisations",
             "The organisation tree, flat, parents first",
             r.Organisations,
-            query={
-                **WITHIN,
-                "classification": ("string", "only this classification"),
-                "include_closed": ("boolean", "list closed organisations too"),
-                **PAGE,
-            },
-            errors={404: "unknown `within` organisation", 422: "invalid query parameter"},
+            query=[WITHIN, CLASSIFICATION, INCLUDE_CLOSED, OFFSET, LIMIT],
+            errors={404: "unknown `within` organisation"},
             tag=TAG,
         )
     )
     def list_organisations() -> Any:
-        classification = choice_arg("classification", [c.value for c in Classification])
-        offset, limit = paging()
-        within = request.args.get("within")
-        return jsonify(
-            call("list_organisations", within, classification, bool_arg("include_closed"), offset, limit)
-        )
+        filters = [query.read() for query in (WITHIN, CLASSIFICATION, INCLUDE_CLOSED, OFFSET, LIMIT)]
+        return jsonify(call("list_organisations", *filters))
 
     @route(
         Operation(
@@ -88,7 +92,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Organisation,
             status=201,
             request=NewOrganisation,
-            errors={409: "the code is registered with other details", 422: "invalid field"},
+            errors={409: "the code is registered with other details"},
             tag=TAG,
         )
     )
@@ -149,13 +153,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/organisations/<code>/statistics",
             "Figures for the subtree: organisations, 业委会 party share, 交叉任职, property companies",
             r.Statistics,
-            query=ON,
-            errors={404: "unknown organisation", 422: "invalid date"},
+            query=[ON],
+            errors={404: "unknown organisation"},
             tag=TAG,
         )
     )
     def organisation_statistics(code: str) -> Any:
-        return jsonify(call("organisation_statistics", code, date_arg("on")))
+        return jsonify(call("organisation_statistics", code, ON.read()))
 
     @route(
         Operation(
@@ -163,13 +167,12 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/organisations/<code>/memberships",
             "Who held which post here: the whole history, or on one day",
             r.Memberships,
-            query={"on": ("string", "a date, YYYY-MM-DD: only posts held that day")},
-            errors={422: "invalid date"},
+            query=[HELD_ON],
             tag=TAG,
         )
     )
     def organisation_memberships(code: str) -> Any:
-        return jsonify(call("list_memberships", code, None, date_arg("on")))
+        return jsonify(call("list_memberships", code, None, HELD_ON.read()))
 
     @route(
         Operation(
@@ -177,13 +180,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/cross-appointments",
             "交叉任职: people on a party committee and a residents' or homeowners' committee at once",
             r.CrossAppointments,
-            query={**WITHIN, **ON},
-            errors={404: "unknown `within` organisation", 422: "invalid date"},
+            query=[WITHIN, ON],
+            errors={404: "unknown `within` organisation"},
             tag=TAG,
         )
     )
     def cross_appointments() -> Any:
-        return jsonify(call("cross_appointments", request.args.get("within"), date_arg("on")))
+        return jsonify(call("cross_appointments", WITHIN.read(), ON.read()))
 
     @route(
         Operation(
@@ -191,13 +194,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/property-companies",
             "The property-company ledger (物业企业台账): party organisation and party-member staff",
             r.PropertyLedger,
-            query=WITHIN,
+            query=[WITHIN],
             errors={404: "unknown `within` organisation"},
             tag=TAG,
         )
     )
     def property_company_ledger() -> Any:
-        return jsonify(call("property_company_ledger", request.args.get("within")))
+        return jsonify(call("property_company_ledger", WITHIN.read()))
 
     # --- places -------------------------------------------------------------------------------
 
@@ -207,15 +210,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/places",
             "Compounds, buildings, units and households",
             r.Places,
-            query={**WITHIN, "kind": ("string", "compound, building, unit or household"), **PAGE},
-            errors={404: "unknown `within` organisation", 422: "invalid query parameter"},
+            query=[WITHIN, PLACE_KIND, OFFSET, LIMIT],
+            errors={404: "unknown `within` organisation"},
             tag=TAG,
         )
     )
     def list_places() -> Any:
-        kind = choice_arg("kind", [k.value for k in PlaceKind])
-        offset, limit = paging()
-        return jsonify(call("list_places", request.args.get("within"), kind, offset, limit))
+        return jsonify(call("list_places", *[query.read() for query in (WITHIN, PLACE_KIND, OFFSET, LIMIT)]))
 
     @route(
         Operation(
@@ -225,7 +226,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Place,
             status=201,
             request=NewPlace,
-            errors={409: "the code is registered with other details", 422: "invalid field"},
+            errors={409: "the code is registered with other details"},
             tag=TAG,
         )
     )
@@ -249,27 +250,20 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/people",
             "People in the registry, a page at a time",
             r.PeoplePage,
-            query={
-                "community_id": ("string", "only people of this community"),
-                **WITHIN,
-                "party_members": ("boolean", "only party members"),
-                "in_service": ("boolean", "only in-service party members (在职党员)"),
-                "offset": ("integer", "skip this many (default 0)"),
-                "limit": ("integer", "page size, 1 to 200 (default 50)"),
-            },
-            errors={404: "unknown `within` organisation", 422: "invalid query parameter"},
+            query=[COMMUNITY, WITHIN, PARTY_MEMBERS, IN_SERVICE, OFFSET, PEOPLE_LIMIT],
+            errors={404: "unknown `within` organisation"},
             tag=TAG,
         )
     )
     def list_people() -> Any:
         page = call(
             "list_people",
-            request.args.get("community_id") or None,
-            int_arg("offset", 0, 0, 10**9),
-            int_arg("limit", 50, 1, 200),
-            request.args.get("within") or None,
-            bool_arg("party_members"),
-            bool_arg("in_service"),
+            COMMUNITY.read(),
+            OFFSET.read(),
+            PEOPLE_LIMIT.read(),
+            WITHIN.read(),
+            PARTY_MEMBERS.read(),
+            IN_SERVICE.read(),
         )
         return jsonify(page)
 
@@ -281,7 +275,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Person,
             status=201,
             request=NewPerson,
-            errors={409: "the person id is registered with other details", 422: "invalid field"},
+            errors={409: "the person id is registered with other details"},
             tag=TAG,
         )
     )
@@ -325,7 +319,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "Change a person's details; fields left out stay as they are",
             r.Person,
             request=PersonDetails,
-            errors={404: "unknown person", 409: "changed meanwhile; read and retry", 422: "invalid field"},
+            errors={404: "unknown person", 409: "changed meanwhile; read and retry"},
             tag=TAG,
         )
     )
@@ -343,7 +337,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Membership,
             status=201,
             request=NewMembership,
-            errors={409: "overlaps an existing tenure of the post", 422: "invalid field"},
+            errors={409: "overlaps an existing tenure of the post"},
             tag=TAG,
         )
     )
@@ -376,7 +370,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.DualReport,
             status=201,
             request=NewDualReport,
-            errors={409: "reported already", 422: "invalid field"},
+            errors={409: "reported already"},
             tag=TAG,
         )
     )
@@ -390,7 +384,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "Claim a service post (认领服务岗位); claiming it again changes nothing",
             r.DualReport,
             request=PostClaim,
-            errors={404: "unknown report", 422: "invalid field"},
+            errors={404: "unknown report"},
             tag=TAG,
         )
     )
@@ -420,6 +414,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.ImportJob,
             status=202,
             errors={
+                404: "no such ledger",
                 415: "send text/csv or an .xlsx file",
                 422: "bad rows, each named by line and field; nothing was written",
             },
@@ -455,13 +450,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/registry/exports/<kind>",
             "Export a ledger as CSV or Excel (numbers masked)",
             None,
-            query={"format": ("string", "csv (default) or xlsx"), **WITHIN},
-            errors={404: "unknown ledger or `within` organisation", 422: "invalid format"},
+            query=[FILE_FORMAT, WITHIN],
+            files=list(FILE_TYPES.values()),
+            errors={404: "unknown ledger or `within` organisation"},
             tag=TAG,
         )
     )
     def export_ledger(kind: str) -> Any:
         if kind not in LEDGER_KINDS:
             raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
-        file_format = choice_arg("format", list(FILE_TYPES)) or "csv"
-        return download(call("export_ledger", kind, file_format, request.args.get("within")), file_format)
+        file_format = FILE_FORMAT.read()
+        return download(call("export_ledger", kind, file_format, WITHIN.read()), file_format)

@@ -23,6 +23,7 @@ from openpyxl.styles import Alignment, Font
 
 from services.points.domain import entry_view
 from shared.errors import InvalidInput
+from shared.schemas import MONTH
 
 Entry = dict[str, Any]
 Person = dict[str, Any]
@@ -31,7 +32,6 @@ Errors = list[dict[str, str]]
 MAX_PERIOD_DAYS = 366
 MAX_LEADERBOARD = 500
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 # A street is ranked over its communities: the gateway resolves it to their ids.
 SCOPE_FIELDS = {"grid": "grid_id", "community": "community_id", "street": "community_id"}
 # What people earn; spending (redemptions) is not earning.

@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.errors import InvalidInput
 
 CROSS_FIELD_MESSAGE = re.compile(r"^Value error, (?P<field>[a-z_]+): (?P<message>.+)$", re.DOTALL)
-Identifier = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# The syntax of every code and id a caller sends (organisations, people, items...).
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+# A month, YYYY-MM, of a year this system can reckon in (its periods end in the next month).
+MONTH = re.compile(r"([12]\d{3})-(0[1-9]|1[0-2])")
+Identifier = Field(min_length=1, max_length=64, pattern=f"^{IDENTIFIER.pattern}$")
 
 
 class VolunteerActInput(BaseModel):

@@ -8,7 +8,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Code = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z_.:-]{0,63}$")
+from shared.schemas import IDENTIFIER
+
+Code = Field(pattern=f"^{IDENTIFIER.pattern}$")
 
 
 class Input(BaseModel):

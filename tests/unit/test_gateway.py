@@ -114,6 +114,10 @@ def test_missing_idempotency_key_is_named(client, rpc):
         ({**ACT, "occurred_on": "yesterday"}, "occurred_on"),
         ({k: v for k, v in ACT.items() if k != "person_id"}, "person_id"),
         ({**ACT, "points": 9999}, "points"),
+        # JSON types are kept strictly: pydantic's lax mode would read 0 as 1970-01-01.
+        ({**ACT, "occurred_on": 0}, "occurred_on"),
+        ({**ACT, "hours": True}, "hours"),
+        ({**ACT, "person_id": 5}, "person_id"),
     ],
 )
 def test_invalid_fields_are_422_and_never_reach_a_service(client, rpc, body, field):
@@ -201,11 +205,59 @@ def test_account_of_unknown_person_is_404(client, rpc):
     assert [c[:2] for c in rpc.calls] == [("registry", "get_person")]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "offset=-1"])
-def test_people_paging_is_checked(client, query):
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=abc", "limit"),
+        ("offset=-1", "offset"),
+        ("limit=", "limit"),
+        ("party_members=1", "party_members"),
+        ("community_id=", "community_id"),
+        ("within=a%20b", "within"),
+    ],
+)
+def test_people_query_is_checked(client, rpc, query, field):
     response = client.get(f"/api/v1/people?{query}", headers={"X-API-Key": KEY})
     assert response.status_code == 422
-    assert error_fields(response) & {"limit", "offset"}
+    assert error_fields(response) == {field}
+    assert rpc.calls == []
+
+
+def test_people_query_reaches_the_registry_read(client, rpc):
+    response = client.get(
+        "/api/v1/people?community_id=c-1&party_members=true&limit=20", headers={"X-API-Key": KEY}
+    )
+    assert response.status_code == 200
+    # community, offset, limit, within, party members only, in-service only
+    assert rpc.calls == [("registry", "list_people", ("c-1", 0, 20, None, True, False))]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["month=0000-01", "month=9999-12", "month=2026-13", "month=2026-1", "format=pdf&month=2026-11", ""],
+)
+def test_disclosure_month_is_checked_before_the_points_bank(client, rpc, query):
+    """Year 0 once reached the points bank and failed there with a 500 (found by fuzzing)."""
+    response = client.get(f"/api/v1/points/disclosures/c-1?{query}", headers={"X-API-Key": KEY})
+    assert response.status_code == 422
+    assert error_fields(response) <= {"month", "format"} and error_fields(response)
+    assert rpc.calls == []
+
+
+def test_statement_needs_both_days(client, rpc):
+    response = client.get("/api/v1/points/accounts/p-1/statement?from=2026-11-01", headers={"X-API-Key": KEY})
+    assert response.status_code == 422
+    assert error_fields(response) == {"to"}
+    assert rpc.calls == []
+
+
+def test_wrong_method_is_405_naming_the_allowed_ones(client):
+    response = client.delete("/api/v1/volunteer-acts", headers={"X-API-Key": KEY})
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "OPTIONS, POST"
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
 
 
 def test_unknown_route_is_json_404(client):
@@ -235,6 +287,35 @@ def test_openapi_documents_every_route_with_its_schemas(client):
     assert set(schema["required"]) == {"person_id", "act_type", "hours", "occurred_on", "community_id"}
     assert document["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
     json.dumps(document)  # serialisable as a whole
+
+
+def test_openapi_gives_query_parameters_their_constraints(client):
+    """The document and the checks come from one declaration (gateway.http.Query)."""
+    paths = client.get("/openapi.json").get_json()["paths"]
+    people = {p["name"]: p for p in paths["/api/v1/people"]["get"]["parameters"]}
+    assert people["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
+    assert people["party_members"]["schema"]["type"] == "boolean"
+    assert people["within"]["schema"]["pattern"].startswith("^[A-Za-z0-9]")
+    organisations = {p["name"]: p for p in paths["/api/v1/organisations"]["get"]["parameters"]}
+    assert "grid_party_branch" in organisations["classification"]["schema"]["enum"]
+    statement = {
+        p["name"]: p for p in paths["/api/v1/points/accounts/{account_id}/statement"]["get"]["parameters"]
+    }
+    assert statement["from"]["required"] and statement["from"]["schema"]["format"] == "date"
+    assert "422" in paths["/api/v1/people"]["get"]["responses"]
+
+
+def test_openapi_documents_what_the_gateway_refuses_of_a_body(client):
+    operations = client.get("/openapi.json").get_json()["paths"].values()
+    with_body = [op for methods in operations for op in methods.values() if "requestBody" in op]
+    assert len(with_body) > 20
+    for operation in with_body:
+        assert {"400", "415", "422"} <= set(operation["responses"]), operation["operationId"]
+    disclosure = client.get("/openapi.json").get_json()["paths"]["/api/v1/points/disclosures/{community_id}"]
+    assert set(disclosure["get"]["responses"]["200"]["content"]) == {
+        "application/json",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    }
 
 
 def test_api_docs_page_and_its_assets_are_served_locally(client):

@@ -49,6 +49,14 @@ def test_a_period_is_local_days_so_17_00_utc_on_october_31_is_november_1():
     assert reports.month_period("2028-02").last == date(2028, 2, 29)
 
 
+@pytest.mark.parametrize("month", ["0000-01", "9999-12", "2026-00", "2026-13", "202611", None])
+def test_a_month_outside_the_calendar_is_refused_by_name(month):
+    """Year 0 and December 9999 have no period (no year 0; the next month is past year 9999)."""
+    with pytest.raises(InvalidInput) as refused:
+        reports.month_period(month)
+    assert refused.value.errors == [{"field": "month", "message": "a month, YYYY-MM"}]
+
+
 @pytest.mark.parametrize(
     ("period_from", "period_to", "fields"),
     [
