@@ -53,6 +53,11 @@ get_settings.cache_clear()
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fuzzing changes the demo data other tests read, so it goes last."""
+    items.sort(key=lambda item: item.get_closest_marker("fuzz") is not None)
+
+
 @pytest.fixture(scope="session")
 def settings():
     return get_settings()
