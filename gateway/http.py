@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 from flask import Response, g, request
 from pydantic import BaseModel, ValidationError
@@ -185,5 +186,13 @@ def download(exported: dict[str, str], file_format: str) -> Response:
     return Response(
         base64.b64decode(exported["content"]),
         mimetype=FILE_TYPES[file_format],
-        headers={"Content-Disposition": f'attachment; filename="{exported["filename"]}"'},
+        headers={"Content-Disposition": attachment(exported["filename"])},
     )
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for a file name that may hold anything a caller put in its path
+    (a control character made the header invalid: a 500, found by fuzzing): a plain-ASCII
+    name for old clients, and the exact one percent-encoded (RFC 6266)."""
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -322,3 +322,20 @@ def test_api_docs_page_and_its_assets_are_served_locally(client):
     page = client.get("/docs")
     assert page.status_code == 200 and b"/openapi.json" in page.data
     assert client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_file_name_with_control_characters_makes_a_valid_download(client, rpc):
+    """The disclosure's file name holds the community id from the path; a carriage return in
+    it once made the header invalid and the answer a 500 (found by fuzzing)."""
+    rpc.answers[("points_bank", "monthly_disclosure_xlsx")] = {
+        "filename": "volunteer-disclosure-\rQ社区!-2026-11.xlsx",
+        "content": "UEsDBA==",
+    }
+    path = "/api/v1/points/disclosures/%0DQ%E7%A4%BE%E5%8C%BA!"
+    response = client.get(f"{path}?month=2026-11&format=xlsx", headers={"X-API-Key": KEY})
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="volunteer-disclosure-_Q___-2026-11.xlsx"; '
+        "filename*=UTF-8''volunteer-disclosure-%0DQ%E7%A4%BE%E5%8C%BA%21-2026-11.xlsx"
+    )
+    assert response.data == b"PK\x03\x04"
