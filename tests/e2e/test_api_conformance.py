@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -49,19 +48,14 @@ def test_every_operation_answers_as_its_document_says(stack, api):
         os.environ.get("GRIDLINK_FUZZ_EXAMPLES", "15"),
         "--seed",
         os.environ.get("GRIDLINK_FUZZ_SEED", "20261207"),
+        # One worker: two threads of it parsing sources at once trip CPython 3.11's AST
+        # recursion counter, shared by threads ("AST constructor recursion depth mismatch").
         "--workers",
-        "2",
+        "1",
         "--no-color",
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=880)
     report = run.stdout[-20_000:] + run.stderr[-5_000:]
     operations = sum(len(methods) for methods in api.get("/openapi.json").json()["paths"].values())
     assert "SUMMARY" in run.stdout and f"Tested: {operations}" in run.stdout, report  # every one ran
-    summary = run.stdout[run.stdout.rindex("SUMMARY") :]
-    assert "Failures:" not in summary, report
-    if run.returncode != 0:
-        # Schemathesis itself can stumble on one operation (seen: a recursion error while it
-        # built cases, with another seed); that is its error, reported here, not the API's.
-        assert "Errors:" in summary and "Runtime Error" in summary, report
-        errors = run.stdout[run.stdout.find("ERRORS") :][:3_000]
-        warnings.warn(f"Schemathesis ran with errors of its own:\n{errors}", stacklevel=1)
+    assert run.returncode == 0, report
