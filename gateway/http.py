@@ -64,7 +64,8 @@ def idempotency_key() -> str:
     return key
 
 
-# Years as MONTH allows: periods and time zones reckoned from them stay within Python's dates.
+# Years 1000 to 2999, as shared.schemas.MONTH: a day's bounds in China's time zone, and the
+# day after a period, stay within Python's dates.
 ISO_DATE = re.compile(r"[12]\d{3}-\d{2}-\d{2}")
 
 
