@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,23 +31,22 @@ def invalid(field: str, message: str) -> ApiError:
 def json_body(model: type[BaseModel]) -> Any:
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    raw = request.get_data(cache=False) or b"null"
+    # One parse, strict: a value must have the JSON type the document gives it. Lax, pydantic
+    # would take 0 for the date 1970-01-01 and false for the number 0.
     try:
-        payload = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise ApiError(
-            400,
-            "malformed_json",
-            "body must be a JSON object",
-            [{"field": "body", "message": "must be an object"}],
-        )
-    # Strict: a value must have the JSON type the document gives it. Lax, pydantic would take
-    # 0 for the date 1970-01-01 and false for the number 0.
-    try:
-        return model.model_validate_json(raw, strict=True)
+        return model.model_validate_json(request.get_data(cache=False) or b"null", strict=True)
     except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            reason = first["msg"].removeprefix("Invalid JSON: ")
+            raise ApiError(400, "malformed_json", f"body is not valid JSON: {reason}") from exc
+        if first["type"] == "model_type" and not first["loc"]:
+            raise ApiError(
+                400,
+                "malformed_json",
+                "body must be a JSON object",
+                [{"field": "body", "message": "must be an object"}],
+            ) from exc
         raise InvalidInput(field_errors(exc)) from exc
 
 
