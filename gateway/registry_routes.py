@@ -55,6 +55,9 @@ HELD_ON = date_query("on", "a date, YYYY-MM-DD: only posts held that day")
 CLASSIFICATION = choice_query("classification", "only this classification", [c.value for c in Classification])
 INCLUDE_CLOSED = boolean_query("include_closed", "list closed organisations too")
 PLACE_KIND = choice_query("kind", "only places of this kind", [k.value for k in PlaceKind])
+# Declared in the order the registry's list calls take them.
+ORGANISATION_FILTERS = [WITHIN, CLASSIFICATION, INCLUDE_CLOSED, OFFSET, LIMIT]
+PLACE_FILTERS = [WITHIN, PLACE_KIND, OFFSET, LIMIT]
 COMMUNITY = identifier_query("community_id", "only people of this community")
 PARTY_MEMBERS = boolean_query("party_members", "only party members")
 IN_SERVICE = boolean_query("in_service", "only in-service party members (在职党员)")
@@ -75,14 +78,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/organisations",
             "The organisation tree, flat, parents first",
             r.Organisations,
-            query=[WITHIN, CLASSIFICATION, INCLUDE_CLOSED, OFFSET, LIMIT],
+            query=ORGANISATION_FILTERS,
             errors={404: "unknown `within` organisation"},
             tag=TAG,
         )
     )
     def list_organisations() -> Any:
-        filters = [query.read() for query in (WITHIN, CLASSIFICATION, INCLUDE_CLOSED, OFFSET, LIMIT)]
-        return jsonify(call("list_organisations", *filters))
+        return jsonify(call("list_organisations", *[query.read() for query in ORGANISATION_FILTERS]))
 
     @route(
         Operation(
@@ -210,13 +212,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/places",
             "Compounds, buildings, units and households",
             r.Places,
-            query=[WITHIN, PLACE_KIND, OFFSET, LIMIT],
+            query=PLACE_FILTERS,
             errors={404: "unknown `within` organisation"},
             tag=TAG,
         )
     )
     def list_places() -> Any:
-        return jsonify(call("list_places", *[query.read() for query in (WITHIN, PLACE_KIND, OFFSET, LIMIT)]))
+        return jsonify(call("list_places", *[query.read() for query in PLACE_FILTERS]))
 
     @route(
         Operation(
