@@ -93,6 +93,10 @@ def ensure_vhost(vhost: str, fresh: bool = False) -> None:
     )
 
 
+class PortTaken(RuntimeError):
+    pass
+
+
 @dataclass
 class Stack:
     """Processes of one GridLink installation: data, logs and pid files under `home`."""
@@ -180,6 +184,15 @@ class Stack:
             extra_env,
         )
 
+    def check_gateway_port(self) -> None:
+        """Refuse a taken port before starting anything: gunicorn retries it for seconds before
+        it gives up, and meanwhile whatever holds it would pass for this gateway."""
+        if port_open("127.0.0.1", self.gateway_port):
+            raise PortTaken(
+                f"port {self.gateway_port} is taken: GridLink is running already (`make stop` "
+                "stops it), or another program holds it (choose another port with GATEWAY_PORT)"
+            )
+
     def start_gateway(self) -> None:
         self._spawn(
             "gateway",
@@ -207,6 +220,7 @@ class Stack:
         return True
 
     def start_all(self) -> None:
+        self.check_gateway_port()
         self.start_infrastructure()
         for service in SERVICES:
             self.start_service(service)
@@ -269,15 +283,17 @@ def main(command: str) -> None:
         stack.start_infrastructure()
         print(f"RabbitMQ and FerretDB are up (database at {stack.mongo_url}).")
         return
-    try:
-        stack.start_all()
-    except Exception:
-        stack.stop_all()
-        raise
     from deploy.local.demo_data import load_demo_data
     from gateway.keys import ensure_demo_key
 
-    load_demo_data_once(load_demo_data, stack.mongo_url, DATA / "demo-data.loaded")
+    try:
+        stack.start_all()
+        load_demo_data_once(load_demo_data, stack.mongo_url, DATA / "demo-data.loaded")
+    except PortTaken as exc:  # nothing started; what runs there is left alone
+        raise SystemExit(str(exc)) from None
+    except Exception:  # nothing is left running half-started
+        stack.stop_all()
+        raise
     key = ensure_demo_key(DATA / "demo-api-key")
     base = f"http://127.0.0.1:{stack.gateway_port}"
     print(

@@ -1,10 +1,13 @@
-"""`make run` loads the demo data into a database once; later starts keep what staff changed."""
+"""How `make run` starts: the demo data goes into a database once (later starts keep what staff
+changed), and the gateway never starts on a port something else holds."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from deploy.local.stack import load_demo_data_once
+from deploy.local.stack import PortTaken, Stack, load_demo_data_once
 
 
 def test_demo_data_is_loaded_once_per_database(tmp_path):
@@ -32,3 +35,15 @@ def test_a_failed_load_is_tried_again_next_start(tmp_path):
         load_demo_data_once(broken, "mongodb://127.0.0.1:27017/", marker)
     assert not marker.exists()
     assert load_demo_data_once(lambda: None, "mongodb://127.0.0.1:27017/", marker) is True
+
+
+def test_nothing_starts_while_the_gateway_port_is_taken(tmp_path):
+    """Something else on the port would pass for the new gateway (gunicorn keeps trying to
+    bind it for seconds): an old gateway went on serving old code after `make start`."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack = Stack(home=tmp_path, env={}, gateway_port=taken.getsockname()[1])
+        with pytest.raises(PortTaken, match="is taken"):
+            stack.start_all()
+    assert stack.processes == {}
