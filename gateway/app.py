@@ -102,6 +102,14 @@ def create_app(
                 409: "Idempotency-Key already used for a different act",
                 422: "invalid field",
             },
+            links={
+                "act": ("GET", "/api/v1/volunteer-acts/<act_id>", {"act_id": "$response.body#/act_id"}),
+                "revoke": (
+                    "POST",
+                    "/api/v1/volunteer-acts/<act_id>:revoke",
+                    {"act_id": "$response.body#/act_id"},
+                ),
+            },
             tag="Volunteer acts",
         )
     )

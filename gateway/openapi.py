@@ -41,6 +41,9 @@ class Operation:
     headers: dict[str, str] = field(default_factory=dict)
     query: list[Query] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # media types of a file the answer may be
+    # Calls the answer leads to: name → (method, path, {their parameter: where in this answer}),
+    # e.g. {"act_id": "$response.body#/act_id"}. Clients and fuzzers follow them.
+    links: dict[str, tuple[str, str, dict[str, str]]] = field(default_factory=dict)
     tag: str = "GridLink"
 
 
@@ -100,6 +103,11 @@ class OpenApi:
         responses: dict[str, Any] = {
             str(op.status): {"description": op.summary} | ({"content": content} if content else {})
         }
+        if op.links:
+            responses[str(op.status)]["links"] = {
+                name: {"operationId": _operation_id(method, path), "parameters": parameters}
+                for name, (method, path, parameters) in op.links.items()
+            }
         refused_here = {
             **(QUERY_ERRORS if op.query else {}),
             **(HEADER_ERRORS if op.headers else {}),
@@ -112,7 +120,7 @@ class OpenApi:
             }
         operation: dict[str, Any] = {
             "summary": op.summary,
-            "operationId": f"{op.method.lower()}_{op.path.strip('/').replace('/', '_').replace('-', '_')}",
+            "operationId": _operation_id(op.method, op.path),
             "tags": [op.tag],
             "parameters": parameters,
             "responses": responses,
@@ -123,6 +131,10 @@ class OpenApi:
                 "content": _json(_ref(op.request, schemas)),
             }
         return operation
+
+
+def _operation_id(method: str, flask_path: str) -> str:
+    return f"{method.lower()}_{flask_path.strip('/').replace('/', '_').replace('-', '_')}"
 
 
 def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:

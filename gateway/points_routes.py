@@ -248,6 +248,13 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=NewCatalogueItem,
             errors={**STAFF, 409: "the item id exists"},
+            links={
+                "restock": (
+                    "POST",
+                    "/api/v1/points/catalogue/<item_id>:restock",
+                    {"item_id": "$response.body#/item_id"},
+                )
+            },
             tag=TAG,
         )
     )
@@ -283,6 +290,18 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             request=NewOrder,
             headers=KEYED,
             errors={**STAFF, 404: "unknown item", 409: "out of stock, limit reached or not enough points"},
+            links={
+                "fulfil": (
+                    "POST",
+                    "/api/v1/points/orders/<order_id>:fulfil",
+                    {"order_id": "$response.body#/order_id"},
+                ),
+                "cancel": (
+                    "POST",
+                    "/api/v1/points/orders/<order_id>:cancel",
+                    {"order_id": "$response.body#/order_id"},
+                ),
+            },
             tag=TAG,
         )
     )

@@ -95,6 +95,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             status=201,
             request=NewOrganisation,
             errors={409: "the code is registered with other details"},
+            links={
+                "organisation": ("GET", "/api/v1/organisations/<code>", {"code": "$response.body#/code"}),
+                "statistics": (
+                    "GET",
+                    "/api/v1/organisations/<code>/statistics",
+                    {"code": "$response.body#/code"},
+                ),
+            },
             tag=TAG,
         )
     )
@@ -278,6 +286,11 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             status=201,
             request=NewPerson,
             errors={409: "the person id is registered with other details"},
+            links={
+                "person": ("GET", "/api/v1/people/<person_id>", {"person_id": "$response.body#/id"}),
+                "points": ("GET", "/api/v1/points/accounts/<person_id>", {"person_id": "$response.body#/id"}),
+                "dossier": ("GET", "/api/v1/cadres/<person_id>/dossier", {"person_id": "$response.body#/id"}),
+            },
             tag=TAG,
         )
     )
@@ -419,6 +432,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
                 404: "no such ledger",
                 415: "send text/csv or an .xlsx file",
                 422: "bad rows, each named by line and field; nothing was written",
+            },
+            links={
+                "progress": (
+                    "GET",
+                    "/api/v1/registry/imports/<import_id>",
+                    {"import_id": "$response.body#/id"},
+                )
             },
             tag=TAG,
         )

@@ -339,3 +339,25 @@ def test_a_file_name_with_control_characters_makes_a_valid_download(client, rpc)
         "filename*=UTF-8''volunteer-disclosure-%0DQ%E7%A4%BE%E5%8C%BA%21-2026-11.xlsx"
     )
     assert response.data == b"PK\x03\x04"
+
+
+def test_openapi_links_lead_to_documented_operations(client):
+    """Links from what a call creates to the calls that read or act on it (clients and the
+    fuzzer follow them): each names an operation of the document and fills its path."""
+    paths = client.get("/openapi.json").get_json()["paths"]
+    operations = {op["operationId"]: op for methods in paths.values() for op in methods.values()}
+    links = [
+        link
+        for methods in paths.values()
+        for op in methods.values()
+        for answer in op["responses"].values()
+        for link in answer.get("links", {}).values()
+    ]
+    assert len(links) >= 10
+    for link in links:
+        target = operations[link["operationId"]]
+        path_parameters = {p["name"] for p in target["parameters"] if p["in"] == "path"}
+        assert set(link["parameters"]) == path_parameters, link
+        assert all(value.startswith("$response.body#/") for value in link["parameters"].values())
+    act = paths["/api/v1/volunteer-acts"]["post"]["responses"]["202"]["links"]["act"]
+    assert act["parameters"] == {"act_id": "$response.body#/act_id"}
