@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from gateway import responses as r
 from gateway.http import ApiError, idempotency_key, json_body, require_role, signed
 from gateway.keys import ApiKeys, api_keys
-from gateway.openapi import OpenApi, Operation
+from gateway.openapi import OpenApi, Operation, link
 from gateway.points_routes import add_points_routes
 from gateway.registry_routes import add_registry_routes
 from gateway.rpc import Coalesced, RpcPool, ServiceTimeout, ServiceUnavailable
@@ -103,12 +103,8 @@ def create_app(
                 422: "invalid field",
             },
             links={
-                "act": ("GET", "/api/v1/volunteer-acts/<act_id>", {"act_id": "$response.body#/act_id"}),
-                "revoke": (
-                    "POST",
-                    "/api/v1/volunteer-acts/<act_id>:revoke",
-                    {"act_id": "$response.body#/act_id"},
-                ),
+                "act": link("GET", "/api/v1/volunteer-acts/<act_id>", act_id="act_id"),
+                "revoke": link("POST", "/api/v1/volunteer-acts/<act_id>:revoke", act_id="act_id"),
             },
             tag="Volunteer acts",
         )

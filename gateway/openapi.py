@@ -41,8 +41,7 @@ class Operation:
     headers: dict[str, str] = field(default_factory=dict)
     query: list[Query] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # media types of a file the answer may be
-    # Calls the answer leads to: name → (method, path, {their parameter: where in this answer}),
-    # e.g. {"act_id": "$response.body#/act_id"}. Clients and fuzzers follow them.
+    # Calls the answer leads to, name → `link(...)`: clients and fuzzers follow them.
     links: dict[str, tuple[str, str, dict[str, str]]] = field(default_factory=dict)
     tag: str = "GridLink"
 
@@ -131,6 +130,12 @@ class OpenApi:
                 "content": _json(_ref(op.request, schemas)),
             }
         return operation
+
+
+def link(method: str, path: str, **parameters: str) -> tuple[str, str, dict[str, str]]:
+    """An `Operation.links` entry: the operation at `method` `path`, each path parameter
+    taken from the named field of this answer's body."""
+    return method, path, {name: f"$response.body#/{field}" for name, field in parameters.items()}
 
 
 def _operation_id(method: str, flask_path: str) -> str:

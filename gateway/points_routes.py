@@ -27,7 +27,7 @@ from gateway.http import (
     require_role,
     signed,
 )
-from gateway.openapi import Operation
+from gateway.openapi import Operation, link
 from gateway.rpc import RpcPool
 from shared.events import POINTS_BANK, REGISTRY
 from shared.schemas.points import (
@@ -248,13 +248,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=NewCatalogueItem,
             errors={**STAFF, 409: "the item id exists"},
-            links={
-                "restock": (
-                    "POST",
-                    "/api/v1/points/catalogue/<item_id>:restock",
-                    {"item_id": "$response.body#/item_id"},
-                )
-            },
+            links={"restock": link("POST", "/api/v1/points/catalogue/<item_id>:restock", item_id="item_id")},
             tag=TAG,
         )
     )
@@ -291,16 +285,8 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             headers=KEYED,
             errors={**STAFF, 404: "unknown item", 409: "out of stock, limit reached or not enough points"},
             links={
-                "fulfil": (
-                    "POST",
-                    "/api/v1/points/orders/<order_id>:fulfil",
-                    {"order_id": "$response.body#/order_id"},
-                ),
-                "cancel": (
-                    "POST",
-                    "/api/v1/points/orders/<order_id>:cancel",
-                    {"order_id": "$response.body#/order_id"},
-                ),
+                "fulfil": link("POST", "/api/v1/points/orders/<order_id>:fulfil", order_id="order_id"),
+                "cancel": link("POST", "/api/v1/points/orders/<order_id>:cancel", order_id="order_id"),
             },
             tag=TAG,
         )

@@ -25,7 +25,7 @@ from gateway.http import (
     integer_query,
     json_body,
 )
-from gateway.openapi import Operation
+from gateway.openapi import Operation, link
 from gateway.rpc import RpcPool
 from shared.events import REGISTRY
 from shared.schemas.registry import (
@@ -96,12 +96,8 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             request=NewOrganisation,
             errors={409: "the code is registered with other details"},
             links={
-                "organisation": ("GET", "/api/v1/organisations/<code>", {"code": "$response.body#/code"}),
-                "statistics": (
-                    "GET",
-                    "/api/v1/organisations/<code>/statistics",
-                    {"code": "$response.body#/code"},
-                ),
+                "organisation": link("GET", "/api/v1/organisations/<code>", code="code"),
+                "statistics": link("GET", "/api/v1/organisations/<code>/statistics", code="code"),
             },
             tag=TAG,
         )
@@ -287,9 +283,9 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             request=NewPerson,
             errors={409: "the person id is registered with other details"},
             links={
-                "person": ("GET", "/api/v1/people/<person_id>", {"person_id": "$response.body#/id"}),
-                "points": ("GET", "/api/v1/points/accounts/<person_id>", {"person_id": "$response.body#/id"}),
-                "dossier": ("GET", "/api/v1/cadres/<person_id>/dossier", {"person_id": "$response.body#/id"}),
+                "person": link("GET", "/api/v1/people/<person_id>", person_id="id"),
+                "points": link("GET", "/api/v1/points/accounts/<person_id>", person_id="id"),
+                "dossier": link("GET", "/api/v1/cadres/<person_id>/dossier", person_id="id"),
             },
             tag=TAG,
         )
@@ -433,13 +429,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
                 415: "send text/csv or an .xlsx file",
                 422: "bad rows, each named by line and field; nothing was written",
             },
-            links={
-                "progress": (
-                    "GET",
-                    "/api/v1/registry/imports/<import_id>",
-                    {"import_id": "$response.body#/id"},
-                )
-            },
+            links={"progress": link("GET", "/api/v1/registry/imports/<import_id>", import_id="id")},
             tag=TAG,
         )
     )
