@@ -19,9 +19,10 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway import responses as r
 from gateway.http import ApiError, idempotency_key, json_body, require_role, signed
-from gateway.keys import ApiKeys, api_keys
+from gateway.keys import GATEWAY, ApiKeys, api_keys, rate_limit
 from gateway.openapi import OpenApi, Operation, link
 from gateway.points_routes import add_points_routes
+from gateway.ratelimit import RateLimiter, retry_after_seconds, table_path
 from gateway.registry_routes import add_registry_routes
 from gateway.rpc import Coalesced, RpcPool, ServiceTimeout, ServiceUnavailable
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -46,6 +47,8 @@ def create_app(
     settings = settings or get_settings()
     keys = keys or api_keys()
     rpc = rpc or RpcPool(settings.amqp_uri, settings.rpc_timeout_seconds)
+    # Gateways sharing one key database on this host count each key's requests together.
+    limiter = RateLimiter(table_path(settings.mongo_url + settings.database_name(GATEWAY)))
     # Concurrent POSTs of single acts share one RPC (see Coalesced): the flow's hot path.
     record_act = Coalesced(rpc, ISSUE_INTAKE, "record_volunteer_acts_apart")
     app = Flask(__name__)
@@ -79,6 +82,17 @@ def create_app(
             raise ApiError(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
         g.client_id = record["client_id"]
         g.key = record
+        per_second, burst = rate_limit(record)
+        wait = limiter.admit(record["client_id"], per_second, burst)
+        if wait:
+            seconds = retry_after_seconds(wait)
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"over this API key's limit of {per_second:g} requests/s in bursts of {burst}; "
+                f"retry after {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
 
     @app.after_request
     def tag_response(response: Response) -> Response:
@@ -251,7 +265,9 @@ def create_app(
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Any:
-        return error(exc.status, exc.code, exc.message, exc.fields)
+        response, status = error(exc.status, exc.code, exc.message, exc.fields)
+        response.headers.update(exc.headers)
+        return response, status
 
     @app.errorhandler(InvalidInput)
     def invalid_input(exc: InvalidInput) -> Any:

@@ -19,9 +19,17 @@ from shared.schemas import IDENTIFIER, MONTH, field_errors
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields or []
+        self.headers = headers or {}
 
 
 def invalid(field: str, message: str) -> ApiError:

@@ -1,7 +1,9 @@
 """API keys: stored as SHA-256 hashes in the gateway's own database, shown once.
 
-`python -m gateway.keys create <name> [--role R]… [--scope CODE]` prints a new key; a key acts
-with its roles (staff actions need one) within the subtree of its scope (none: everywhere);
+`python -m gateway.keys create <name> [--role R]… [--scope CODE] [--rate R --burst B]` prints a
+new key; a key acts with its roles (staff actions need one) within the subtree of its scope
+(none: everywhere), at up to R requests per second in bursts of B (default: GRIDLINK_RATE_LIMIT
+and GRIDLINK_RATE_BURST; a rate of 0 lifts the limit, for a trusted system);
 `python -m gateway.keys ensure-demo <file>` makes sure the demo key exists (GRIDLINK_DEMO_API_KEY
 if set, else the one saved in <file>, else a new one saved there) and prints it.
 """
@@ -46,11 +48,21 @@ class ApiKeys:
         self._lock = threading.Lock()
 
     def create(
-        self, name: str, key: str | None = None, roles: list[str] | None = None, scope: str | None = None
+        self,
+        name: str,
+        key: str | None = None,
+        roles: list[str] | None = None,
+        scope: str | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
     ) -> str:
+        """Create the key (or reset the one given). `rate`/`burst`: its own request limit."""
         unknown = set(roles or []) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+        if (rate is not None and rate < 0) or (burst is not None and burst < 1):
+            raise ValueError("rate must be ≥ 0 requests per second (0: no limit), burst ≥ 1")
+        limit = {"per_second": rate, "burst": burst}
         key = key or f"glk_{secrets.token_urlsafe(32)}"
         digest = key_hash(key)
         self.collection.update_one(
@@ -60,7 +72,13 @@ class ApiKeys:
                     "client_id": f"client_{digest[:16]}",
                     "created_at": datetime.now(UTC),
                 },
-                "$set": {"name": name, "revoked": False, "roles": sorted(roles or []), "scope": scope},
+                "$set": {
+                    "name": name,
+                    "revoked": False,
+                    "roles": sorted(roles or []),
+                    "scope": scope,
+                    "rate_limit": {k: v for k, v in limit.items() if v is not None},
+                },
             },
             upsert=True,
         )
@@ -81,6 +99,12 @@ class ApiKeys:
                 self._cache.clear()
             self._cache[digest] = (now + CACHE_SECONDS, valid)
         return valid
+
+
+def rate_limit(record: dict[str, Any]) -> tuple[float, int]:
+    """The key's (requests per second, burst): its own, else the gateway's defaults."""
+    settings, own = get_settings(), record.get("rate_limit") or {}
+    return own.get("per_second", settings.rate_limit_per_second), own.get("burst", settings.rate_limit_burst)
 
 
 def api_keys() -> ApiKeys:
@@ -106,11 +130,18 @@ if __name__ == "__main__":
         parser.add_argument("name")
         parser.add_argument("--role", action="append", default=[], choices=sorted(ROLES))
         parser.add_argument("--scope", help="an organisation code: the key acts within its subtree")
+        parser.add_argument("--rate", type=float, help="requests per second (0: no limit)")
+        parser.add_argument("--burst", type=int, help="requests in one burst")
         options = parser.parse_args(sys.argv[2:])
-        print(api_keys().create(options.name, roles=options.role, scope=options.scope))
+        print(
+            api_keys().create(
+                options.name, roles=options.role, scope=options.scope, rate=options.rate, burst=options.burst
+            )
+        )
     elif command == ["ensure-demo"] and len(sys.argv) == 3:
         print(ensure_demo_key(Path(sys.argv[2])))
     else:
         sys.exit(
-            "usage: python -m gateway.keys create <name> [--role R]… [--scope CODE] | ensure-demo <file>"
+            "usage: python -m gateway.keys create <name> [--role R]… [--scope CODE] [--rate R] [--burst B]"
+            " | ensure-demo <file>"
         )

@@ -14,6 +14,7 @@ from gateway.responses import ErrorResponse
 STANDARD_ERRORS = {
     401: "missing or unknown API key",
     413: "request body too large",
+    429: "over the API key's request rate; the Retry-After header says when to try again",
     503: "a service or the message broker is unavailable",
     504: "a service did not answer in time",
 }
@@ -25,6 +26,11 @@ BODY_ERRORS = {
 }
 HEADER_ERRORS = {400: "missing or invalid header"}
 QUERY_ERRORS = {422: "invalid query parameter"}
+RETRY_AFTER = {
+    "description": "whole seconds until the key may send again",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
 # A header the gateway reads, as its value must be (see gateway.http.idempotency_key).
 HEADER_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"}
 
@@ -117,6 +123,7 @@ class OpenApi:
                 "description": text,
                 "content": _json(_ref(ErrorResponse, schemas)),
             }
+        responses["429"]["headers"] = {"Retry-After": RETRY_AFTER}
         operation: dict[str, Any] = {
             "summary": op.summary,
             "operationId": _operation_id(op.method, op.path),

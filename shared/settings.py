@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     demo_api_key: str | None = Field(None, alias="GRIDLINK_DEMO_API_KEY")
     max_body_bytes: int = Field(1_048_576, alias="GRIDLINK_MAX_BODY_BYTES")
     batch_max_items: int = Field(500, alias="GRIDLINK_BATCH_MAX_ITEMS")
+    # Requests per second an API key may make, and in one burst, unless the key sets its own
+    # (`python -m gateway.keys create … --rate R --burst B`); 0 lifts the limit.
+    rate_limit_per_second: float = Field(50.0, alias="GRIDLINK_RATE_LIMIT", ge=0)
+    rate_limit_burst: int = Field(100, alias="GRIDLINK_RATE_BURST", ge=1)
 
     # Outbox relay
     publish_timeout_seconds: float = Field(5.0, alias="GRIDLINK_PUBLISH_TIMEOUT")

@@ -135,7 +135,8 @@ def stack(infrastructure):
 
     infrastructure.start_all()
     load_demo_data()
-    infrastructure.api_key = api_keys().create("tests", roles=list(ROLES))
+    # No request limit: the tests' own pace is not what they test (test_rate_limits.py is).
+    infrastructure.api_key = api_keys().create("tests", roles=list(ROLES), rate=0)
     infrastructure.base_url = f"http://127.0.0.1:{infrastructure.gateway_port}"
     return infrastructure
 

@@ -46,6 +46,6 @@ def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str
     try:
         stack.start_all()
         load_demo_data()
-        yield f"http://127.0.0.1:{stack.gateway_port}", api_keys().create(name), env, stack
+        yield f"http://127.0.0.1:{stack.gateway_port}", api_keys().create(name, rate=0), env, stack
     finally:
         stack.stop_all()

@@ -20,7 +20,7 @@ OTHER_COMMUNITY = f"{STREET}-002"
 def staff(stack, *roles: str, scope: str | None = None) -> Api:
     from gateway.keys import api_keys
 
-    return Api(stack.base_url, api_keys().create(new_id("staff"), roles=list(roles), scope=scope))
+    return Api(stack.base_url, api_keys().create(new_id("staff"), roles=list(roles), scope=scope, rate=0))
 
 
 def keyed(api: Api, path: str, body: dict, key: str | None = None):
