@@ -18,8 +18,9 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway import responses as r
+from gateway.audit import AuditTrail, is_audited
 from gateway.http import ApiError, idempotency_key, json_body, require_role, signed
-from gateway.keys import GATEWAY, ApiKeys, api_keys, rate_limit
+from gateway.keys import GATEWAY, ApiKeys, api_keys, key_hash, rate_limit
 from gateway.openapi import OpenApi, Operation, link
 from gateway.points_routes import add_points_routes
 from gateway.ratelimit import RateLimiter, retry_after_seconds, table_path
@@ -49,6 +50,7 @@ def create_app(
     rpc = rpc or RpcPool(settings.amqp_uri, settings.rpc_timeout_seconds)
     # Gateways sharing one key database on this host count each key's requests together.
     limiter = RateLimiter(table_path(settings.mongo_url + settings.database_name(GATEWAY)))
+    audit = AuditTrail(settings.audit_dir)
     # Concurrent POSTs of single acts share one RPC (see Coalesced): the flow's hot path.
     record_act = Coalesced(rpc, ISSUE_INTAKE, "record_volunteer_acts_apart")
     app = Flask(__name__)
@@ -97,7 +99,29 @@ def create_app(
     @app.after_request
     def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        if request.path.startswith("/api/") and is_audited(request.method, response.status_code):
+            audit.record(audit_record(response.status_code))
         return response
+
+    def audit_record(status: int) -> dict[str, Any]:
+        key = g.get("key") or {}
+        presented = request.headers.get("X-API-Key", "")
+        return {
+            "request_id": g.get("request_id", ""),
+            "actor": key.get("name"),
+            "client_id": key.get("client_id"),
+            # Who tried with a key that is not valid, without keeping the key.
+            "key_hint": None if key or not presented else key_hash(presented)[:12],
+            "scope": key.get("scope"),
+            "action": f"{request.method} {request.url_rule.rule if request.url_rule else request.path}",
+            "target": {
+                **(request.view_args or {}),
+                **({"idempotency_key": idem} if (idem := request.headers.get("Idempotency-Key")) else {}),
+            },
+            "status": status,
+            "error": g.get("error_code"),
+            "remote_addr": request.remote_addr,
+        }
 
     # --- volunteer acts ----------------------------------------------------------------
 
@@ -257,6 +281,7 @@ def create_app(
     # --- failures out --------------------------------------------------------------------
 
     def error(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> Any:
+        g.error_code = code
         body = {
             "error": {"code": code, "message": message, "fields": fields or []},
             "request_id": g.get("request_id", ""),

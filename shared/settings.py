@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -42,6 +43,8 @@ class Settings(BaseSettings):
     # (`python -m gateway.keys create … --rate R --burst B`); 0 lifts the limit.
     rate_limit_per_second: float = Field(50.0, alias="GRIDLINK_RATE_LIMIT", ge=0)
     rate_limit_burst: int = Field(100, alias="GRIDLINK_RATE_BURST", ge=1)
+    # Where the gateway appends its audit records, a JSON-lines file per day (gateway/audit.py).
+    audit_dir: Path = Field(Path(".data/audit"), alias="GRIDLINK_AUDIT_DIR")
 
     # Outbox relay
     publish_timeout_seconds: float = Field(5.0, alias="GRIDLINK_PUBLISH_TIMEOUT")

@@ -197,7 +197,10 @@ class Stack:
         self._spawn(
             "gateway",
             [str(VENV_BIN / "gunicorn"), "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"],
-            {"GATEWAY_BIND": f"127.0.0.1:{self.gateway_port}"},
+            {
+                "GATEWAY_BIND": f"127.0.0.1:{self.gateway_port}",
+                "GRIDLINK_AUDIT_DIR": self._env().get("GRIDLINK_AUDIT_DIR", str(self.home / "audit")),
+            },
         )
 
     def wait_until_healthy(self, services: list[str] | None = None, timeout: float = 60) -> None:

@@ -1,0 +1,76 @@
+"""The gateway's audit trail as an auditor reads it: a record for every write and every refused
+access, none for a successful read, and never the key itself."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import requests
+
+from gateway.audit import records
+from shared.settings import local_today
+from tests.conftest import COMMUNITY, Api, new_id
+from tests.e2e.test_volunteer_act_flow import an_act
+
+pytestmark = pytest.mark.e2e
+
+
+def audited(stack, response: requests.Response) -> list[dict]:
+    """The records of this response's request (by its request id)."""
+    request_id = response.headers["X-Request-Id"]
+    today = local_today()
+    return [
+        record
+        for day in (today - timedelta(days=1), today)  # a test may straddle midnight
+        for record in records(stack.home / "audit", day)
+        if record["request_id"] == request_id
+    ]
+
+
+def test_every_write_and_refusal_leaves_one_record_and_a_read_none(stack, api, cadre):
+    from gateway.keys import api_keys
+
+    idempotency_key = new_id("idem")
+    recorded = api.record_act(an_act(cadre), key=idempotency_key)
+    assert recorded.status_code == 202
+    [record] = audited(stack, recorded)
+    assert record["actor"] == "tests" and record["client_id"].startswith("client_")
+    assert record["action"] == "POST /api/v1/volunteer-acts" and record["status"] == 202
+    assert record["target"] == {"idempotency_key": idempotency_key} and record["error"] is None
+
+    invalid = api.record_act(an_act(cadre, hours=0))
+    assert invalid.status_code == 422
+    assert [r["error"] for r in audited(stack, invalid)] == ["validation_error"]
+
+    act_id = recorded.json()["act_id"]
+    read = api.get(f"/api/v1/volunteer-acts/{act_id}")
+    assert read.status_code == 200 and audited(stack, read) == []
+
+    wrong_key = "glk_" + new_id("guess")
+    refused = requests.get(f"{api.base_url}/api/v1/people", headers={"X-API-Key": wrong_key}, timeout=10)
+    assert refused.status_code == 401
+    [record] = audited(stack, refused)
+    assert record["actor"] is None and record["status"] == 401 and len(record["key_hint"]) == 12
+    assert wrong_key not in str(record)
+
+    inspector_key = api_keys().create(new_id("inspector"), roles=["inspector"], scope=COMMUNITY)
+    inspector = Api(stack.base_url, inspector_key)
+    award = {"person_id": cadre, "community_id": COMMUNITY, "points": 15, "reason": "社区活动组织"}
+    forbidden = inspector.post("/api/v1/points/awards", json=award, headers={"Idempotency-Key": new_id()})
+    assert forbidden.status_code == 403
+    [record] = audited(stack, forbidden)
+    assert record["scope"] == COMMUNITY and record["action"] == "POST /api/v1/points/awards"
+    assert record["error"] == "forbidden"
+
+
+def test_a_request_over_the_rate_is_recorded_as_refused(stack):
+    from gateway.keys import api_keys
+
+    limited = Api(stack.base_url, api_keys().create(new_id("limited"), rate=0.1, burst=1))
+    assert limited.get("/api/v1/ping").status_code == 200
+    over = limited.get(f"/api/v1/volunteer-acts/{new_id('va')}")
+    assert over.status_code == 429
+    [record] = audited(stack, over)
+    assert record["status"] == 429 and record["error"] == "rate_limited"
+    assert record["action"] == "GET /api/v1/volunteer-acts/<act_id>" and "act_id" in record["target"]
