@@ -164,17 +164,26 @@ def choice_query(name: str, description: str, choices: list[str], default: str |
     return Query(name, description, schema, parse, f"one of {', '.join(choices)}", default=default)
 
 
-def require_role(rpc: Any, role: str, community_id: str) -> None:
-    """The request's API key has `role`, and `community_id` lies within the key's scope (the
-    subtree of its organisation)."""
+def require_role(rpc: Any, role: str, *organisations: str | None) -> None:
+    """The request's API key has `role`, and each organisation the change concerns lies within
+    the key's scope (the subtree of its organisation). None stands for a change that names no
+    organisation: only a key without scope may make it."""
     key = g.key
     if role not in key.get("roles", []):
         raise ApiError(403, "forbidden", f"this API key lacks the {role} role")
     scope = key.get("scope")
-    if scope and scope != community_id:
-        path = rpc.call(REGISTRY, "get_organisation", community_id)["path"]
-        if scope not in path:
-            raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {community_id}")
+    if not scope:
+        return
+    for code in organisations:
+        if code is None:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this API key acts within {scope}; this change names no organisation there, "
+                "so it needs a key without scope",
+            )
+        if code != scope and scope not in rpc.call(REGISTRY, "get_organisation", code)["path"]:
+            raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {code}")
 
 
 def signed(model: BaseModel, field: str = "actor") -> dict[str, Any]:

@@ -33,6 +33,7 @@ ROLES = {
     "awarder": "awards points by hand, with a reason",
     "inspector": "records doorstep and household inspections (门前三包)",
     "redemption_clerk": "places, fulfils and cancels redemption orders",
+    "registrar": "keeps the registry: organisations, places, people, posts, 双报到, ledger imports",
 }
 CACHE_SECONDS = 30.0  # a revoked key stops working within this time
 

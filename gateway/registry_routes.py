@@ -11,7 +11,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from flask import jsonify, request
+from flask import g, jsonify, request
 
 from gateway import responses as r
 from gateway.http import (
@@ -24,6 +24,7 @@ from gateway.http import (
     identifier_query,
     integer_query,
     json_body,
+    require_role,
 )
 from gateway.openapi import Operation, link
 from gateway.rpc import RpcPool
@@ -64,11 +65,17 @@ IN_SERVICE = boolean_query("in_service", "only in-service party members (在职�
 PEOPLE_LIMIT = integer_query("limit", "page size", 1, 200, 50)
 FILE_FORMAT = choice_query("format", "the file's format", list(FILE_TYPES), default="csv")
 Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
+# Every change to the registry needs the registrar role; a key with a scope makes only those
+# that name an organisation within it (see gateway.http.require_role).
+REGISTRAR = {403: "the API key lacks the registrar role, or acts outside its scope"}
 
 
 def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     def call(method: str, *args: Any) -> Any:
         return rpc.call(REGISTRY, method, *args)
+
+    def registrar(*organisations: str | None) -> None:
+        require_role(rpc, "registrar", *organisations)
 
     # --- organisations ------------------------------------------------------------------------
 
@@ -94,7 +101,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Organisation,
             status=201,
             request=NewOrganisation,
-            errors={409: "the code is registered with other details"},
+            errors={409: "the code is registered with other details", **REGISTRAR},
             links={
                 "organisation": link("GET", "/api/v1/organisations/<code>", code="code"),
                 "statistics": link("GET", "/api/v1/organisations/<code>/statistics", code="code"),
@@ -104,6 +111,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     )
     def register_organisation() -> Any:
         new = json_body(NewOrganisation)
+        registrar(new.parent_id)
         return jsonify(call("register_organisation", new.model_dump(mode="json", exclude_unset=True))), 201
 
     @route(
@@ -126,12 +134,19 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "Move an organisation, and its subtree, under a new parent",
             r.Organisation,
             request=OrganisationMove,
-            errors={404: "unknown organisation", 409: "closed", 422: "a cycle or a parent of the wrong kind"},
+            errors={
+                404: "unknown organisation",
+                409: "closed",
+                422: "a cycle or a parent of the wrong kind",
+                **REGISTRAR,
+            },
             tag=TAG,
         )
     )
     def move_organisation(code: str) -> Any:
-        return jsonify(call("move_organisation", code, json_body(OrganisationMove).model_dump(mode="json")))
+        move = json_body(OrganisationMove)
+        registrar(code, move.parent_id)
+        return jsonify(call("move_organisation", code, move.model_dump(mode="json")))
 
     @route(
         Operation(
@@ -144,14 +159,15 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
                 404: "unknown organisation",
                 409: "already closed, or open children",
                 422: "invalid date",
+                **REGISTRAR,
             },
             tag=TAG,
         )
     )
     def close_organisation(code: str) -> Any:
-        return jsonify(
-            call("close_organisation", code, json_body(OrganisationClosure).model_dump(mode="json"))
-        )
+        closure = json_body(OrganisationClosure)
+        registrar(code)
+        return jsonify(call("close_organisation", code, closure.model_dump(mode="json")))
 
     @route(
         Operation(
@@ -232,12 +248,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Place,
             status=201,
             request=NewPlace,
-            errors={409: "the code is registered with other details"},
+            errors={409: "the code is registered with other details", **REGISTRAR},
             tag=TAG,
         )
     )
     def register_place() -> Any:
         new = json_body(NewPlace)
+        registrar(new.community_id or new.grid_id)
         return jsonify(call("register_place", new.model_dump(mode="json", exclude_unset=True))), 201
 
     @route(
@@ -281,7 +298,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Person,
             status=201,
             request=NewPerson,
-            errors={409: "the person id is registered with other details"},
+            errors={409: "the person id is registered with other details", **REGISTRAR},
             links={
                 "person": link("GET", "/api/v1/people/<person_id>", person_id="id"),
                 "points": link("GET", "/api/v1/points/accounts/<person_id>", person_id="id"),
@@ -292,6 +309,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     )
     def register_person() -> Any:
         new = json_body(NewPerson)
+        registrar(new.community_id)
         return jsonify(call("register_person", new.model_dump(mode="json", exclude_unset=True))), 201
 
     @route(
@@ -330,12 +348,18 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "Change a person's details; fields left out stay as they are",
             r.Person,
             request=PersonDetails,
-            errors={404: "unknown person", 409: "changed meanwhile; read and retry"},
+            errors={404: "unknown person", 409: "changed meanwhile; read and retry", **REGISTRAR},
             tag=TAG,
         )
     )
     def update_person(person_id: str) -> Any:
         details = json_body(PersonDetails)
+        # Where the person lives now, and where the change would move them.
+        moving_to = [details.community_id] if details.community_id else []
+        if g.key.get("scope"):
+            registrar(call("get_person", person_id)["community_id"], *moving_to)
+        else:
+            registrar()
         return jsonify(call("update_person", person_id, details.model_dump(mode="json", exclude_unset=True)))
 
     # --- memberships ----------------------------------------------------------------------------
@@ -348,12 +372,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.Membership,
             status=201,
             request=NewMembership,
-            errors={409: "overlaps an existing tenure of the post"},
+            errors={409: "overlaps an existing tenure of the post", **REGISTRAR},
             tag=TAG,
         )
     )
     def start_membership() -> Any:
-        return jsonify(call("start_membership", json_body(NewMembership).model_dump(mode="json"))), 201
+        membership = json_body(NewMembership)
+        registrar(membership.organisation_id)
+        return jsonify(call("start_membership", membership.model_dump(mode="json"))), 201
 
     @route(
         Operation(
@@ -362,14 +388,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "End a membership",
             r.Membership,
             request=MembershipEnd,
-            errors={404: "unknown membership", 409: "already ended", 422: "invalid date"},
+            errors={404: "unknown membership", 409: "already ended", 422: "invalid date", **REGISTRAR},
             tag=TAG,
         )
     )
     def end_membership(membership_id: str) -> Any:
-        return jsonify(
-            call("end_membership", membership_id, json_body(MembershipEnd).model_dump(mode="json"))
-        )
+        ending = json_body(MembershipEnd)
+        registrar(None)
+        return jsonify(call("end_membership", membership_id, ending.model_dump(mode="json")))
 
     # --- 双报到 -------------------------------------------------------------------------------
 
@@ -381,12 +407,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             r.DualReport,
             status=201,
             request=NewDualReport,
-            errors={409: "reported already"},
+            errors={409: "reported already", **REGISTRAR},
             tag=TAG,
         )
     )
     def register_dual_report() -> Any:
-        return jsonify(call("register_dual_report", json_body(NewDualReport).model_dump(mode="json"))), 201
+        report = json_body(NewDualReport)
+        registrar(report.community_id)
+        return jsonify(call("register_dual_report", report.model_dump(mode="json"))), 201
 
     @route(
         Operation(
@@ -395,12 +423,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "Claim a service post (认领服务岗位); claiming it again changes nothing",
             r.DualReport,
             request=PostClaim,
-            errors={404: "unknown report"},
+            errors={404: "unknown report", **REGISTRAR},
             tag=TAG,
         )
     )
     def claim_service_post(report_id: str) -> Any:
-        return jsonify(call("claim_service_post", report_id, json_body(PostClaim).model_dump(mode="json")))
+        claim = json_body(PostClaim)
+        registrar(None)
+        return jsonify(call("claim_service_post", report_id, claim.model_dump(mode="json")))
 
     @route(
         Operation(
@@ -428,6 +458,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
                 404: "no such ledger",
                 415: "send text/csv or an .xlsx file",
                 422: "bad rows, each named by line and field; nothing was written",
+                **REGISTRAR,
             },
             links={"progress": link("GET", "/api/v1/registry/imports/<import_id>", import_id="id")},
             tag=TAG,
@@ -436,6 +467,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     def import_ledger(kind: str) -> Any:
         if kind not in LEDGER_KINDS:
             raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
+        registrar(None)  # its rows may lie anywhere: a key without scope
         file_format = next((f for f, mime in FILE_TYPES.items() if request.mimetype == mime), None)
         if file_format is None:
             raise ApiError(415, "unsupported_media_type", f"send one of {', '.join(FILE_TYPES.values())}")

@@ -31,7 +31,7 @@ def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str
     os.environ.update(env)
     from deploy.local.demo_data import load_demo_data
     from deploy.local.stack import Stack, ensure_rabbitmq, ensure_vhost, free_port
-    from gateway.keys import api_keys
+    from gateway.keys import ROLES, api_keys
     from shared.settings import get_settings
 
     ensure_rabbitmq()
@@ -46,6 +46,7 @@ def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str
     try:
         stack.start_all()
         load_demo_data()
-        yield f"http://127.0.0.1:{stack.gateway_port}", api_keys().create(name, rate=0), env, stack
+        key = api_keys().create(name, roles=list(ROLES), rate=0)
+        yield f"http://127.0.0.1:{stack.gateway_port}", key, env, stack
     finally:
         stack.stop_all()

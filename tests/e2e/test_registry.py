@@ -907,3 +907,52 @@ def test_openapi_documents_the_registry_reads_and_ledgers(api):
         p["name"] for p in listing["parameters"]
     }
     assert {"415", "422", "202"} <= set(paths["/api/v1/registry/imports/{kind}"]["post"]["responses"])
+
+
+# --- who may change the registry -------------------------------------------------------------
+
+
+def test_registry_changes_need_the_registrar_role_and_store_nothing_without_it(stack, api):
+    from tests.e2e.test_points import staff
+
+    reader = staff(stack)  # a key for reading and recording volunteer acts only
+    body = {"person_id": new_id("p"), "name": "未授权", "community_id": COMMUNITY}
+    refused = reader.post("/api/v1/people", json=body)
+    assert refused.status_code == 403 and "registrar" in refused.json()["error"]["message"]
+    assert api.get(f"/api/v1/people/{body['person_id']}").status_code == 404
+
+    person = register_person(api, COMMUNITY)
+    assert patch_person(reader, person.id, {"name": "改名"}).status_code == 403
+    assert api.get(f"/api/v1/people/{person.id}").json()["name"] == "测试居民"
+    closing = reader.post(f"/api/v1/organisations/{COMMUNITY}-01:close", json={"closed_on": "2026-12-01"})
+    assert closing.status_code == 403
+    ledger = reader.post(
+        "/api/v1/registry/imports/people", data=b"person_id,name\n", headers={"Content-Type": "text/csv"}
+    )
+    assert ledger.status_code == 403
+
+
+def test_a_registrar_with_a_scope_changes_only_its_subtree(stack, api):
+    from tests.e2e.test_points import staff
+
+    local = staff(stack, "registrar", scope=COMMUNITY)
+    elsewhere = f"{STREET}-002"
+    mine = register_person(local, COMMUNITY)
+    outside = {"person_id": new_id("p"), "name": "外社区居民", "community_id": elsewhere}
+    refused = local.post("/api/v1/people", json=outside)
+    assert refused.status_code == 403 and elsewhere in refused.json()["error"]["message"]
+    assert api.get(f"/api/v1/people/{outside['person_id']}").status_code == 404
+
+    # Moving someone out of the subtree is a change there too; their own details are not.
+    assert patch_person(local, mine.id, {"community_id": elsewhere}).status_code == 403
+    assert patch_person(local, mine.id, {"name": "新名字"}).status_code == 200
+    theirs = register_person(api, elsewhere)
+    assert patch_person(local, theirs.id, {"name": "越权"}).status_code == 403
+    assert api.get(f"/api/v1/people/{mine.id}").json()["community_id"] == COMMUNITY
+    assert api.get(f"/api/v1/people/{theirs.id}").json()["name"] == "测试居民"
+
+    # Changes that name no organisation need a key without scope.
+    ledger = local.post(
+        "/api/v1/registry/imports/people", data=b"person_id,name\n", headers={"Content-Type": "text/csv"}
+    )
+    assert ledger.status_code == 403 and "without scope" in ledger.json()["error"]["message"]
