@@ -50,8 +50,10 @@ def rpc():
 
 
 @pytest.fixture
-def client(rpc):
-    settings = Settings(GRIDLINK_MAX_BODY_BYTES=20_000, GRIDLINK_BATCH_MAX_ITEMS=3)
+def client(rpc, tmp_path):
+    settings = Settings(
+        GRIDLINK_MAX_BODY_BYTES=20_000, GRIDLINK_BATCH_MAX_ITEMS=3, GRIDLINK_AUDIT_DIR=tmp_path / "audit"
+    )
     app = create_app(settings=settings, keys=StandInKeys(), rpc=rpc)
     return app.test_client()
 
@@ -361,3 +363,9 @@ def test_openapi_links_lead_to_documented_operations(client):
         assert all(value.startswith("$response.body#/") for value in link["parameters"].values())
     act = paths["/api/v1/volunteer-acts"]["post"]["responses"]["202"]["links"]["act"]
     assert act["parameters"] == {"act_id": "$response.body#/act_id"}
+
+
+def test_a_refusal_is_audited_in_the_configured_folder(client, tmp_path):
+    assert client.get("/api/v1/people", headers={"X-API-Key": "wrong"}).status_code == 401
+    [line] = next((tmp_path / "audit").glob("audit-*.jsonl")).read_text().splitlines()
+    assert json.loads(line)["status"] == 401 and json.loads(line)["action"] == "GET /api/v1/people"
