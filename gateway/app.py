@@ -19,7 +19,16 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway import responses as r
 from gateway.audit import AuditTrail, is_audited
-from gateway.http import ApiError, idempotency_key, json_body, require_role, signed
+from gateway.http import (
+    ApiError,
+    idempotency_key,
+    in_scope,
+    json_body,
+    outside_scope,
+    person_within_scope,
+    require_role,
+    signed,
+)
 from gateway.keys import GATEWAY, ApiKeys, api_keys, key_hash, rate_limit
 from gateway.openapi import OpenApi, Operation, link
 from gateway.points_routes import add_points_routes
@@ -99,7 +108,8 @@ def create_app(
     @app.after_request
     def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        if request.path.startswith("/api/") and is_audited(request.method, response.status_code):
+        refused = is_audited(request.method, response.status_code) or g.get("outside_scope", False)
+        if request.path.startswith("/api/") and refused:
             audit.record(audit_record(response.status_code))
         return response
 
@@ -191,7 +201,10 @@ def create_app(
         )
     )
     def get_volunteer_act(act_id: str) -> Any:
-        return jsonify(rpc.call(ISSUE_INTAKE, "get_volunteer_act", act_id))
+        act = rpc.call(ISSUE_INTAKE, "get_volunteer_act", act_id)
+        if not in_scope(rpc, act["community_id"]):
+            raise outside_scope(f"act {act_id}")
+        return jsonify(act)
 
     @route(
         Operation(
@@ -235,6 +248,8 @@ def create_app(
         )
     )
     def get_cadre_dossier(person_id: str) -> Any:
+        if g.key.get("scope"):  # only to place the person: the dossier itself answers 404s
+            person_within_scope(rpc, person_id)
         return jsonify(rpc.call(CADRE_EVALUATION, "get_dossier", person_id))
 
     add_registry_routes(route, rpc, settings)

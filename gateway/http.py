@@ -172,9 +172,7 @@ def require_role(rpc: Any, role: str, *organisations: str | None) -> None:
     if role not in key.get("roles", []):
         raise ApiError(403, "forbidden", f"this API key lacks the {role} role")
     scope = key.get("scope")
-    if not scope:
-        return
-    for code in organisations:
+    for code in organisations if scope else ():
         if code is None:
             raise ApiError(
                 403,
@@ -182,8 +180,56 @@ def require_role(rpc: Any, role: str, *organisations: str | None) -> None:
                 f"this API key acts within {scope}; this change names no organisation there, "
                 "so it needs a key without scope",
             )
-        if code != scope and scope not in rpc.call(REGISTRY, "get_organisation", code)["path"]:
+        if not in_scope(rpc, code):
             raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {code}")
+
+
+def in_scope(rpc: Any, organisation: str) -> bool:
+    """`organisation` lies within the subtree of the key's scope (any, for a key without one)."""
+    scope = g.key.get("scope")
+    return (
+        not scope
+        or organisation == scope
+        or scope in rpc.call(REGISTRY, "get_organisation", organisation)["path"]
+    )
+
+
+def outside_scope(what: str) -> ApiError:
+    """A read of something outside the key's scope gets the answer an unknown one gets, 404, so
+    nothing is learnt of what lies elsewhere; the refusal is audited (see gateway.app)."""
+    g.outside_scope = True
+    return ApiError(404, "not_found", f"no {what} within this API key's scope")
+
+
+def within_scope(rpc: Any, organisation: str | None, what: str = "organisation") -> str | None:
+    """What a read may cover: `organisation` if it lies within the key's scope, else 404; the
+    scope itself if none is asked for, so that a scoped key's lists stay within its subtree."""
+    if organisation is None:
+        return g.key.get("scope")
+    if not in_scope(rpc, organisation):
+        raise outside_scope(f"{what} {organisation}")
+    return organisation
+
+
+def person_within_scope(rpc: Any, person_id: str) -> dict[str, Any]:
+    """The person, from the registry: 404 if it does not know them, or they live outside the
+    key's scope."""
+    person = rpc.call(REGISTRY, "get_person", person_id)
+    if g.key.get("scope") and not in_scope(rpc, person["community_id"]):
+        raise outside_scope(f"person {person_id}")
+    return person
+
+
+def account_within_scope(rpc: Any, account_id: str) -> None:
+    """A points account's owner within the key's scope: a person, or a community's pool and
+    held points (`pool:<community>:<n>`, `held:…`), or a volunteer team (`team:<code>`)."""
+    if not g.key.get("scope"):
+        return
+    kind, _, rest = account_id.partition(":")
+    if kind in ("pool", "held", "team"):
+        within_scope(rpc, rest.split(":")[0], "account")
+    else:
+        person_within_scope(rpc, account_id)
 
 
 def signed(model: BaseModel, field: str = "actor") -> dict[str, Any]:

@@ -15,6 +15,7 @@ from flask import g, jsonify
 from gateway import responses as r
 from gateway.http import (
     FILE_TYPES,
+    account_within_scope,
     choice_query,
     date_query,
     download,
@@ -24,8 +25,10 @@ from gateway.http import (
     invalid,
     json_body,
     month_query,
+    person_within_scope,
     require_role,
     signed,
+    within_scope,
 )
 from gateway.openapi import Operation, link
 from gateway.rpc import RpcPool
@@ -45,6 +48,8 @@ from shared.schemas.points import (
 TAG = "Points bank"
 KEYED = {"Idempotency-Key": "your unique key for this action; a retry with it changes nothing"}
 STAFF = {403: "the API key lacks the role, or acts outside its scope"}
+# What a key with a scope gets for anything outside it (see gateway.http.within_scope).
+OUTSIDE_SCOPE = {404: "unknown, or outside the API key's scope"}
 Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
 
 
@@ -79,8 +84,10 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
         )
     )
     def get_points_account(person_id: str) -> Any:
-        if not person_id.startswith("team:"):  # a volunteer team's account is `team:<code>`
-            rpc.call(REGISTRY, "get_person", person_id)  # 404 for people the registry does not know
+        if person_id.startswith("team:"):  # a volunteer team's account is `team:<code>`
+            account_within_scope(rpc, person_id)
+        else:
+            person_within_scope(rpc, person_id)  # 404 for people the registry does not know too
         return jsonify(call("get_account", person_id))
 
     @route(
@@ -89,11 +96,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "/api/v1/points/communities/<community_id>/accounts",
             "A community's pool (issued points count against it) and the points held by open orders",
             r.CommunityAccounts,
+            errors=OUTSIDE_SCOPE,
             tag=TAG,
         )
     )
     def community_accounts(community_id: str) -> Any:
-        return jsonify(call("community_accounts", community_id))
+        return jsonify(call("community_accounts", within_scope(rpc, community_id, "community")))
 
     @route(
         Operation(
@@ -102,11 +110,13 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "An account's statement for a period: opening and closing balance, every entry",
             r.Statement,
             query=[PERIOD_FROM, PERIOD_TO],
+            errors=OUTSIDE_SCOPE,
             tag=TAG,
         )
     )
     def account_statement(account_id: str) -> Any:
         period_from, period_to = PERIOD_FROM.read(), PERIOD_TO.read()
+        account_within_scope(rpc, account_id)
         return jsonify(call("statement", account_id, period_from, period_to))
 
     # --- earning ----------------------------------------------------------------------------------
@@ -118,11 +128,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "A community's earning rules",
             r.EarningRules,
             query=[OF_COMMUNITY],
+            errors=OUTSIDE_SCOPE,
             tag=TAG,
         )
     )
     def list_earning_rules() -> Any:
-        return jsonify(call("list_earning_rules", OF_COMMUNITY.read()))
+        return jsonify(call("list_earning_rules", within_scope(rpc, OF_COMMUNITY.read(), "community")))
 
     @route(
         Operation(
@@ -148,11 +159,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "Acts waiting for a community approver (above the rule's hours threshold)",
             r.PendingApprovals,
             query=[OF_COMMUNITY],
+            errors=OUTSIDE_SCOPE,
             tag=TAG,
         )
     )
     def list_pending_approvals() -> Any:
-        return jsonify(call("list_pending_approvals", OF_COMMUNITY.read()))
+        return jsonify(call("list_pending_approvals", within_scope(rpc, OF_COMMUNITY.read(), "community")))
 
     @route(
         Operation(
@@ -233,11 +245,12 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "What a community's residents can buy with points, with stock",
             r.Catalogue,
             query=[OF_COMMUNITY],
+            errors=OUTSIDE_SCOPE,
             tag=TAG,
         )
     )
     def list_catalogue() -> Any:
-        return jsonify(call("list_catalogue", OF_COMMUNITY.read()))
+        return jsonify(call("list_catalogue", within_scope(rpc, OF_COMMUNITY.read(), "community")))
 
     @route(
         Operation(
@@ -303,11 +316,17 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "Orders of a community or a person",
             r.Orders,
             query=[ORDERS_OF_COMMUNITY, ORDERS_OF_PERSON],
+            errors=OUTSIDE_SCOPE,
             tag=TAG,
         )
     )
     def list_orders() -> Any:
-        return jsonify(call("list_orders", ORDERS_OF_COMMUNITY.read(), ORDERS_OF_PERSON.read()))
+        community, person = ORDERS_OF_COMMUNITY.read(), ORDERS_OF_PERSON.read()
+        if person:
+            person_within_scope(rpc, person)
+        if community or not person:  # a scoped key asking for no one sees its scope's orders
+            community = within_scope(rpc, community, "community")
+        return jsonify(call("list_orders", community, person))
 
     def settle(order_id: str, how: str) -> Any:
         outcome = json_body(OrderOutcome)
@@ -359,7 +378,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
         )
     )
     def leaderboard() -> Any:
-        scope, month, limit = SCOPE.read(), MONTH.read(), BOARD_LIMIT.read()
+        scope, month, limit = within_scope(rpc, SCOPE.read()), MONTH.read(), BOARD_LIMIT.read()
         organisation = rpc.call(REGISTRY, "get_organisation", scope)
         kind = organisation["classification"]
         if kind == "grid_party_branch":
@@ -379,11 +398,13 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             r.Disclosure,
             query=[MONTH, DISCLOSURE_FORMAT],
             files=[FILE_TYPES["xlsx"]],
+            errors=OUTSIDE_SCOPE,
             tag=TAG,
         )
     )
     def monthly_disclosure(community_id: str) -> Any:
         month = MONTH.read()
+        within_scope(rpc, community_id, "community")
         if DISCLOSURE_FORMAT.read() == "xlsx":
             return download(call("monthly_disclosure_xlsx", community_id, month), "xlsx")
         return jsonify(call("monthly_disclosure", community_id, month))

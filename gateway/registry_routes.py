@@ -22,9 +22,12 @@ from gateway.http import (
     date_query,
     download,
     identifier_query,
+    in_scope,
     integer_query,
     json_body,
+    person_within_scope,
     require_role,
+    within_scope,
 )
 from gateway.openapi import Operation, link
 from gateway.rpc import RpcPool
@@ -77,6 +80,10 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     def registrar(*organisations: str | None) -> None:
         require_role(rpc, "registrar", *organisations)
 
+    def scoped(query_values: list[Any]) -> list[Any]:
+        """A list call's arguments with `within` (always first) confined to the key's scope."""
+        return [within_scope(rpc, query_values[0]), *query_values[1:]]
+
     # --- organisations ------------------------------------------------------------------------
 
     @route(
@@ -91,7 +98,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def list_organisations() -> Any:
-        return jsonify(call("list_organisations", *[query.read() for query in ORGANISATION_FILTERS]))
+        return jsonify(call("list_organisations", *scoped([query.read() for query in ORGANISATION_FILTERS])))
 
     @route(
         Operation(
@@ -125,7 +132,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def get_organisation(code: str) -> Any:
-        return jsonify(call("get_organisation", code))
+        return jsonify(call("get_organisation", within_scope(rpc, code)))
 
     @route(
         Operation(
@@ -181,7 +188,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def organisation_statistics(code: str) -> Any:
-        return jsonify(call("organisation_statistics", code, ON.read()))
+        return jsonify(call("organisation_statistics", within_scope(rpc, code), ON.read()))
 
     @route(
         Operation(
@@ -190,11 +197,12 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "Who held which post here: the whole history, or on one day",
             r.Memberships,
             query=[HELD_ON],
+            errors={404: "unknown organisation, or outside the API key's scope"},
             tag=TAG,
         )
     )
     def organisation_memberships(code: str) -> Any:
-        return jsonify(call("list_memberships", code, None, HELD_ON.read()))
+        return jsonify(call("list_memberships", within_scope(rpc, code), None, HELD_ON.read()))
 
     @route(
         Operation(
@@ -208,7 +216,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def cross_appointments() -> Any:
-        return jsonify(call("cross_appointments", WITHIN.read(), ON.read()))
+        return jsonify(call("cross_appointments", within_scope(rpc, WITHIN.read()), ON.read()))
 
     @route(
         Operation(
@@ -222,7 +230,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def property_company_ledger() -> Any:
-        return jsonify(call("property_company_ledger", WITHIN.read()))
+        return jsonify(call("property_company_ledger", within_scope(rpc, WITHIN.read())))
 
     # --- places -------------------------------------------------------------------------------
 
@@ -238,7 +246,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def list_places() -> Any:
-        return jsonify(call("list_places", *[query.read() for query in PLACE_FILTERS]))
+        return jsonify(call("list_places", *scoped([query.read() for query in PLACE_FILTERS])))
 
     @route(
         Operation(
@@ -279,12 +287,13 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def list_people() -> Any:
+        community = COMMUNITY.read()
         page = call(
             "list_people",
-            COMMUNITY.read(),
+            community and within_scope(rpc, community, "community"),
             OFFSET.read(),
             PEOPLE_LIMIT.read(),
-            WITHIN.read(),
+            within_scope(rpc, WITHIN.read()),
             PARTY_MEMBERS.read(),
             IN_SERVICE.read(),
         )
@@ -324,9 +333,10 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def find_people() -> Any:
-        return jsonify(
-            call("find_people", json_body(PersonSearch).model_dump(mode="json", exclude_none=True))
-        )
+        page = call("find_people", json_body(PersonSearch).model_dump(mode="json", exclude_none=True))
+        if g.key.get("scope"):  # a number may belong to people anywhere: show those in scope only
+            page["items"] = [p for p in page["items"] if in_scope(rpc, p["community_id"])]
+        return jsonify(page)
 
     @route(
         Operation(
@@ -339,7 +349,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def get_person(person_id: str) -> Any:
-        return jsonify(call("get_person", person_id))
+        return jsonify(person_within_scope(rpc, person_id))
 
     @route(
         Operation(
@@ -443,7 +453,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def dual_report_status(community_id: str) -> Any:
-        return jsonify(call("dual_report_status", community_id))
+        return jsonify(call("dual_report_status", within_scope(rpc, community_id, "community")))
 
     # --- ledgers (台账) ------------------------------------------------------------------------
 
@@ -504,4 +514,6 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         if kind not in LEDGER_KINDS:
             raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
         file_format = FILE_FORMAT.read()
-        return download(call("export_ledger", kind, file_format, WITHIN.read()), file_format)
+        return download(
+            call("export_ledger", kind, file_format, within_scope(rpc, WITHIN.read())), file_format
+        )

@@ -956,3 +956,42 @@ def test_a_registrar_with_a_scope_changes_only_its_subtree(stack, api):
         "/api/v1/registry/imports/people", data=b"person_id,name\n", headers={"Content-Type": "text/csv"}
     )
     assert ledger.status_code == 403 and "without scope" in ledger.json()["error"]["message"]
+
+
+def test_a_scoped_key_reads_only_its_subtree_and_its_lists_never_cross(stack, api):
+    from tests.e2e.test_audit import audited
+    from tests.e2e.test_points import staff
+
+    local = staff(stack, scope=COMMUNITY)  # a community's reading key
+    elsewhere = f"{STREET}-002"
+    mine, theirs = register_person(api, COMMUNITY), register_person(api, elsewhere)
+
+    # Lists without a filter cover the scope, and nothing else.
+    people = all_people(local)
+    assert {p.community_id for p in people} == {COMMUNITY} and mine.id in {p.id for p in people}
+    assert theirs.id not in {p.id for p in people}
+    organisations = organisation_ids(local)
+    assert COMMUNITY in organisations and all(code.startswith(COMMUNITY) for code in organisations)
+    # A filter outside the scope is answered as an unknown one.
+    assert local.get("/api/v1/people", params={"within": elsewhere}).status_code == 404
+    assert local.get("/api/v1/people", params={"community_id": elsewhere}).status_code == 404
+    assert local.get("/api/v1/people", params={"within": f"{COMMUNITY}-01"}).status_code == 200
+
+    # One thing at a time: inside yes, outside 404, like something that does not exist.
+    assert local.get(f"/api/v1/people/{mine.id}").status_code == 200
+    assert local.get(f"/api/v1/points/accounts/{mine.id}").status_code == 200
+    for path in (
+        f"/api/v1/people/{theirs.id}",
+        f"/api/v1/points/accounts/{theirs.id}",
+        f"/api/v1/points/accounts/{theirs.id}/statement?from=2026-12-01&to=2026-12-07",
+        f"/api/v1/organisations/{elsewhere}",
+        f"/api/v1/points/disclosures/{elsewhere}?month=2026-11",
+        f"/api/v1/points/rules?community_id={elsewhere}",
+    ):
+        outside = local.get(path)
+        assert outside.status_code == 404, path
+        assert "within this API key's scope" in outside.json()["error"]["message"]
+        [record] = audited(stack, outside)  # every refusal is on the audit trail
+        assert record["status"] == 404 and record["scope"] == COMMUNITY
+    # The same key without scope sees both.
+    assert api.get(f"/api/v1/people/{theirs.id}").status_code == 200
