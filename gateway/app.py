@@ -27,6 +27,7 @@ from gateway.http import (
     outside_scope,
     person_within_scope,
     require_role,
+    require_scope,
     signed,
 )
 from gateway.keys import GATEWAY, ApiKeys, api_keys, key_hash, rate_limit
@@ -43,6 +44,7 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger("gridlink.gateway")
 
 PORTAL = Path(__file__).parent / "portal"
+OUTSIDE_SCOPE = "a verifying community outside the API key's scope"
 DATABASE_ERRORS = {
     "ServerSelectionTimeoutError",
     "AutoReconnect",
@@ -147,6 +149,7 @@ def create_app(
             errors={
                 400: "malformed body or missing Idempotency-Key",
                 404: "unknown person",
+                403: OUTSIDE_SCOPE,
                 409: "Idempotency-Key already used for a different act",
                 422: "invalid field",
             },
@@ -160,6 +163,7 @@ def create_app(
     def record_volunteer_act() -> Any:
         key = idempotency_key()
         act = json_body(VolunteerActInput)
+        require_scope(rpc, act.community_id)  # a scoped key records acts its subtree verifies
         result = record_act(g.client_id, key, act.model_dump(mode="json"))
         return jsonify(result), 202
 
@@ -173,6 +177,7 @@ def create_app(
             request=VolunteerActBatch,
             errors={
                 400: "malformed body",
+                403: OUTSIDE_SCOPE,
                 422: "an invalid item (named by index); nothing is recorded",
             },
             tag="Volunteer acts",
@@ -187,6 +192,7 @@ def create_app(
                 f"at most {settings.batch_max_items} items per batch",
                 [{"field": "items", "message": f"at most {settings.batch_max_items} items"}],
             )
+        require_scope(rpc, *sorted({item.community_id for item in batch.items}))
         items = [item.model_dump(mode="json") for item in batch.items]
         return jsonify(rpc.call(ISSUE_INTAKE, "record_volunteer_acts", g.client_id, items)), 202
 

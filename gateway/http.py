@@ -168,10 +168,14 @@ def require_role(rpc: Any, role: str, *organisations: str | None) -> None:
     """The request's API key has `role`, and each organisation the change concerns lies within
     the key's scope (the subtree of its organisation). None stands for a change that names no
     organisation: only a key without scope may make it."""
-    key = g.key
-    if role not in key.get("roles", []):
+    if role not in g.key.get("roles", []):
         raise ApiError(403, "forbidden", f"this API key lacks the {role} role")
-    scope = key.get("scope")
+    require_scope(rpc, *organisations)
+
+
+def require_scope(rpc: Any, *organisations: str | None) -> None:
+    """Each organisation a change concerns lies within the key's scope (None: see require_role)."""
+    scope = g.key.get("scope")
     for code in organisations if scope else ():
         if code is None:
             raise ApiError(

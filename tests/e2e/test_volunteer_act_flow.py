@@ -216,3 +216,17 @@ def test_docs_and_portal_are_served(api):
     assert api.get("/docs").status_code == 200
     portal = api.get("/portal/")
     assert portal.status_code == 200 and "积分" in portal.text
+
+
+def test_a_scoped_key_records_only_acts_its_subtree_verifies(stack, api, cadre, databases):
+    from tests.e2e.test_points import staff
+
+    local = staff(stack, scope=COMMUNITY)
+    elsewhere = an_act(cadre, community_id=f"{STREET}-002")
+    refused = local.record_act(elsewhere)
+    assert refused.status_code == 403 and f"{STREET}-002" in refused.json()["error"]["message"]
+    items = [{**an_act(cadre), "idempotency_key": new_id()}, {**elsewhere, "idempotency_key": new_id()}]
+    batch = {"items": items}
+    assert local.post("/api/v1/volunteer-acts:batch", json=batch).status_code == 403
+    assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
+    assert local.record_act(an_act(cadre)).status_code == 202
