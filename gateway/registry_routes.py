@@ -25,6 +25,7 @@ from gateway.http import (
     in_scope,
     integer_query,
     json_body,
+    outside_scope,
     person_within_scope,
     require_role,
     within_scope,
@@ -262,16 +263,28 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     )
     def register_place() -> Any:
         new = json_body(NewPlace)
-        registrar(new.community_id or new.grid_id)
+        # A unit or household names only its parent place, which knows its community.
+        named = new.community_id or new.grid_id
+        if named is None and new.parent_id and g.key.get("scope"):
+            named = call("get_place", new.parent_id)["community_id"]
+        registrar(named)
         return jsonify(call("register_place", new.model_dump(mode="json", exclude_unset=True))), 201
 
     @route(
         Operation(
-            "GET", "/api/v1/places/<code>", "One place", r.Place, errors={404: "unknown place"}, tag=TAG
+            "GET",
+            "/api/v1/places/<code>",
+            "One place",
+            r.Place,
+            errors={404: "unknown place, or outside the API key's scope"},
+            tag=TAG,
         )
     )
     def get_place(code: str) -> Any:
-        return jsonify(call("get_place", code))
+        place = call("get_place", code)
+        if not in_scope(rpc, place["community_id"]):
+            raise outside_scope(f"place {code}")
+        return jsonify(place)
 
     # --- people -------------------------------------------------------------------------------
 

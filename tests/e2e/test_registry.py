@@ -995,3 +995,39 @@ def test_a_scoped_key_reads_only_its_subtree_and_its_lists_never_cross(stack, ap
         assert record["status"] == 404 and record["scope"] == COMMUNITY
     # The same key without scope sees both.
     assert api.get(f"/api/v1/people/{theirs.id}").status_code == 200
+
+
+def test_a_scoped_registrar_adds_units_under_its_own_buildings_and_sees_only_its_places(stack, api):
+    from tests.e2e.test_points import staff
+
+    def building_of(community: str) -> str:
+        compound = f"{community}-XQ"
+        for body in (
+            {"code": compound, "name": "小区", "kind": "compound", "community_id": community},
+            {
+                "code": f"{compound}-1",
+                "name": "1栋",
+                "kind": "building",
+                "parent_id": compound,
+                "grid_id": new_grid(api, community),
+            },
+        ):
+            assert api.post("/api/v1/places", json=body).status_code == 201
+        return f"{compound}-1"
+
+    mine, theirs = new_community(api), new_community(api)
+    my_building, their_building = building_of(mine), building_of(theirs)
+    local = staff(stack, "registrar", scope=mine)
+
+    def unit(parent: str):
+        return local.post(
+            "/api/v1/places",
+            json={"code": f"{parent}-U1", "name": "1单元", "kind": "unit", "parent_id": parent},
+        )
+
+    added = unit(my_building)
+    assert added.status_code == 201 and added.json()["community_id"] == mine
+    assert unit(their_building).status_code == 403
+    assert api.get(f"/api/v1/places/{their_building}-U1").status_code == 404  # nothing stored
+    assert local.get(f"/api/v1/places/{my_building}").status_code == 200
+    assert local.get(f"/api/v1/places/{their_building}").status_code == 404
