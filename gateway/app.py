@@ -92,7 +92,9 @@ def create_app(
         key = request.headers.get("X-API-Key", "")
         record = keys.authenticate(key) if key else None
         if record is None:
-            raise ApiError(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
+            raise ApiError(
+                401, "unauthorized", "missing, unknown, revoked or expired API key (header X-API-Key)"
+            )
         g.client_id = record["client_id"]
         g.key = record
         per_second, burst = rate_limit(record)

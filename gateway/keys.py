@@ -1,24 +1,33 @@
 """API keys: stored as SHA-256 hashes in the gateway's own database, shown once.
 
-`python -m gateway.keys create <name> [--role R]… [--scope CODE] [--rate R --burst B]` prints a
-new key; a key acts with its roles (staff actions need one) within the subtree of its scope
-(none: everywhere), at up to R requests per second in bursts of B (default: GRIDLINK_RATE_LIMIT
-and GRIDLINK_RATE_BURST; a rate of 0 lifts the limit, for a trusted system);
-`python -m gateway.keys ensure-demo <file>` makes sure the demo key exists (GRIDLINK_DEMO_API_KEY
-if set, else the one saved in <file>, else a new one saved there) and prints it.
+    python -m gateway.keys create <name> [--role R]… [--scope CODE] [--rate R --burst B]
+                                         [--expires YYYY-MM-DD]
+    python -m gateway.keys list
+    python -m gateway.keys revoke <client_id>
+    python -m gateway.keys ensure-demo <file>
+
+`create` prints a new key. A key acts with its roles (staff actions need one) within the
+subtree of its scope (none: everywhere), at up to R requests per second in bursts of B
+(default: GRIDLINK_RATE_LIMIT and GRIDLINK_RATE_BURST; a rate of 0 lifts the limit, for a
+trusted system), through the day it expires (local time; none: until revoked). `list` shows
+every key by client id, never the key; `revoke` ends one. `ensure-demo` makes sure the demo key
+exists (GRIDLINK_DEMO_API_KEY if set, else the one saved in <file>, else a new one saved there)
+and prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import secrets
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pymongo.collection import Collection
 
@@ -56,8 +65,10 @@ class ApiKeys:
         scope: str | None = None,
         rate: float | None = None,
         burst: int | None = None,
+        expires: date | None = None,
     ) -> str:
-        """Create the key (or reset the one given). `rate`/`burst`: its own request limit."""
+        """Create the key (or reset the one given). `rate`/`burst`: its own request limit;
+        `expires`: the last local day it works."""
         unknown = set(roles or []) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
@@ -79,6 +90,7 @@ class ApiKeys:
                     "roles": sorted(roles or []),
                     "scope": scope,
                     "rate_limit": {k: v for k, v in limit.items() if v is not None},
+                    "expires_at": expires and end_of_local_day(expires),
                 },
             },
             upsert=True,
@@ -92,14 +104,36 @@ class ApiKeys:
         with self._lock:
             cached = self._cache.get(digest)
         if cached and cached[0] > now:
-            return cached[1]
-        record = self.collection.find_one({"_id": digest})
-        valid = record if record and not record.get("revoked") else None
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + CACHE_SECONDS, valid)
-        return valid
+            record = cached[1]
+        else:
+            record = self.collection.find_one({"_id": digest})
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now + CACHE_SECONDS, record)
+        return record if is_valid(record) else None
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every key's record, oldest first: names, roles, limits, never a key or its hash."""
+        return list(self.collection.find({}, {"_id": 0}).sort("created_at", 1))
+
+    def revoke(self, client_id: str) -> bool:
+        """End the key; gateways stop taking it within CACHE_SECONDS."""
+        revoked = self.collection.update_one({"client_id": client_id}, {"$set": {"revoked": True}})
+        return revoked.matched_count == 1
+
+
+def is_valid(record: dict[str, Any] | None) -> bool:
+    if record is None or record.get("revoked"):
+        return False
+    expires_at = record.get("expires_at")
+    return expires_at is None or datetime.now(UTC) < expires_at.replace(tzinfo=expires_at.tzinfo or UTC)
+
+
+def end_of_local_day(day: date) -> datetime:
+    """The moment `day` ends where the suite's users are (GRIDLINK_TIMEZONE), in UTC."""
+    zone = ZoneInfo(get_settings().local_timezone)
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).astimezone(UTC)
 
 
 def rate_limit(record: dict[str, Any]) -> tuple[float, int]:
@@ -124,25 +158,39 @@ def ensure_demo_key(saved: Path) -> str:
     return key
 
 
-if __name__ == "__main__":
-    command = sys.argv[1:2]
-    if command == ["create"] and len(sys.argv) >= 3:
-        parser = argparse.ArgumentParser(prog="python -m gateway.keys create")
-        parser.add_argument("name")
-        parser.add_argument("--role", action="append", default=[], choices=sorted(ROLES))
-        parser.add_argument("--scope", help="an organisation code: the key acts within its subtree")
-        parser.add_argument("--rate", type=float, help="requests per second (0: no limit)")
-        parser.add_argument("--burst", type=int, help="requests in one burst")
-        options = parser.parse_args(sys.argv[2:])
-        print(
-            api_keys().create(
-                options.name, roles=options.role, scope=options.scope, rate=options.rate, burst=options.burst
-            )
-        )
-    elif command == ["ensure-demo"] and len(sys.argv) == 3:
-        print(ensure_demo_key(Path(sys.argv[2])))
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.keys", description="manage API keys")
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="make a key and print it (shown this once)")
+    create.add_argument("name")
+    create.add_argument("--role", action="append", default=[], choices=sorted(ROLES))
+    create.add_argument("--scope", help="an organisation code: the key acts within its subtree")
+    create.add_argument("--rate", type=float, help="requests per second (0: no limit)")
+    create.add_argument("--burst", type=int, help="requests in one burst")
+    create.add_argument("--expires", type=date.fromisoformat, help="last day it works, YYYY-MM-DD")
+    commands.add_parser("list", help="every key, by client id (never the key itself)")
+    revoke = commands.add_parser("revoke", help="end a key")
+    revoke.add_argument("client_id")
+    demo = commands.add_parser("ensure-demo", help="make sure the demo key exists and print it")
+    demo.add_argument("file", type=Path)
+    options = parser.parse_args(argv)
+    if options.command == "create":
+        limits = {"rate": options.rate, "burst": options.burst, "expires": options.expires}
+        try:
+            print(api_keys().create(options.name, roles=options.role, scope=options.scope, **limits))
+        except ValueError as exc:
+            parser.error(str(exc))
+    elif options.command == "list":
+        for record in api_keys().records():
+            print(json.dumps(record, default=str, ensure_ascii=False))
+    elif options.command == "revoke":
+        if not api_keys().revoke(options.client_id):
+            print(f"no key with client id {options.client_id}", file=sys.stderr)
+            return 1
     else:
-        sys.exit(
-            "usage: python -m gateway.keys create <name> [--role R]… [--scope CODE] [--rate R] [--burst B]"
-            " | ensure-demo <file>"
-        )
+        print(ensure_demo_key(options.file))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

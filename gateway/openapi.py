@@ -12,7 +12,7 @@ from gateway.http import Query
 from gateway.responses import ErrorResponse
 
 STANDARD_ERRORS = {
-    401: "missing or unknown API key",
+    401: "missing, unknown, revoked or expired API key",
     413: "request body too large",
     429: "over the API key's request rate; the Retry-After header says when to try again",
     503: "a service or the message broker is unavailable",

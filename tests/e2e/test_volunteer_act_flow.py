@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deploy.local.demo_data import PEOPLE, STREET
-from tests.conftest import COMMUNITY, new_id
+from tests.conftest import COMMUNITY, Api, new_id
 from tests.support import eventually, outbox_events
 
 pytestmark = pytest.mark.e2e
@@ -230,3 +230,16 @@ def test_a_scoped_key_records_only_acts_its_subtree_verifies(stack, api, cadre, 
     assert local.post("/api/v1/volunteer-acts:batch", json=batch).status_code == 403
     assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
     assert local.record_act(an_act(cadre)).status_code == 202
+
+
+def test_an_expired_key_is_refused_like_an_unknown_one(stack, api):
+    from datetime import timedelta
+
+    from gateway.keys import api_keys
+    from shared.settings import local_today
+
+    expired = api_keys().create(new_id("expired"), expires=local_today() - timedelta(days=1))
+    refused = Api(api.base_url, expired).get("/api/v1/people")
+    assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+    current = api_keys().create(new_id("current"), expires=local_today())
+    assert Api(api.base_url, current).get("/api/v1/people").status_code == 200
