@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,18 @@ from shared.settings import get_settings  # noqa: E402  (after the environment i
 get_settings.cache_clear()
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A session stopped by SIGTERM (a CI time limit, `timeout`, `kill`) stops the suite it
+    started, as Ctrl-C does: the signal becomes KeyboardInterrupt, on which pytest still tears
+    the session's fixtures down. Killed outright, it left the broker's test vhost in use and a
+    FerretDB, four services and a gateway running."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
