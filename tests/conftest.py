@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,15 +54,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A session stopped by SIGTERM (a CI time limit, `timeout`, `kill`) stops the suite it
-    started, as Ctrl-C does: the signal becomes KeyboardInterrupt, on which pytest still tears
-    the session's fixtures down. Killed outright, it left the broker's test vhost in use and a
-    FerretDB, four services and a gateway running."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Stopped by SIGTERM, the session still tears its fixtures down, so the suite it started
+    # stops; killed outright, it left a FerretDB, four services and a gateway running.
+    from deploy.local.stack import interrupt_on_sigterm
 
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    interrupt_on_sigterm()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -322,6 +322,17 @@ GridLink is running.
         print("GridLink stopped.")
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (a CI time limit, `timeout`, `kill`) raise KeyboardInterrupt in this
+    process, as Ctrl-C does, so that its clean-up (`finally`, pytest's fixture teardown) stops
+    the processes it started instead of leaving them running."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 COMMANDS = ("up", "start", "stop", "infra")
 
 if __name__ == "__main__":

@@ -30,10 +30,11 @@ def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str
     }
     os.environ.update(env)
     from deploy.local.demo_data import load_demo_data
-    from deploy.local.stack import Stack, ensure_rabbitmq, ensure_vhost, free_port
+    from deploy.local.stack import Stack, ensure_rabbitmq, ensure_vhost, free_port, interrupt_on_sigterm
     from gateway.keys import ROLES, api_keys
     from shared.settings import get_settings
 
+    interrupt_on_sigterm()  # a bench stopped by SIGTERM stops its suite too
     ensure_rabbitmq()
     ensure_vhost(vhost, fresh=True)
     home = ROOT / ".data" / name

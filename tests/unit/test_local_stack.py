@@ -3,11 +3,14 @@ changed), and the gateway never starts on a port something else holds."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 
 import pytest
 
-from deploy.local.stack import PortTaken, Stack, load_demo_data_once
+from deploy.local.stack import PortTaken, Stack, interrupt_on_sigterm, load_demo_data_once
 
 
 def test_demo_data_is_loaded_once_per_database(tmp_path):
@@ -47,3 +50,15 @@ def test_nothing_starts_while_the_gateway_port_is_taken(tmp_path):
         with pytest.raises(PortTaken, match="is taken"):
             stack.start_all()
     assert stack.processes == {}
+
+
+def test_sigterm_interrupts_like_ctrl_c_so_clean_up_stops_what_was_started():
+    interrupt_on_sigterm()
+    cleaned_up = []
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal arrives before this ends
+        finally:
+            cleaned_up.append(True)
+    assert cleaned_up == [True]
