@@ -44,7 +44,7 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger("gridlink.gateway")
 
 PORTAL = Path(__file__).parent / "portal"
-OUTSIDE_SCOPE = "a verifying community outside the API key's scope"
+VERIFIER_OUTSIDE_SCOPE = "a verifying community outside the API key's scope"
 DATABASE_ERRORS = {
     "ServerSelectionTimeoutError",
     "AutoReconnect",
@@ -112,8 +112,8 @@ def create_app(
     @app.after_request
     def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        refused = is_audited(request.method, response.status_code) or g.get("outside_scope", False)
-        if request.path.startswith("/api/") and refused:
+        audited = is_audited(request.method, response.status_code) or g.get("outside_scope", False)
+        if request.path.startswith("/api/") and audited:
             audit.record(audit_record(response.status_code))
         return response
 
@@ -151,7 +151,7 @@ def create_app(
             errors={
                 400: "malformed body or missing Idempotency-Key",
                 404: "unknown person",
-                403: OUTSIDE_SCOPE,
+                403: VERIFIER_OUTSIDE_SCOPE,
                 409: "Idempotency-Key already used for a different act",
                 422: "invalid field",
             },
@@ -179,7 +179,7 @@ def create_app(
             request=VolunteerActBatch,
             errors={
                 400: "malformed body",
-                403: OUTSIDE_SCOPE,
+                403: VERIFIER_OUTSIDE_SCOPE,
                 422: "an invalid item (named by index); nothing is recorded",
             },
             tag="Volunteer acts",

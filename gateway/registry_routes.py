@@ -349,6 +349,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         page = call("find_people", json_body(PersonSearch).model_dump(mode="json", exclude_none=True))
         if g.key.get("scope"):  # a number may belong to people anywhere: show those in scope only
             page["items"] = [p for p in page["items"] if in_scope(rpc, p["community_id"])]
+            page["total"] = len(page["items"])  # all matches come in one page
         return jsonify(page)
 
     @route(

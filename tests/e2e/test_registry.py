@@ -964,7 +964,9 @@ def test_a_scoped_key_reads_only_its_subtree_and_its_lists_never_cross(stack, ap
 
     local = staff(stack, scope=COMMUNITY)  # a community's reading key
     elsewhere = f"{STREET}-002"
-    mine, theirs = register_person(api, COMMUNITY), register_person(api, elsewhere)
+    phone, id_number = unique_numbers()
+    mine = register_person(api, COMMUNITY)
+    theirs = register_person(api, elsewhere, phone=phone, id_number=id_number)
 
     # Lists without a filter cover the scope, and nothing else.
     people = all_people(local)
@@ -993,8 +995,12 @@ def test_a_scoped_key_reads_only_its_subtree_and_its_lists_never_cross(stack, ap
         assert "within this API key's scope" in outside.json()["error"]["message"]
         [record] = audited(stack, outside)  # every refusal is on the audit trail
         assert record["status"] == 404 and record["scope"] == COMMUNITY
+    # A number may belong to someone elsewhere: the search neither shows nor counts them.
+    searched = local.post("/api/v1/people:search", json={"phone": phone}).json()
+    assert (searched["items"], searched["total"]) == ([], 0)
     # The same key without scope sees both.
     assert api.get(f"/api/v1/people/{theirs.id}").status_code == 200
+    assert api.post("/api/v1/people:search", json={"phone": phone}).json()["total"] == 1
 
 
 def test_a_scoped_registrar_adds_units_under_its_own_buildings_and_sees_only_its_places(stack, api):
