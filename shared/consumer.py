@@ -47,8 +47,8 @@ def is_outage(exc: BaseException) -> bool:
     )
 
 
-def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[[Any, Any], None]]:
-    def decorator(handler: Handler) -> Callable[[Any, Any], None]:
+def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[..., list[Exception | None]]]:
+    def decorator(handler: Handler) -> Callable[..., list[Exception | None]]:
         def apply(self: Any, payload: Any) -> None:
             try:
                 envelope, data = parse_event(payload, contract)
@@ -103,7 +103,6 @@ def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[[Any, An
             contract.event_name,
             handler_type=SERVICE_POOL,
             reliable_delivery=True,
-            requeue_on_error=True,
         )(entrypoint)
 
     return decorator
