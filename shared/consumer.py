@@ -103,6 +103,7 @@ def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[..., lis
             contract.event_name,
             handler_type=SERVICE_POOL,
             reliable_delivery=True,
+            requeue_on_error=True,
         )(entrypoint)
 
     return decorator
@@ -156,10 +157,11 @@ class EventBatchHandler(EventHandler):
     ) -> tuple[Any, Any]:
         failures = result if exc_info is None and result is not None else [exc_info] * len(messages)
         for message, failure in zip(messages, failures, strict=True):
-            if failure is None:
-                self.queue_consumer.ack_message(message)
-            else:
+            # As nameko's handler does: a failed message goes back only with requeue_on_error.
+            if failure is not None and self.requeue_on_error:
                 self.queue_consumer.requeue_message(message)
+            else:
+                self.queue_consumer.ack_message(message)
         return result, exc_info
 
 
