@@ -505,11 +505,14 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             "/api/v1/registry/imports/<import_id>",
             "An import's progress: rows written of the total",
             r.ImportJob,
-            errors={404: "unknown import"},
+            errors={404: "unknown import, or asked for with a key that has a scope"},
             tag=TAG,
         )
     )
     def get_import(import_id: str) -> Any:
+        # Only keys without scope import (their rows may lie anywhere), so only they follow one.
+        if g.key.get("scope"):
+            raise outside_scope(f"import {import_id}")
         return jsonify(call("get_import", import_id))
 
     @route(
