@@ -25,7 +25,7 @@ from gateway.http import (
     in_scope,
     json_body,
     outside_scope,
-    person_within_scope,
+    person_in_scope,
     require_role,
     require_scope,
     signed,
@@ -256,8 +256,7 @@ def create_app(
         )
     )
     def get_cadre_dossier(person_id: str) -> Any:
-        if g.key.get("scope"):  # only to place the person: the dossier itself answers 404s
-            person_within_scope(rpc, person_id)
+        person_in_scope(rpc, person_id)
         return jsonify(rpc.call(CADRE_EVALUATION, "get_dossier", person_id))
 
     add_registry_routes(route, rpc, settings)

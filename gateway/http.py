@@ -224,6 +224,13 @@ def person_within_scope(rpc: Any, person_id: str) -> dict[str, Any]:
     return person
 
 
+def person_in_scope(rpc: Any, person_id: str) -> None:
+    """For a key with a scope only (no registry call otherwise): 404 unless the person is
+    known and lives within it. For reads whose own service answers for unknown people."""
+    if g.key.get("scope"):
+        person_within_scope(rpc, person_id)
+
+
 def account_within_scope(rpc: Any, account_id: str) -> None:
     """A points account's owner within the key's scope: a person, or a community's pool and
     held points (`pool:<community>:<n>`, `held:…`), or a volunteer team (`team:<code>`)."""

@@ -25,6 +25,7 @@ from gateway.http import (
     invalid,
     json_body,
     month_query,
+    person_in_scope,
     person_within_scope,
     require_role,
     signed,
@@ -323,7 +324,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
     def list_orders() -> Any:
         community, person = ORDERS_OF_COMMUNITY.read(), ORDERS_OF_PERSON.read()
         if person:
-            person_within_scope(rpc, person)
+            person_in_scope(rpc, person)
         if community or not person:  # a scoped key asking for no one sees its scope's orders
             community = within_scope(rpc, community, "community")
         return jsonify(call("list_orders", community, person))

@@ -369,3 +369,10 @@ def test_a_refusal_is_audited_in_the_configured_folder(client, tmp_path):
     assert client.get("/api/v1/people", headers={"X-API-Key": "wrong"}).status_code == 401
     [line] = next((tmp_path / "audit").glob("audit-*.jsonl")).read_text().splitlines()
     assert json.loads(line)["status"] == 401 and json.loads(line)["action"] == "GET /api/v1/people"
+
+
+def test_a_key_without_scope_reads_orders_and_dossiers_without_asking_the_registry(client, rpc):
+    headers = {"X-API-Key": KEY}
+    assert client.get("/api/v1/points/orders?person_id=p-1", headers=headers).status_code == 200
+    assert client.get("/api/v1/cadres/p-1/dossier", headers=headers).status_code == 200
+    assert [method for service, method, _ in rpc.calls if service == "registry"] == []
