@@ -36,6 +36,8 @@ from gateway.points_routes import add_points_routes
 from gateway.ratelimit import RateLimiter, retry_after_seconds, table_path
 from gateway.registry_routes import add_registry_routes
 from gateway.rpc import Coalesced, RpcPool, ServiceTimeout, ServiceUnavailable
+from gateway.staff import StaffAccounts, staff_accounts
+from gateway.staff_routes import add_staff_routes, session_caller
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE
 from shared.schemas import ActRevocation, VolunteerActBatch, VolunteerActInput
@@ -54,10 +56,14 @@ DATABASE_ERRORS = {
 
 
 def create_app(
-    settings: Settings | None = None, keys: ApiKeys | None = None, rpc: RpcPool | None = None
+    settings: Settings | None = None,
+    keys: ApiKeys | None = None,
+    rpc: RpcPool | None = None,
+    staff: StaffAccounts | None = None,
 ) -> Flask:
     settings = settings or get_settings()
     keys = keys or api_keys()
+    staff = staff or staff_accounts()
     rpc = rpc or RpcPool(settings.amqp_uri, settings.rpc_timeout_seconds)
     # Gateways sharing one key database on this host count each key's requests together.
     limiter = RateLimiter(table_path(settings.mongo_url + settings.database_name(GATEWAY)))
@@ -71,7 +77,8 @@ def create_app(
         "GridLink API",
         "1.0.0",
         "党建引领基层治理 — organisation registry, issue intake, points bank, cadre evaluation. "
-        "Every /api/v1 call carries an `X-API-Key` header.",
+        "Every /api/v1 call carries an `X-API-Key` header (the staff portal uses a signed-in "
+        "session instead).",
     )
 
     def route(operation: Operation) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -90,10 +97,13 @@ def create_app(
         if not request.path.startswith("/api/"):
             return
         key = request.headers.get("X-API-Key", "")
-        record = keys.authenticate(key) if key else None
+        # A client system sends its key; the portal, its staff member's session cookie.
+        record = keys.authenticate(key) if key else session_caller(staff, settings)
         if record is None:
             raise ApiError(
-                401, "unauthorized", "missing, unknown, revoked or expired API key (header X-API-Key)"
+                401,
+                "unauthorized",
+                "missing, unknown, revoked or expired API key (header X-API-Key), and no staff session",
             )
         g.client_id = record["client_id"]
         g.key = record
@@ -113,7 +123,8 @@ def create_app(
     def tag_response(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         audited = is_audited(request.method, response.status_code) or g.get("outside_scope", False)
-        if request.path.startswith("/api/") and audited:
+        signing = request.path.startswith("/auth/") and request.method == "POST"
+        if (request.path.startswith("/api/") and audited) or signing:
             audit.record(audit_record(response.status_code))
         return response
 
@@ -122,7 +133,7 @@ def create_app(
         presented = request.headers.get("X-API-Key", "")
         return {
             "request_id": g.get("request_id", ""),
-            "actor": key.get("name"),
+            "actor": key.get("name") or g.get("claimed_username"),
             "client_id": key.get("client_id"),
             # Who tried with a key that is not valid, without keeping the key.
             "key_hint": None if key or not presented else key_hash(presented)[:12],
@@ -261,6 +272,7 @@ def create_app(
 
     add_registry_routes(route, rpc, settings)
     add_points_routes(route, rpc)
+    add_staff_routes(app, staff, limiter, settings)
 
     @route(
         Operation(

@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     # Where the gateway appends its audit records, a JSON-lines file per day (gateway/audit.py).
     audit_dir: Path = Field(Path(".data/audit"), alias="GRIDLINK_AUDIT_DIR")
 
+    # Staff sign-in to the portal (gateway/staff.py). The session cookie is Secure: browsers send
+    # it over HTTPS, and to http://localhost; set false only for a plain-HTTP intranet.
+    demo_password: str | None = Field(None, alias="GRIDLINK_DEMO_PASSWORD")
+    session_idle_minutes: int = Field(60, alias="GRIDLINK_SESSION_IDLE_MINUTES", ge=1)
+    session_max_hours: int = Field(12, alias="GRIDLINK_SESSION_MAX_HOURS", ge=1)
+    session_cookie_secure: bool = Field(True, alias="GRIDLINK_SESSION_COOKIE_SECURE")
+    login_max_failures: int = Field(5, alias="GRIDLINK_LOGIN_MAX_FAILURES", ge=1)
+    login_lockout_minutes: int = Field(15, alias="GRIDLINK_LOGIN_LOCKOUT_MINUTES", ge=1)
+    login_attempts_per_minute: int = Field(20, alias="GRIDLINK_LOGIN_ATTEMPTS_PER_MINUTE", ge=1)
+
     # Outbox relay
     publish_timeout_seconds: float = Field(5.0, alias="GRIDLINK_PUBLISH_TIMEOUT")
     relay_sweep_seconds: float = Field(2.0, alias="GRIDLINK_RELAY_SWEEP_SECONDS")

@@ -288,6 +288,7 @@ def main(command: str) -> None:
         return
     from deploy.local.demo_data import load_demo_data
     from gateway.keys import ensure_demo_key
+    from gateway.staff import ensure_demo_account
 
     try:
         stack.start_all()
@@ -298,11 +299,12 @@ def main(command: str) -> None:
         stack.stop_all()
         raise
     key = ensure_demo_key(DATA / "demo-api-key")
+    username, password = ensure_demo_account(DATA / "demo-password")
     base = f"http://127.0.0.1:{stack.gateway_port}"
     print(
         f"""
 GridLink is running.
-  Portal (staff, 中文):  {base}/portal/#key={key}
+  Portal (staff, 中文):  {base}/portal/   sign in as {username}, password {password}
   Gateway API:          {base}/api/v1/
   API documentation:    {base}/docs   (OpenAPI: {base}/openapi.json)
   Demo API key:         {key}

@@ -1,0 +1,362 @@
+"""Staff accounts for the portal: passwords kept as argon2id hashes, sessions, CSRF tokens.
+
+    python -m gateway.staff create <username> --name 姓名 [--role R]… [--scope CODE]
+    python -m gateway.staff passwd <username>
+    python -m gateway.staff disable <username> | enable <username>
+    python -m gateway.staff list
+    python -m gateway.staff ensure-demo <file>
+
+`create` and `passwd` ask for the password (or read one line from standard input, for
+scripts). A staff member acts with the account's roles within the subtree of its scope, as an
+API key does (gateway/keys.py). `passwd` and `disable` end the account's sessions.
+
+Signing in follows OWASP's authentication advice:
+- one answer for an unknown username and a wrong password, and the same argon2 work for both,
+  so neither the answer nor its time tells which usernames exist;
+- after GRIDLINK_LOGIN_MAX_FAILURES failures in a row a username is locked for
+  GRIDLINK_LOGIN_LOCKOUT_MINUTES, whether or not it exists; the gateway also limits sign-in
+  attempts per client address (gateway/staff_routes.py);
+- a session is a random token in a cookie (HttpOnly, Secure, SameSite=Strict); only its SHA-256
+  is stored. It ends after GRIDLINK_SESSION_IDLE_MINUTES without use, and at the latest
+  GRIDLINK_SESSION_MAX_HOURS after sign-in;
+- each session has its own CSRF token, which every write made with the cookie must echo in
+  the X-CSRF-Token header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import json
+import re
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from gateway.keys import GATEWAY, ROLES
+from shared.mongo import connect
+from shared.settings import Settings, get_settings
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
+PASSWORD_MIN, PASSWORD_MAX = 10, 128
+# Touch a session's last use at most this often: a write per request would cost more than it tells.
+TOUCH_EVERY = timedelta(seconds=60)
+
+# RFC 9106's second recommended profile (argon2-cffi's default): 64 MiB, 3 passes, 4 lanes.
+hasher = PasswordHasher()
+
+
+class PasswordRejected(ValueError):
+    """A new password, or a username, that the policy refuses; `field` names which."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+class SignInRefused(Exception):
+    """Unknown username, wrong password or disabled account: deliberately one answer."""
+
+
+class SignInLocked(Exception):
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__(f"locked for {retry_after}")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str  # goes into the cookie, never stored
+    principal: dict[str, Any]
+
+
+def normalise_username(username: str) -> str:
+    return username.strip().lower()
+
+
+def check_username(username: str) -> str:
+    name = normalise_username(username)
+    if not USERNAME.fullmatch(name):
+        raise PasswordRejected(
+            "username", "3–32 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_password(password: str, username: str) -> None:
+    """NIST SP 800-63B's rules: length counts, composition rules do not."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise PasswordRejected("password", f"must be {PASSWORD_MIN}–{PASSWORD_MAX} characters long")
+    if len(set(password)) < 4:
+        raise PasswordRejected("password", "must use at least 4 different characters")
+    if username in password.lower():
+        raise PasswordRejected("password", "must not contain the username")
+
+
+def session_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class StaffAccounts:
+    def __init__(self, database: Database, settings: Settings | None = None) -> None:
+        self.accounts: Collection = database["staff_accounts"]
+        self.sessions: Collection = database["staff_sessions"]
+        self.failures: Collection = database["staff_sign_in_failures"]
+        self.settings = settings or get_settings()
+        self._stand_in_hash: str | None = None
+
+    # --- accounts ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        username: str,
+        name: str,
+        password: str,
+        roles: list[str] | None = None,
+        scope: str | None = None,
+    ) -> str:
+        """Create the account; returns its normalised username. Refuses a taken username."""
+        username = check_username(username)
+        check_password(password, username)
+        unknown = set(roles or []) - set(ROLES)
+        if unknown:
+            raise PasswordRejected("role", f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+        if not name.strip():
+            raise PasswordRejected("name", "must not be empty")
+        now = datetime.now(UTC)
+        try:
+            self.accounts.insert_one(
+                {
+                    "_id": username,
+                    "name": name.strip(),
+                    "password_hash": hasher.hash(password),
+                    "roles": sorted(roles or []),
+                    "scope": scope,
+                    "disabled": False,
+                    "created_at": now,
+                    "password_changed_at": now,
+                }
+            )
+        except DuplicateKeyError:
+            raise PasswordRejected("username", f"{username} is taken") from None
+        return username
+
+    def set_password(self, username: str, password: str, keep_session: str | None = None) -> bool:
+        """Replace the password and end the account's sessions (but `keep_session`, by token)."""
+        username = normalise_username(username)
+        check_password(password, username)
+        changed = self.accounts.update_one(
+            {"_id": username},
+            {"$set": {"password_hash": hasher.hash(password), "password_changed_at": datetime.now(UTC)}},
+        )
+        kept = {"_id": {"$ne": session_digest(keep_session)}} if keep_session else {}
+        self.sessions.delete_many({"username": username, **kept})
+        return changed.matched_count == 1
+
+    def set_disabled(self, username: str, disabled: bool) -> bool:
+        username = normalise_username(username)
+        changed = self.accounts.update_one({"_id": username}, {"$set": {"disabled": disabled}})
+        if disabled:
+            self.sessions.delete_many({"username": username})
+        return changed.matched_count == 1
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every account, oldest first, without its password hash."""
+        shown = {"password_hash": 0}
+        return [{"username": a.pop("_id"), **a} for a in self.accounts.find({}, shown).sort("created_at", 1)]
+
+    # --- signing in and out -------------------------------------------------------------------
+
+    def sign_in(self, username: str, password: str) -> Session:
+        """A new session, or SignInRefused / SignInLocked."""
+        username = normalise_username(username)[:64]
+        now = datetime.now(UTC)
+        locked = self.failures.find_one({"_id": username, "locked_until": {"$gt": now}})
+        if locked:
+            raise SignInLocked(aware(locked["locked_until"]) - now)
+        account = self.accounts.find_one({"_id": username}) if USERNAME.fullmatch(username) else None
+        if not self._verify(account, password) or account["disabled"]:
+            self._count_failure(username, now)
+            raise SignInRefused()
+        self.failures.delete_one({"_id": username})
+        if hasher.check_needs_rehash(account["password_hash"]):
+            self.accounts.update_one({"_id": username}, {"$set": {"password_hash": hasher.hash(password)}})
+        # Sessions that ran out are cleared here, so the collection stays the size of its use.
+        self.sessions.delete_many({"username": username, "expires_at": {"$lte": now}})
+        token = secrets.token_urlsafe(32)
+        session = {
+            "_id": session_digest(token),
+            "username": username,
+            "csrf_token": secrets.token_urlsafe(32),
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": now + timedelta(hours=self.settings.session_max_hours),
+        }
+        self.sessions.insert_one(session)
+        return Session(token, principal(account, session, self._idle_end(session)))
+
+    def session(self, token: str) -> dict[str, Any] | None:
+        """The signed-in staff member behind a session token, or None once it has ended."""
+        digest = session_digest(token)
+        session = self.sessions.find_one({"_id": digest})
+        now = datetime.now(UTC)
+        if session is None or min(aware(session["expires_at"]), self._idle_end(session)) <= now:
+            return None
+        account = self.accounts.find_one({"_id": session["username"]}, {"password_hash": 0})
+        if account is None or account["disabled"]:
+            return None
+        if now - aware(session["last_used_at"]) >= TOUCH_EVERY:
+            self.sessions.update_one({"_id": digest}, {"$set": {"last_used_at": now}})
+            session["last_used_at"] = now
+        return principal(account, session, self._idle_end(session))
+
+    def sign_out(self, token: str) -> None:
+        self.sessions.delete_one({"_id": session_digest(token)})
+
+    def change_password(self, token: str, current: str, new: str) -> None:
+        """The signed-in member's own change: the current password must be right (else
+        SignInRefused, counted as a failure); the member's other sessions end."""
+        session = self.session(token)
+        if session is None:
+            raise SignInRefused()
+        username = session["username"]
+        now = datetime.now(UTC)
+        locked = self.failures.find_one({"_id": username, "locked_until": {"$gt": now}})
+        if locked:
+            raise SignInLocked(aware(locked["locked_until"]) - now)
+        if not self._verify(self.accounts.find_one({"_id": username}), current):
+            self._count_failure(username, now)
+            raise SignInRefused()
+        if new == current:
+            raise PasswordRejected("new_password", "must differ from the current password")
+        try:
+            self.set_password(username, new, keep_session=token)
+        except PasswordRejected as exc:
+            raise PasswordRejected("new_password", exc.message) from None
+
+    # --- inside -------------------------------------------------------------------------------
+
+    def _verify(self, account: dict[str, Any] | None, password: str) -> bool:
+        # An unknown username costs the same argon2 work as a known one, so timing tells nothing.
+        if self._stand_in_hash is None:
+            self._stand_in_hash = hasher.hash(secrets.token_urlsafe(16))
+        stored = account["password_hash"] if account else self._stand_in_hash
+        try:
+            return hasher.verify(stored, password[:PASSWORD_MAX]) and account is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _count_failure(self, username: str, now: datetime) -> None:
+        counted = self.failures.find_one_and_update(
+            {"_id": username}, {"$inc": {"failures": 1}}, upsert=True, return_document=True
+        )
+        if counted["failures"] >= self.settings.login_max_failures:
+            lockout = timedelta(minutes=self.settings.login_lockout_minutes)
+            self.failures.replace_one({"_id": username}, {"failures": 0, "locked_until": now + lockout})
+
+    def _idle_end(self, session: dict[str, Any]) -> datetime:
+        return aware(session["last_used_at"]) + timedelta(minutes=self.settings.session_idle_minutes)
+
+
+def principal(account: dict[str, Any], session: dict[str, Any], idle_end: datetime) -> dict[str, Any]:
+    """The staff member as the gateway sees a caller: the fields of an API key's record, plus
+    the session's CSRF token and when it ends."""
+    return {
+        # `name` signs what the member does (ledger entries, the audit trail): the username
+        # tells two members of one name apart.
+        "name": f"{account['name']} ({account['_id']})",
+        "display_name": account["name"],
+        "username": account["_id"],
+        "client_id": f"staff_{account['_id']}",
+        "roles": account["roles"],
+        "scope": account["scope"],
+        "csrf_token": session["csrf_token"],
+        "session_ends_at": min(aware(session["expires_at"]), idle_end),
+    }
+
+
+def aware(moment: datetime) -> datetime:
+    """pymongo hands back naive UTC datetimes."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def staff_accounts() -> StaffAccounts:
+    return StaffAccounts(connect(GATEWAY))
+
+
+def ensure_demo_account(saved: Path) -> tuple[str, str]:
+    """The demo staff member (username `demo`, every role, no scope) and its password:
+    GRIDLINK_DEMO_PASSWORD if set, else the one saved in `saved`, else a new one saved there."""
+    password = get_settings().demo_password
+    if not password and saved.exists():
+        password = saved.read_text().strip()
+    password = password or secrets.token_urlsafe(12)
+    accounts = staff_accounts()
+    if accounts.accounts.find_one({"_id": "demo"}) is None:
+        accounts.create("demo", "演示账号", password, roles=list(ROLES))
+    else:
+        accounts.set_password("demo", password)
+    accounts.set_disabled("demo", False)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(password + "\n")
+    saved.chmod(0o600)
+    return "demo", password
+
+
+def read_password(prompt: str) -> str:
+    if sys.stdin.isatty():
+        first, again = getpass.getpass(prompt), getpass.getpass("again: ")
+        if first != again:
+            raise PasswordRejected("password", "the two entries differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.staff", description="manage staff accounts")
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="make an account; asks for its password")
+    create.add_argument("username")
+    create.add_argument("--name", required=True, help="the staff member's name, as the portal shows it")
+    create.add_argument("--role", action="append", default=[], choices=sorted(ROLES))
+    create.add_argument("--scope", help="an organisation code: the account acts within its subtree")
+    for command, text in (("passwd", "set a new password"), ("disable", "lock out"), ("enable", "let in")):
+        commands.add_parser(command, help=f"{text} (ends the account's sessions)").add_argument("username")
+    commands.add_parser("list", help="every account, without password hashes")
+    demo = commands.add_parser("ensure-demo", help="make sure the demo account exists; print its password")
+    demo.add_argument("file", type=Path)
+    options = parser.parse_args(argv)
+    accounts = staff_accounts()
+    try:
+        if options.command == "create":
+            password = read_password("password: ")
+            accounts.create(options.username, options.name, password, options.role, options.scope)
+        elif options.command == "passwd":
+            found = accounts.set_password(options.username, read_password("new password: "))
+        elif options.command in ("disable", "enable"):
+            found = accounts.set_disabled(options.username, options.command == "disable")
+        elif options.command == "list":
+            for record in accounts.records():
+                print(json.dumps(record, default=str, ensure_ascii=False))
+        else:
+            print(ensure_demo_account(options.file)[1])
+    except PasswordRejected as exc:
+        parser.error(str(exc))
+    if options.command in ("passwd", "disable", "enable") and not found:
+        print(f"no staff account {options.username}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
