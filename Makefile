@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: run start stop install infra test test-unit test-integration test-e2e lint format reconcile parked bench bench-ab clean
+.PHONY: run start stop install install-browser infra test test-unit test-integration test-e2e lint format reconcile parked bench bench-ab clean
 
 run: install ## install what is missing, start everything with demo data, Ctrl-C stops
 	$(PY) deploy/local/stack.py up
@@ -17,12 +17,15 @@ stop: ## stop what `make run`/`make start` started
 install: ## virtualenv, RabbitMQ and FerretDB, each only if missing
 	@bash deploy/local/bootstrap.sh
 
+install-browser: ## the same, and Chromium for the portal's browser test
+	@bash deploy/local/bootstrap.sh --browser
+
 infra: install ## RabbitMQ and FerretDB only
 	$(PY) deploy/local/stack.py infra
 
 # The tests start their own FerretDB and services (see tests/conftest.py); they need the
 # installs and a running RabbitMQ, which they also start if it is down.
-test: install lint ## the whole suite against the real broker and database
+test: install-browser lint ## the whole suite against the real broker and database
 	$(PY) -m pytest tests/unit tests/integration tests/e2e
 
 test-unit: install
@@ -31,7 +34,7 @@ test-unit: install
 test-integration: install
 	$(PY) -m pytest tests/integration
 
-test-e2e: install
+test-e2e: install-browser
 	$(PY) -m pytest tests/e2e
 
 lint: install

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what GridLink needs on a development or CI machine, skipping what is already there:
 # a Python 3.11 virtual environment with the pinned dependencies, RabbitMQ from Debian, and
-# FerretDB 1.24.2 built from its Go module. Safe to run again; the second run takes a second.
+# FerretDB 1.24.2 built from its Go module; with --browser, also Debian's Chromium for the
+# portal's browser test. Safe to run again; the second run takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,6 +31,14 @@ if ! command -v rabbitmq-server >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+
+# --- Chromium, for the portal's browser test (`bootstrap.sh --browser`, as `make test` runs it) ---
+if [ "${1:-}" = "--browser" ] && ! command -v chromedriver >/dev/null 2>&1; then
+  say "installing chromium and chromium-driver from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # --- FerretDB -------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+"""The staff portal in a real browser (Debian's headless Chromium): a member signs in, the browser
+keeps the session cookie as the gateway set it, a volunteer act is recorded through the form
+(a write, so it carries the CSRF token), and signing out ends the session."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from argon2 import PasswordHasher
+
+from tests.conftest import COMMUNITY, new_id
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "楼栋长-2026-micro-wish"
+DEMO_PERSON = "p-zg-001"  # a cadre of 中观社区 in the demo data
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not shutil.which("chromedriver"):
+        pytest.fail("chromedriver is missing: `make test` installs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    profile = tempfile.mkdtemp(prefix="gridlink-chromium-")
+    # No network beyond localhost here: Chromium's own background traffic is switched off.
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--lang=zh-CN",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    driver.set_window_size(1280, 900)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def text_of(browser, element_id: str, containing: str, timeout: float = 15) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout).until(
+        shown.text_to_be_present_in_element((By.ID, element_id), containing)
+    )
+    return browser.find_element(By.ID, element_id).text
+
+
+def sign_in_with(browser, username: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    text_of(browser, "gate", "登录")
+    browser.find_element(By.ID, "sign-in-username").clear()
+    browser.find_element(By.ID, "sign-in-username").send_keys(username)
+    browser.find_element(By.ID, "sign-in-password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "#gate button[type=submit]").click()
+
+
+def test_a_member_signs_in_records_an_act_and_signs_out(stack, databases, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from gateway.staff import staff_accounts
+
+    username = staff_accounts().create(new_id("portal").lower(), "李楼栋长", PASSWORD)
+    browser.get(f"{stack.base_url}/portal/#/register/{DEMO_PERSON}")
+
+    sign_in_with(browser, username, "not-the-password")
+    assert "用户名或密码错误" in text_of(browser, "gate", "用户名或密码错误")
+    sign_in_with(browser, username, PASSWORD)
+    assert f"李楼栋长（{username}）" in text_of(browser, "sessionbar", username)
+    [cookie] = browser.get_cookies()  # the browser kept the Secure cookie on http://127.0.0.1
+    assert cookie["name"] == "__Host-gridlink_session" and cookie["httpOnly"] and cookie["secure"]
+    assert cookie["sameSite"] == "Strict"
+    assert browser.execute_script("return document.cookie") == ""  # out of the page's reach
+
+    # The form, filled as a member would; the person comes from the route.
+    eventually(lambda: browser.find_element(By.ID, "act-person").get_attribute("value") == DEMO_PERSON)
+    browser.find_element(By.ID, "act-hours").send_keys("1.5")
+    browser.execute_script("document.getElementById('act-date').value = arguments[0]", "2026-11-20")
+    for select, value in (("act-type", "patrol_duty"), ("act-community", COMMUNITY)):
+        Select(browser.find_element(By.ID, select)).select_by_value(value)
+    browser.find_element(By.ID, "act-submit").click()
+    act = eventually(
+        lambda: databases["issue_intake"].volunteer_acts.find_one({"client_id": f"staff_{username}"})
+    )
+    assert act["person_id"] == DEMO_PERSON and str(act["hours"]) == "1.5"
+    text_of(browser, "act-result", "积分")
+
+    browser.find_element(By.XPATH, "//div[@id='sessionbar']//button[text()='退出']").click()
+    text_of(browser, "gate", "工作人员登录")
+    assert browser.get_cookies() == []
+    assert databases["gateway"].staff_sessions.count_documents({"username": username}) == 0
+
+
+def test_a_member_changes_the_password_and_an_ended_session_asks_to_sign_in_again(stack, databases, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from gateway.staff import staff_accounts
+
+    username = staff_accounts().create(new_id("portal").lower(), "王网格员", PASSWORD)
+    browser.get(f"{stack.base_url}/portal/#/people")
+    sign_in_with(browser, username, PASSWORD)
+    text_of(browser, "sessionbar", username)
+
+    new_password = "新口令-2027-clean-up-day"
+    browser.find_element(By.XPATH, "//div[@id='sessionbar']//button[text()='修改密码']").click()
+    text_of(browser, "gate", "修改密码")
+    for field, value in (
+        ("pw-current", PASSWORD),
+        ("pw-new", new_password),
+        ("pw-again", new_password + "x"),
+    ):
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "#gate button[type=submit]").click()
+    text_of(browser, "err-pw-again", "不一致")  # checked here; nothing was sent
+    browser.find_element(By.ID, "pw-again").send_keys(Keys.BACKSPACE)
+    browser.find_element(By.CSS_SELECTOR, "#gate button[type=submit]").click()
+    text_of(browser, "banners", "密码已修改")
+    assert not browser.find_element(By.ID, "gate").is_displayed()
+    hashes = staff_accounts().accounts.find_one({"_id": username})["password_hash"]
+    assert PasswordHasher().verify(hashes, new_password)
+
+    # The session ends elsewhere (an administrator disables and enables the account): the next
+    # call the page makes (the 双报到 page loads its community's list) brings back the sign-in form.
+    staff_accounts().set_disabled(username, True)
+    staff_accounts().set_disabled(username, False)
+    browser.find_element(By.CSS_SELECTOR, "a.tab[data-view='dual']").click()
+    text_of(browser, "gate", "登录已失效")
+    sign_in_with(browser, username, new_password)
+    text_of(browser, "sessionbar", username)
