@@ -13,9 +13,9 @@ API key does (gateway/keys.py). `passwd` and `disable` end the account's session
 Signing in follows OWASP's authentication advice:
 - one answer for an unknown username and a wrong password, and the same argon2 work for both,
   so neither the answer nor its time tells which usernames exist;
-- after GRIDLINK_LOGIN_MAX_FAILURES failures in a row a username is locked for
-  GRIDLINK_LOGIN_LOCKOUT_MINUTES, whether or not it exists; the gateway also limits sign-in
-  attempts per client address (gateway/staff_routes.py);
+- after GRIDLINK_LOGIN_MAX_FAILURES failures in a row (none more than
+  GRIDLINK_LOGIN_LOCKOUT_MINUTES apart) a username is locked for that long, whether or not it
+  exists; the gateway also limits sign-in attempts per client address (gateway/staff_routes.py);
 - a session is a random token in a cookie (HttpOnly, Secure, SameSite=Strict); only its SHA-256
   is stored. It ends after GRIDLINK_SESSION_IDLE_MINUTES without use, and at the latest
   GRIDLINK_SESSION_MAX_HOURS after sign-in;
@@ -188,7 +188,11 @@ class StaffAccounts:
         if not self._verify(account, password) or account["disabled"]:
             self._count_failure(username, now)
             raise SignInRefused()
-        self.failures.delete_one({"_id": username})
+        # This member's count starts again; counts of names nobody used for a day are dropped,
+        # so names made up by guessers do not pile up.
+        self.failures.delete_many(
+            {"$or": [{"_id": username}, {"last_failed_at": {"$lt": now - timedelta(days=1)}}]}
+        )
         if hasher.check_needs_rehash(account["password_hash"]):
             self.accounts.update_one({"_id": username}, {"$set": {"password_hash": hasher.hash(password)}})
         # Sessions that ran out are cleared here, so the collection stays the size of its use.
@@ -251,21 +255,32 @@ class StaffAccounts:
         if self._stand_in_hash is None:
             self._stand_in_hash = hasher.hash(secrets.token_urlsafe(16))
         stored = account["password_hash"] if account else self._stand_in_hash
-        try:
-            return hasher.verify(stored, password[:PASSWORD_MAX]) and account is not None
-        except (VerificationError, InvalidHashError):
-            return False
+        return verifies(stored, password) and account is not None
 
     def _count_failure(self, username: str, now: datetime) -> None:
+        lockout = timedelta(minutes=self.settings.login_lockout_minutes)
+        # A failure long after the last one starts a new run of failures.
+        self.failures.delete_one({"_id": username, "last_failed_at": {"$lt": now - lockout}})
         counted = self.failures.find_one_and_update(
-            {"_id": username}, {"$inc": {"failures": 1}}, upsert=True, return_document=True
+            {"_id": username},
+            {"$inc": {"failures": 1}, "$set": {"last_failed_at": now}},
+            upsert=True,
+            return_document=True,
         )
         if counted["failures"] >= self.settings.login_max_failures:
-            lockout = timedelta(minutes=self.settings.login_lockout_minutes)
-            self.failures.replace_one({"_id": username}, {"failures": 0, "locked_until": now + lockout})
+            self.failures.replace_one(
+                {"_id": username}, {"failures": 0, "last_failed_at": now, "locked_until": now + lockout}
+            )
 
     def _idle_end(self, session: dict[str, Any]) -> datetime:
         return aware(session["last_used_at"]) + timedelta(minutes=self.settings.session_idle_minutes)
+
+
+def verifies(stored_hash: str, password: str) -> bool:
+    try:
+        return hasher.verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def principal(account: dict[str, Any], session: dict[str, Any], idle_end: datetime) -> dict[str, Any]:
@@ -302,11 +317,13 @@ def ensure_demo_account(saved: Path) -> tuple[str, str]:
         password = saved.read_text().strip()
     password = password or secrets.token_urlsafe(12)
     accounts = staff_accounts()
-    if accounts.accounts.find_one({"_id": "demo"}) is None:
+    demo = accounts.accounts.find_one({"_id": "demo"})
+    if demo is None:
         accounts.create("demo", "演示账号", password, roles=list(ROLES))
-    else:
+    elif not verifies(demo["password_hash"], password):  # a restart keeps the demo's sessions
         accounts.set_password("demo", password)
-    accounts.set_disabled("demo", False)
+    if demo and demo["disabled"]:
+        accounts.set_disabled("demo", False)
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(password + "\n")
     saved.chmod(0o600)

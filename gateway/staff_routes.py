@@ -80,8 +80,11 @@ def add_staff_routes(app: Flask, staff: StaffAccounts, limiter: RateLimiter, set
         return caller
 
     def member(caller: dict[str, Any]) -> Response:
-        shown = ("username", "display_name", "roles", "scope", "csrf_token", "session_ends_at")
-        response = jsonify({field: caller[field] for field in shown})
+        shown = ("username", "display_name", "roles", "scope", "csrf_token")
+        response = jsonify(
+            {field: caller[field] for field in shown}
+            | {"session_ends_at": caller["session_ends_at"].isoformat()}
+        )
         response.headers["Cache-Control"] = "no-store"  # it carries the CSRF token
         return response
 

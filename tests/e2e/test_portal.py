@@ -18,6 +18,8 @@ pytestmark = pytest.mark.e2e
 
 PASSWORD = "楼栋长-2026-micro-wish"
 DEMO_PERSON = "p-zg-001"  # a cadre of 中观社区 in the demo data
+# The gateway under a name that is not localhost: plain HTTP there is not a secure context.
+PLAIN_HTTP_HOST = "portal.gridlink.test"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,7 @@ def browser() -> Iterator:
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={profile}",
+        f"--host-resolver-rules=MAP {PLAIN_HTTP_HOST} 127.0.0.1",
         "--lang=zh-CN",
     ):
         options.add_argument(flag)
@@ -149,3 +152,13 @@ def test_a_member_changes_the_password_and_an_ended_session_asks_to_sign_in_agai
     text_of(browser, "gate", "登录已失效")
     sign_in_with(browser, username, new_password)
     text_of(browser, "sessionbar", username)
+
+
+def test_over_plain_http_the_portal_says_why_the_sign_in_did_not_hold(stack, browser):
+    from gateway.staff import staff_accounts
+
+    username = staff_accounts().create(new_id("portal").lower(), "赵物业", PASSWORD)
+    browser.get(f"http://{PLAIN_HTTP_HOST}:{stack.gateway_port}/portal/")
+    sign_in_with(browser, username, PASSWORD)
+    assert "请通过 HTTPS 访问本门户" in text_of(browser, "gate", "HTTPS")
+    assert browser.get_cookies() == []

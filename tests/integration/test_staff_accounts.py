@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 
 from gateway import staff as staff_module
 from gateway.app import create_app
-from gateway.keys import ApiKeys
+from gateway.keys import ROLES, ApiKeys
 from gateway.staff import PasswordRejected, SignInLocked, SignInRefused, StaffAccounts, session_digest
 from shared.settings import Settings
 
@@ -112,6 +112,21 @@ def test_a_success_between_failures_starts_the_count_again(staff):
     assert staff.sign_in("wang.li", PASSWORD)
 
 
+def test_failures_far_apart_do_not_add_up_and_stale_counts_are_dropped(staff, scratch):
+    for attempt in range(2):
+        with pytest.raises(SignInRefused):
+            staff.sign_in("wang.li", f"wrong-password-{attempt}")
+    with pytest.raises(SignInRefused):
+        staff.sign_in("made.up", "wrong-password")
+    counts = scratch["staff_sign_in_failures"]
+    counts.update_many({}, {"$set": {"last_failed_at": datetime.now(UTC) - timedelta(days=2)}})
+    with pytest.raises(SignInRefused):  # the third failure, but two days after the second
+        staff.sign_in("wang.li", "wrong-password-2")
+    assert counts.find_one({"_id": "wang.li"})["failures"] == 1
+    staff.sign_in("wang.li", PASSWORD)
+    assert counts.count_documents({}) == 0  # made.up's count, a day old, went too
+
+
 def test_a_session_ends_when_idle_too_long_or_too_old(staff, scratch):
     idle, old = staff.sign_in("wang.li", PASSWORD), staff.sign_in("wang.li", PASSWORD)
     long_ago = datetime.now(UTC) - timedelta(minutes=61)
@@ -188,3 +203,20 @@ def test_one_address_may_try_only_so_many_sign_ins_a_minute(scratch, tmp_path):
     refused = attempt("10.0.0.7")
     assert refused.get_json()["error"]["code"] == "rate_limited" and int(refused.headers["Retry-After"]) >= 1
     assert attempt("10.0.0.8").status_code == 401  # another address has its own allowance
+
+
+def test_the_demo_account_keeps_its_password_and_sessions_across_restarts(infrastructure, tmp_path):
+    from gateway.staff import ensure_demo_account, staff_accounts
+
+    saved = tmp_path / "demo-password"
+    username, password = ensure_demo_account(saved)
+    assert saved.read_text().strip() == password and saved.stat().st_mode & 0o777 == 0o600
+    accounts = staff_accounts()
+    session = accounts.sign_in(username, password)
+    assert sorted(session.principal["roles"]) == sorted(ROLES) and session.principal["scope"] is None
+    assert ensure_demo_account(saved) == (username, password)  # `make run` again
+    assert accounts.session(session.token) is not None
+    saved.write_text("另一个演示口令-2026\n")  # as GRIDLINK_DEMO_PASSWORD would set it
+    assert ensure_demo_account(saved)[1] == "另一个演示口令-2026"
+    assert accounts.session(session.token) is None
+    accounts.sign_in(username, "另一个演示口令-2026")
