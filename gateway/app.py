@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from gateway import responses as r
 from gateway.audit import AuditTrail, is_audited
 from gateway.http import (
+    PATH_CONVERTERS,
     ApiError,
     idempotency_key,
     in_scope,
@@ -71,6 +72,7 @@ def create_app(
     # Concurrent POSTs of single acts share one RPC (see Coalesced): the flow's hot path.
     record_act = Coalesced(rpc, ISSUE_INTAKE, "record_volunteer_acts_apart")
     app = Flask(__name__)
+    app.url_map.converters.update(PATH_CONVERTERS)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False  # names and places are Chinese; send them readable
     docs = OpenApi(
@@ -167,8 +169,8 @@ def create_app(
                 422: "invalid field",
             },
             links={
-                "act": link("GET", "/api/v1/volunteer-acts/<act_id>", act_id="act_id"),
-                "revoke": link("POST", "/api/v1/volunteer-acts/<act_id>:revoke", act_id="act_id"),
+                "act": link("GET", "/api/v1/volunteer-acts/<id:act_id>", act_id="act_id"),
+                "revoke": link("POST", "/api/v1/volunteer-acts/<id:act_id>:revoke", act_id="act_id"),
             },
             tag="Volunteer acts",
         )
@@ -212,7 +214,7 @@ def create_app(
     @route(
         Operation(
             "GET",
-            "/api/v1/volunteer-acts/<act_id>",
+            "/api/v1/volunteer-acts/<id:act_id>",
             "A recorded volunteer act",
             r.VolunteerAct,
             errors={404: "unknown act"},
@@ -228,7 +230,7 @@ def create_app(
     @route(
         Operation(
             "POST",
-            "/api/v1/volunteer-acts/<act_id>:revoke",
+            "/api/v1/volunteer-acts/<id:act_id>:revoke",
             "Revoke a recorded act: the points it earned are taken back, pointing at the credit",
             r.VolunteerAct,
             request=ActRevocation,

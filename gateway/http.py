@@ -7,11 +7,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from flask import Response, g, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.routing import BaseConverter
 
 from shared.errors import InvalidInput
 from shared.events import REGISTRY
@@ -30,6 +31,27 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.fields = status, code, message, fields or []
         self.headers = headers or {}
+
+
+class PathIdentifier(BaseConverter):
+    """`<id:name>`: a path segment without ':', so that `…/<id:code>` and its custom methods
+    (`…/<id:code>:close`, as in Google's AIP-136) never both match one path."""
+
+    regex = r"[^/:]+"
+    schema: ClassVar[dict[str, str]] = {"type": "string", "pattern": "^[^/:]+$"}
+
+
+class ImportId(BaseConverter):
+    """`<import_id:name>`: an import's id as the registry makes it, so that reading one and
+    starting one (`/registry/imports/<kind>`) never both match one path."""
+
+    regex = r"imp-[0-9a-f]{16}"
+    schema: ClassVar[dict[str, str]] = {"type": "string", "pattern": f"^{regex}$"}
+
+
+# Each converter routes by its regex and is documented by its schema (gateway/openapi.py), as
+# Werkzeug's own `any(a, b)` is documented by an enum.
+PATH_CONVERTERS = {"id": PathIdentifier, "import_id": ImportId}
 
 
 def invalid(field: str, message: str) -> ApiError:

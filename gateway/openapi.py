@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.http import Query
+from gateway.http import PATH_CONVERTERS, Query
 from gateway.responses import ErrorResponse
 
 STANDARD_ERRORS = {
@@ -79,8 +79,8 @@ class OpenApi:
 
     def _operation(self, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _path_parameters(op.path)
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(converter)}
+            for converter, name in PATH_PARAMETER.findall(op.path)
         ]
         parameters += [
             {
@@ -146,7 +146,8 @@ def link(method: str, path: str, **parameters: str) -> tuple[str, str, dict[str,
 
 
 def _operation_id(method: str, flask_path: str) -> str:
-    return f"{method.lower()}_{flask_path.strip('/').replace('/', '_').replace('-', '_')}"
+    path = PATH_PARAMETER.sub(r"<\2>", flask_path)  # converters are not part of the id
+    return f"{method.lower()}_{path.strip('/').replace('/', '_').replace('-', '_')}"
 
 
 def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
@@ -161,12 +162,16 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 # A Flask path parameter, "<name>" or "<converter:name>", possibly followed by ":action".
-PATH_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+PATH_PARAMETER = re.compile(r"<(?:([^:<>]+):)?([^<>]+)>")
 
 
-def _path_parameters(flask_path: str) -> list[str]:
-    return PATH_PARAMETER.findall(flask_path)
+def _path_schema(converter: str) -> dict[str, Any]:
+    if not converter:
+        return {"type": "string"}
+    if converter.startswith("any("):
+        return {"type": "string", "enum": [choice.strip() for choice in converter[4:-1].split(",")]}
+    return dict(PATH_CONVERTERS[converter].schema)
 
 
 def _openapi_path(flask_path: str) -> str:
-    return PATH_PARAMETER.sub(r"{\1}", flask_path)
+    return PATH_PARAMETER.sub(r"{\2}", flask_path)

@@ -52,6 +52,7 @@ from shared.settings import Settings
 
 TAG = "Organisation registry"
 LEDGER_KINDS = ["organisations", "places", "people", "memberships"]
+LEDGER = f"any({', '.join(LEDGER_KINDS)})"  # a path converter: one of the kinds, else 404
 OFFSET = integer_query("offset", "skip this many", 0, 10**9, 0)
 LIMIT = integer_query("limit", "page size", 1, 1000, 200)
 WITHIN = identifier_query("within", "an organisation code: only its subtree")
@@ -111,8 +112,8 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             request=NewOrganisation,
             errors={409: "the code is registered with other details", **REGISTRAR},
             links={
-                "organisation": link("GET", "/api/v1/organisations/<code>", code="code"),
-                "statistics": link("GET", "/api/v1/organisations/<code>/statistics", code="code"),
+                "organisation": link("GET", "/api/v1/organisations/<id:code>", code="code"),
+                "statistics": link("GET", "/api/v1/organisations/<id:code>/statistics", code="code"),
             },
             tag=TAG,
         )
@@ -125,7 +126,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "GET",
-            "/api/v1/organisations/<code>",
+            "/api/v1/organisations/<id:code>",
             "One organisation, with its path from the street and its children",
             r.OrganisationDetail,
             errors={404: "unknown organisation"},
@@ -138,7 +139,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "POST",
-            "/api/v1/organisations/<code>:move",
+            "/api/v1/organisations/<id:code>:move",
             "Move an organisation, and its subtree, under a new parent",
             r.Organisation,
             request=OrganisationMove,
@@ -159,7 +160,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "POST",
-            "/api/v1/organisations/<code>:close",
+            "/api/v1/organisations/<id:code>:close",
             "Close an organisation (its children must be closed or moved first)",
             r.Organisation,
             request=OrganisationClosure,
@@ -180,7 +181,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "GET",
-            "/api/v1/organisations/<code>/statistics",
+            "/api/v1/organisations/<id:code>/statistics",
             "Figures for the subtree: organisations, 业委会 party share, 交叉任职, property companies",
             r.Statistics,
             query=[ON],
@@ -194,7 +195,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "GET",
-            "/api/v1/organisations/<code>/memberships",
+            "/api/v1/organisations/<id:code>/memberships",
             "Who held which post here: the whole history, or on one day",
             r.Memberships,
             query=[HELD_ON],
@@ -474,7 +475,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "POST",
-            "/api/v1/registry/imports/<kind>",
+            f"/api/v1/registry/imports/<{LEDGER}:kind>",
             "Import a ledger (a CSV or .xlsx body); every row is checked before any is written",
             r.ImportJob,
             status=202,
@@ -484,13 +485,11 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
                 422: "bad rows, each named by line and field; nothing was written",
                 **REGISTRAR,
             },
-            links={"progress": link("GET", "/api/v1/registry/imports/<import_id>", import_id="id")},
+            links={"progress": link("GET", "/api/v1/registry/imports/<import_id:import_id>", import_id="id")},
             tag=TAG,
         )
     )
     def import_ledger(kind: str) -> Any:
-        if kind not in LEDGER_KINDS:
-            raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
         registrar(None)  # its rows may lie anywhere: a key without scope
         file_format = next((f for f, mime in FILE_TYPES.items() if request.mimetype == mime), None)
         if file_format is None:
@@ -502,7 +501,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "GET",
-            "/api/v1/registry/imports/<import_id>",
+            "/api/v1/registry/imports/<import_id:import_id>",
             "An import's progress: rows written of the total",
             r.ImportJob,
             errors={404: "unknown import, or asked for with a key that has a scope"},
@@ -518,7 +517,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     @route(
         Operation(
             "GET",
-            "/api/v1/registry/exports/<kind>",
+            f"/api/v1/registry/exports/<{LEDGER}:kind>",
             "Export a ledger as CSV or Excel (numbers masked)",
             None,
             query=[FILE_FORMAT, WITHIN],
@@ -528,8 +527,6 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
         )
     )
     def export_ledger(kind: str) -> Any:
-        if kind not in LEDGER_KINDS:
-            raise ApiError(404, "not_found", f"no ledger {kind!r}; one of {', '.join(LEDGER_KINDS)}")
         file_format = FILE_FORMAT.read()
         return download(
             call("export_ledger", kind, file_format, within_scope(rpc, WITHIN.read())), file_format

@@ -6,13 +6,10 @@ the next reads), and checks every answer: never a server error, only documented 
 and content types, bodies matching their schemas, invalid input refused, no call without the
 API key accepted, and the `Allow` header of a 405 right.
 
-Left out, on purpose:
+Left out, on purpose, one check:
 - positive_data_acceptance: the document gives each field's syntax, not the domain's rules
   (exactly one of phone or ID number, no cycle in the tree, a parent of the right kind), so a
-  request valid by syntax may rightly be refused with 422;
-- allow_header_conformance: paths such as `/organisations/{code}` and
-  `/organisations/{code}:close` overlap (a code may hold a colon), so an OPTIONS on the second
-  also names the first's GET.
+  request valid by syntax may rightly be refused with 422.
 
 It writes freely into the demo data, so it runs after every other test (see conftest.py).
 The seed is fixed so a run is repeatable; GRIDLINK_FUZZ_SEED and GRIDLINK_FUZZ_EXAMPLES vary it.
@@ -43,7 +40,7 @@ def test_every_operation_answers_as_its_document_says(stack, api):
         "--checks",
         "all",
         "--exclude-checks",
-        "positive_data_acceptance,allow_header_conformance",
+        "positive_data_acceptance",
         "--max-examples",
         os.environ.get("GRIDLINK_FUZZ_EXAMPLES", "15"),
         "--seed",

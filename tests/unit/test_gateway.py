@@ -376,3 +376,30 @@ def test_a_key_without_scope_reads_orders_and_dossiers_without_asking_the_regist
     assert client.get("/api/v1/points/orders?person_id=p-1", headers=headers).status_code == 200
     assert client.get("/api/v1/cadres/p-1/dossier", headers=headers).status_code == 200
     assert [method for service, method, _ in rpc.calls if service == "registry"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/v1/organisations/420391-001:close", "OPTIONS, POST"),
+        ("/api/v1/organisations/420391-001", "GET, HEAD, OPTIONS"),
+        ("/api/v1/volunteer-acts/va_0a1b:revoke", "OPTIONS, POST"),
+        ("/api/v1/registry/imports/people", "OPTIONS, POST"),
+        ("/api/v1/registry/imports/imp-0123456789abcdef", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_a_path_names_one_resource_so_allow_lists_only_its_methods(client, path, allowed):
+    """A custom method's path (`…/<code>:close`) is not also the resource's own path with a code
+    that ends in ':close', and an import's id is not a ledger kind."""
+    answered = client.open(path, method="OPTIONS", headers={"X-API-Key": KEY})
+    assert ", ".join(sorted(answered.headers["Allow"].split(", "))) == allowed
+
+
+def test_an_unknown_ledger_kind_is_404_and_the_document_lists_the_kinds(client):
+    unknown = client.get("/api/v1/registry/exports/households", headers={"X-API-Key": KEY})
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["code"] == "not_found"
+    paths = client.get("/openapi.json").get_json()["paths"]
+    [kind] = paths["/api/v1/registry/exports/{kind}"]["get"]["parameters"][:1]
+    assert kind["schema"]["enum"] == ["organisations", "places", "people", "memberships"]
+    [code] = paths["/api/v1/organisations/{code}"]["get"]["parameters"][:1]
+    assert code["schema"]["pattern"] == "^[^/:]+$"
