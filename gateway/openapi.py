@@ -80,6 +80,7 @@ class OpenApi:
     def _operation(self, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": _path_schema(converter)}
+            | ({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})
             for converter, name in PATH_PARAMETER.findall(op.path)
         ]
         parameters += [
@@ -160,6 +161,15 @@ def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
+
+# Path parameters' examples, from the demo data (deploy/local/demo_data.py): the docs page's
+# "Try it out" with the demo key, and the fuzzer, then reach records that exist.
+PATH_EXAMPLES = {
+    "code": "420391-001-001",
+    "community_id": "420391-001-001",
+    "person_id": "p-zg-001",
+    "account_id": "p-zg-001",
+}
 
 # A Flask path parameter, "<name>" or "<converter:name>", possibly followed by ":action".
 PATH_PARAMETER = re.compile(r"<(?:([^:<>]+):)?([^<>]+)>")

@@ -2,9 +2,10 @@
 
 Schemathesis generates requests from the document, valid ones and invalid ones, calls the
 running gateway with them, one operation after another and in chains (what one call creates
-the next reads), and checks every answer: never a server error, only documented status codes
-and content types, bodies matching their schemas, invalid input refused, no call without the
-API key accepted, and the `Allow` header of a 405 right.
+the next reads; path parameters' examples name demo records, so reads reach real ones), and
+checks every answer: never a server error, only documented status codes and content types,
+bodies matching their schemas, invalid input refused, no call without the API key accepted,
+the `Allow` header of a 405 and of an OPTIONS right.
 
 Left out, on purpose, one check:
 - positive_data_acceptance: the document gives each field's syntax, not the domain's rules

@@ -403,3 +403,19 @@ def test_an_unknown_ledger_kind_is_404_and_the_document_lists_the_kinds(client):
     assert kind["schema"]["enum"] == ["organisations", "places", "people", "memberships"]
     [code] = paths["/api/v1/organisations/{code}"]["get"]["parameters"][:1]
     assert code["schema"]["pattern"] == "^[^/:]+$"
+
+
+def test_path_examples_name_records_of_the_demo_data(client):
+    """The docs page's "Try it out" with the demo key reaches real records."""
+    from deploy.local.demo_data import COMMUNITIES, PEOPLE
+
+    paths = client.get("/openapi.json").get_json()["paths"]
+    examples = {
+        parameter["name"]: parameter["example"]
+        for operations in paths.values()
+        for operation in operations.values()
+        for parameter in operation["parameters"]
+        if parameter["in"] == "path" and "example" in parameter
+    }
+    assert examples["code"] in COMMUNITIES and examples["community_id"] in COMMUNITIES
+    assert {examples["person_id"], examples["account_id"]} <= {person[0] for person in PEOPLE}
