@@ -32,7 +32,7 @@ from gateway.http import (
     signed,
 )
 from gateway.keys import GATEWAY, ApiKeys, api_keys, key_hash, rate_limit
-from gateway.openapi import OpenApi, Operation, link
+from gateway.openapi import OpenApi, Operation, link, route_template
 from gateway.points_routes import add_points_routes
 from gateway.ratelimit import RateLimiter, retry_after_seconds, table_path
 from gateway.registry_routes import add_registry_routes
@@ -133,6 +133,7 @@ def create_app(
     def audit_record(status: int) -> dict[str, Any]:
         key = g.get("key") or {}
         presented = request.headers.get("X-API-Key", "")
+        path = route_template(request.url_rule.rule) if request.url_rule else request.path
         return {
             "request_id": g.get("request_id", ""),
             "actor": key.get("name") or g.get("claimed_username"),
@@ -140,7 +141,7 @@ def create_app(
             # Who tried with a key that is not valid, without keeping the key.
             "key_hint": None if key or not presented else key_hash(presented)[:12],
             "scope": key.get("scope"),
-            "action": f"{request.method} {request.url_rule.rule if request.url_rule else request.path}",
+            "action": f"{request.method} {path}",
             "target": {
                 **(request.view_args or {}),
                 **({"idempotency_key": idem} if (idem := request.headers.get("Idempotency-Key")) else {}),

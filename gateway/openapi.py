@@ -147,8 +147,8 @@ def link(method: str, path: str, **parameters: str) -> tuple[str, str, dict[str,
 
 
 def _operation_id(method: str, flask_path: str) -> str:
-    path = PATH_PARAMETER.sub(r"<\2>", flask_path)  # converters are not part of the id
-    return f"{method.lower()}_{path.strip('/').replace('/', '_').replace('-', '_')}"
+    path = route_template(flask_path).strip("/")
+    return f"{method.lower()}_{path.replace('/', '_').replace('-', '_')}"
 
 
 def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
@@ -173,6 +173,11 @@ PATH_EXAMPLES = {
 
 # A Flask path parameter, "<name>" or "<converter:name>", possibly followed by ":action".
 PATH_PARAMETER = re.compile(r"<(?:([^:<>]+):)?([^<>]+)>")
+
+
+def route_template(flask_path: str) -> str:
+    """The path as operations are named (in ids, the audit trail): `<name>`, without converters."""
+    return PATH_PARAMETER.sub(r"<\2>", flask_path)
 
 
 def _path_schema(converter: str) -> dict[str, Any]:

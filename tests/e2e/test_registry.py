@@ -989,7 +989,7 @@ def test_a_scoped_key_reads_only_its_subtree_and_its_lists_never_cross(stack, ap
         f"/api/v1/organisations/{elsewhere}",
         f"/api/v1/points/disclosures/{elsewhere}?month=2026-11",
         f"/api/v1/points/rules?community_id={elsewhere}",
-        f"/api/v1/registry/imports/{new_id('import')}",  # imports are for keys without scope
+        f"/api/v1/registry/imports/imp-{uuid.uuid4().hex[:16]}",  # imports are for keys without scope
     ):
         outside = local.get(path)
         assert outside.status_code == 404, path
