@@ -51,10 +51,11 @@ reconcile: ## prove the points bank adds up (REPAIR=1 heals what a crash left be
 parked: ## events the consumers could not apply (REPLAY=1 sends them back to their handlers)
 	$(PY) -m shared.parked $(if $(REPLAY),--replay)
 
-bench: install ## throughput and latency figures: the volunteer-act flow, the registry
+bench: install ## throughput and latency figures: the volunteer-act flow, the registry, points, sign-in
 	$(PY) tests/bench/bench_flow.py
 	$(PY) tests/bench/bench_registry.py
 	$(PY) tests/bench/bench_points.py
+	$(PY) tests/bench/bench_sign_in.py
 
 bench-ab: install ## one benchmark on BASE and on the working tree in turns (BASE=<revision> [BENCH= RUNS=])
 	@[ -n "$(BASE)" ] || { echo "usage: make bench-ab BASE=<git revision> [BENCH=bench_flow.py] [RUNS=2]"; exit 2; }

@@ -32,6 +32,7 @@ import json
 import re
 import secrets
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,6 +115,9 @@ class StaffAccounts:
         self.failures: Collection = database["staff_sign_in_failures"]
         self.settings = settings or get_settings()
         self._stand_in_hash: str | None = None
+        # Each argon2 run holds 64 MiB while it lasts: a burst of sign-ins must not be a burst
+        # of memory (tests/bench/bench_sign_in.py measures it).
+        self._hashing = threading.BoundedSemaphore(self.settings.password_hashes_at_once)
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -139,7 +143,7 @@ class StaffAccounts:
                 {
                     "_id": username,
                     "name": name.strip(),
-                    "password_hash": hasher.hash(password),
+                    "password_hash": self._hash(password),
                     "roles": sorted(roles or []),
                     "scope": scope,
                     "disabled": False,
@@ -157,7 +161,7 @@ class StaffAccounts:
         check_password(password, username)
         changed = self.accounts.update_one(
             {"_id": username},
-            {"$set": {"password_hash": hasher.hash(password), "password_changed_at": datetime.now(UTC)}},
+            {"$set": {"password_hash": self._hash(password), "password_changed_at": datetime.now(UTC)}},
         )
         kept = {"_id": {"$ne": session_digest(keep_session)}} if keep_session else {}
         self.sessions.delete_many({"username": username, **kept})
@@ -194,7 +198,7 @@ class StaffAccounts:
             {"$or": [{"_id": username}, {"last_failed_at": {"$lt": now - timedelta(days=1)}}]}
         )
         if hasher.check_needs_rehash(account["password_hash"]):
-            self.accounts.update_one({"_id": username}, {"$set": {"password_hash": hasher.hash(password)}})
+            self.accounts.update_one({"_id": username}, {"$set": {"password_hash": self._hash(password)}})
         # Sessions that ran out are cleared here, so the collection stays the size of its use.
         self.sessions.delete_many({"username": username, "expires_at": {"$lte": now}})
         token = secrets.token_urlsafe(32)
@@ -253,9 +257,14 @@ class StaffAccounts:
     def _verify(self, account: dict[str, Any] | None, password: str) -> bool:
         # An unknown username costs the same argon2 work as a known one, so timing tells nothing.
         if self._stand_in_hash is None:
-            self._stand_in_hash = hasher.hash(secrets.token_urlsafe(16))
+            self._stand_in_hash = self._hash(secrets.token_urlsafe(16))
         stored = account["password_hash"] if account else self._stand_in_hash
-        return verifies(stored, password) and account is not None
+        with self._hashing:
+            return verifies(stored, password) and account is not None
+
+    def _hash(self, password: str) -> str:
+        with self._hashing:
+            return hasher.hash(password)
 
     def _count_failure(self, username: str, now: datetime) -> None:
         lockout = timedelta(minutes=self.settings.login_lockout_minutes)

@@ -3,7 +3,9 @@ lockout, session ends, and the per-address limit on sign-in attempts."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -220,3 +222,29 @@ def test_the_demo_account_keeps_its_password_and_sessions_across_restarts(infras
     assert ensure_demo_account(saved)[1] == "另一个演示口令-2026"
     assert accounts.session(session.token) is None
     accounts.sign_in(username, "另一个演示口令-2026")
+
+
+def test_password_checks_take_turns_so_a_burst_of_sign_ins_is_not_a_burst_of_memory(scratch, monkeypatch):
+    settings = Settings(GRIDLINK_PASSWORD_HASHES_AT_ONCE=2)
+    accounts = StaffAccounts(scratch, settings)
+    accounts.create("zhou.min", "周敏", PASSWORD)
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    class WatchedHasher(PasswordHasher):
+        def verify(self, stored, password):
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return super().verify(stored, password)
+            finally:
+                with lock:
+                    running -= 1
+
+    monkeypatch.setattr(staff_module, "hasher", WatchedHasher())
+    with ThreadPoolExecutor(6) as pool:
+        sessions = list(pool.map(lambda _: accounts.sign_in("zhou.min", PASSWORD), range(6)))
+    assert len({session.token for session in sessions}) == 6
+    assert most == 2
