@@ -33,6 +33,8 @@ import re
 import secrets
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +52,8 @@ from shared.settings import Settings, get_settings
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
 PASSWORD_MIN, PASSWORD_MAX = 10, 128
+# How long a password check may wait for its turn (see StaffAccounts._turn).
+HASH_WAIT_SECONDS = 10.0
 # Touch a session's last use at most this often: a write per request would cost more than it tells.
 TOUCH_EVERY = timedelta(seconds=60)
 
@@ -67,6 +71,10 @@ class PasswordRejected(ValueError):
 
 class SignInRefused(Exception):
     """Unknown username, wrong password or disabled account: deliberately one answer."""
+
+
+class SignInBusy(Exception):
+    """Too many password checks already waiting in this process: try again shortly."""
 
 
 class SignInLocked(Exception):
@@ -259,12 +267,22 @@ class StaffAccounts:
         if self._stand_in_hash is None:
             self._stand_in_hash = self._hash(secrets.token_urlsafe(16))
         stored = account["password_hash"] if account else self._stand_in_hash
-        with self._hashing:
+        with self._turn():
             return verifies(stored, password) and account is not None
 
     def _hash(self, password: str) -> str:
-        with self._hashing:
+        with self._turn():
             return hasher.hash(password)
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        # Waiting long would hold a gateway thread that other calls need: refuse instead.
+        if not self._hashing.acquire(timeout=HASH_WAIT_SECONDS):
+            raise SignInBusy()
+        try:
+            yield
+        finally:
+            self._hashing.release()
 
     def _count_failure(self, username: str, now: datetime) -> None:
         lockout = timedelta(minutes=self.settings.login_lockout_minutes)

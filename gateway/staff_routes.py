@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from gateway.http import ApiError, json_body
 from gateway.ratelimit import RateLimiter
-from gateway.staff import PasswordRejected, SignInLocked, SignInRefused, StaffAccounts
+from gateway.staff import PasswordRejected, SignInBusy, SignInLocked, SignInRefused, StaffAccounts
 from shared.errors import InvalidInput
 from shared.settings import Settings
 
@@ -69,6 +69,15 @@ def retry_after(wait: timedelta | float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+def busy() -> ApiError:
+    return ApiError(
+        503,
+        "sign_in_busy",
+        "too many sign-ins at this moment; try again shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 def add_staff_routes(app: Flask, staff: StaffAccounts, limiter: RateLimiter, settings: Settings) -> None:
     per_minute = settings.login_attempts_per_minute
 
@@ -112,6 +121,8 @@ def add_staff_routes(app: Flask, staff: StaffAccounts, limiter: RateLimiter, set
             ) from None
         except SignInRefused:
             raise ApiError(401, "sign_in_refused", REFUSED) from None
+        except SignInBusy:
+            raise busy() from None
         g.key = session.principal
         response = member(session.principal)
         response.set_cookie(
@@ -146,6 +157,8 @@ def add_staff_routes(app: Flask, staff: StaffAccounts, limiter: RateLimiter, set
             ) from None
         except SignInRefused:
             raise InvalidInput.single("current_password", "wrong password") from None
+        except SignInBusy:
+            raise busy() from None
         except PasswordRejected as exc:
             raise InvalidInput.single(exc.field, exc.message) from None
         return "", 204

@@ -14,7 +14,14 @@ from argon2 import PasswordHasher
 from gateway import staff as staff_module
 from gateway.app import create_app
 from gateway.keys import ROLES, ApiKeys
-from gateway.staff import PasswordRejected, SignInLocked, SignInRefused, StaffAccounts, session_digest
+from gateway.staff import (
+    PasswordRejected,
+    SignInBusy,
+    SignInLocked,
+    SignInRefused,
+    StaffAccounts,
+    session_digest,
+)
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -248,3 +255,26 @@ def test_password_checks_take_turns_so_a_burst_of_sign_ins_is_not_a_burst_of_mem
         sessions = list(pool.map(lambda _: accounts.sign_in("zhou.min", PASSWORD), range(6)))
     assert len({session.token for session in sessions}) == 6
     assert most == 2
+
+
+def test_a_password_check_that_waits_too_long_for_its_turn_is_refused_not_queued(scratch, monkeypatch):
+    accounts = StaffAccounts(scratch, Settings(GRIDLINK_PASSWORD_HASHES_AT_ONCE=1))
+    accounts.create("sun.hao", "孙浩", PASSWORD)
+    monkeypatch.setattr(staff_module, "HASH_WAIT_SECONDS", 0.05)
+    checking, release = threading.Event(), threading.Event()
+
+    class SlowHasher(PasswordHasher):
+        def verify(self, stored, password):
+            checking.set()
+            release.wait(10)
+            return super().verify(stored, password)
+
+    monkeypatch.setattr(staff_module, "hasher", SlowHasher())
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(accounts.sign_in, "sun.hao", PASSWORD)
+        assert checking.wait(10)
+        with pytest.raises(SignInBusy):
+            accounts.sign_in("sun.hao", PASSWORD)
+        release.set()
+        assert first.result().principal["username"] == "sun.hao"
+    assert scratch["staff_sign_in_failures"].count_documents({}) == 0  # a busy refusal is no failure

@@ -419,3 +419,17 @@ def test_path_examples_name_records_of_the_demo_data(client):
     }
     assert examples["code"] in COMMUNITIES and examples["community_id"] in COMMUNITIES
     assert {examples["person_id"], examples["account_id"]} <= {person[0] for person in PEOPLE}
+
+
+def test_a_sign_in_with_no_turn_free_for_its_password_check_is_503_with_retry_after(rpc, tmp_path):
+    from gateway.staff import SignInBusy
+
+    class BusyStaff:
+        def sign_in(self, username, password):
+            raise SignInBusy()
+
+    settings = Settings(GRIDLINK_AUDIT_DIR=tmp_path, GRIDLINK_DB_PREFIX=f"unit_{tmp_path.name}")
+    client = create_app(settings, keys=StandInKeys(), rpc=rpc, staff=BusyStaff()).test_client()
+    answer = client.post("/auth/sign-in", json={"username": "wang.li", "password": "any password"})
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    assert answer.get_json()["error"]["code"] == "sign_in_busy"
