@@ -61,8 +61,8 @@ TOUCH_EVERY = timedelta(seconds=60)
 hasher = PasswordHasher()
 
 
-class PasswordRejected(ValueError):
-    """A new password, or a username, that the policy refuses; `field` names which."""
+class StaffInputRejected(ValueError):
+    """A username, name, role or password that an account may not have; `field` names which."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -96,7 +96,7 @@ def normalise_username(username: str) -> str:
 def check_username(username: str) -> str:
     name = normalise_username(username)
     if not USERNAME.fullmatch(name):
-        raise PasswordRejected(
+        raise StaffInputRejected(
             "username", "3–32 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
@@ -105,11 +105,11 @@ def check_username(username: str) -> str:
 def check_password(password: str, username: str) -> None:
     """NIST SP 800-63B's rules: length counts, composition rules do not."""
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise PasswordRejected("password", f"must be {PASSWORD_MIN}–{PASSWORD_MAX} characters long")
+        raise StaffInputRejected("password", f"must be {PASSWORD_MIN}–{PASSWORD_MAX} characters long")
     if len(set(password)) < 4:
-        raise PasswordRejected("password", "must use at least 4 different characters")
+        raise StaffInputRejected("password", "must use at least 4 different characters")
     if username in password.lower():
-        raise PasswordRejected("password", "must not contain the username")
+        raise StaffInputRejected("password", "must not contain the username")
 
 
 def session_digest(token: str) -> str:
@@ -142,9 +142,9 @@ class StaffAccounts:
         check_password(password, username)
         unknown = set(roles or []) - set(ROLES)
         if unknown:
-            raise PasswordRejected("role", f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+            raise StaffInputRejected("role", f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
         if not name.strip():
-            raise PasswordRejected("name", "must not be empty")
+            raise StaffInputRejected("name", "must not be empty")
         now = datetime.now(UTC)
         try:
             self.accounts.insert_one(
@@ -160,7 +160,7 @@ class StaffAccounts:
                 }
             )
         except DuplicateKeyError:
-            raise PasswordRejected("username", f"{username} is taken") from None
+            raise StaffInputRejected("username", f"{username} is taken") from None
         return username
 
     def set_password(self, username: str, password: str, keep_session: str | None = None) -> bool:
@@ -254,11 +254,11 @@ class StaffAccounts:
             self._count_failure(username, now)
             raise SignInRefused()
         if new == current:
-            raise PasswordRejected("new_password", "must differ from the current password")
+            raise StaffInputRejected("new_password", "must differ from the current password")
         try:
             self.set_password(username, new, keep_session=token)
-        except PasswordRejected as exc:
-            raise PasswordRejected("new_password", exc.message) from None
+        except StaffInputRejected as exc:
+            raise StaffInputRejected("new_password", exc.message) from None
 
     # --- inside -------------------------------------------------------------------------------
 
@@ -361,7 +361,7 @@ def read_password(prompt: str) -> str:
     if sys.stdin.isatty():
         first, again = getpass.getpass(prompt), getpass.getpass("again: ")
         if first != again:
-            raise PasswordRejected("password", "the two entries differ")
+            raise StaffInputRejected("password", "the two entries differ")
         return first
     return sys.stdin.readline().rstrip("\n")
 
@@ -394,7 +394,7 @@ def main(argv: list[str]) -> int:
                 print(json.dumps(record, default=str, ensure_ascii=False))
         else:
             print(ensure_demo_account(options.file)[1])
-    except PasswordRejected as exc:
+    except StaffInputRejected as exc:
         parser.error(str(exc))
     if options.command in ("passwd", "disable", "enable") and not found:
         print(f"no staff account {options.username}", file=sys.stderr)

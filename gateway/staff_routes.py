@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from gateway.http import ApiError, json_body
 from gateway.ratelimit import RateLimiter
-from gateway.staff import PasswordRejected, SignInBusy, SignInLocked, SignInRefused, StaffAccounts
+from gateway.staff import SignInBusy, SignInLocked, SignInRefused, StaffAccounts, StaffInputRejected
 from shared.errors import InvalidInput
 from shared.settings import Settings
 
@@ -159,7 +159,7 @@ def add_staff_routes(app: Flask, staff: StaffAccounts, limiter: RateLimiter, set
             raise InvalidInput.single("current_password", "wrong password") from None
         except SignInBusy:
             raise busy() from None
-        except PasswordRejected as exc:
+        except StaffInputRejected as exc:
             raise InvalidInput.single(exc.field, exc.message) from None
         return "", 204
 

@@ -15,11 +15,11 @@ from gateway import staff as staff_module
 from gateway.app import create_app
 from gateway.keys import ROLES, ApiKeys
 from gateway.staff import (
-    PasswordRejected,
     SignInBusy,
     SignInLocked,
     SignInRefused,
     StaffAccounts,
+    StaffInputRejected,
     session_digest,
 )
 from shared.settings import Settings
@@ -58,7 +58,7 @@ def test_the_password_is_kept_only_as_an_argon2id_hash(staff, scratch):
     ],
 )
 def test_the_policy_refuses_naming_the_field_and_stores_nothing(staff, scratch, username, password, field):
-    with pytest.raises(PasswordRejected) as refused:
+    with pytest.raises(StaffInputRejected) as refused:
         staff.create(username, "赵", password)
     assert refused.value.field == field
     assert scratch["staff_accounts"].count_documents({}) == 1
@@ -176,10 +176,10 @@ def test_a_password_change_needs_the_current_password_and_a_good_new_one(staff):
     session = staff.sign_in("wang.li", PASSWORD)
     with pytest.raises(SignInRefused):
         staff.change_password(session.token, "wrong-password-0", "另一个口令-2027-lanterns")
-    with pytest.raises(PasswordRejected) as weak:
+    with pytest.raises(StaffInputRejected) as weak:
         staff.change_password(session.token, PASSWORD, "short")
     assert weak.value.field == "new_password"
-    with pytest.raises(PasswordRejected) as same:
+    with pytest.raises(StaffInputRejected) as same:
         staff.change_password(session.token, PASSWORD, PASSWORD)
     assert same.value.field == "new_password"
     assert staff.sign_in("wang.li", PASSWORD)
