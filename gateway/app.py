@@ -16,6 +16,7 @@ from flask import Flask, Response, g, jsonify, redirect, request, send_from_dire
 from nameko.exceptions import RemoteError
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import responses as r
 from gateway.audit import AuditTrail, is_audited
@@ -73,6 +74,8 @@ def create_app(
     record_act = Coalesced(rpc, ISSUE_INTAKE, "record_volunteer_acts_apart")
     app = Flask(__name__)
     app.url_map.converters.update(PATH_CONVERTERS)
+    if settings.proxy_hops:  # the client's address is the one the nearest trusted proxy saw
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False  # names and places are Chinese; send them readable
     docs = OpenApi(

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, alias="GRIDLINK_LOGIN_MAX_FAILURES", ge=1)
     login_lockout_minutes: int = Field(15, alias="GRIDLINK_LOGIN_LOCKOUT_MINUTES", ge=1)
     login_attempts_per_minute: int = Field(20, alias="GRIDLINK_LOGIN_ATTEMPTS_PER_MINUTE", ge=1)
+    # Reverse proxies in front of the gateway that append to X-Forwarded-For (a TLS proxy: 1).
+    # The client's address (sign-in limit, audit trail) is then taken from that header; with 0,
+    # the header is ignored, as a client could forge it.
+    proxy_hops: int = Field(0, alias="GRIDLINK_PROXY_HOPS", ge=0, le=5)
     # Password checks (argon2id, 64 MiB each while it runs) at once in one gateway process.
     password_hashes_at_once: int = Field(1, alias="GRIDLINK_PASSWORD_HASHES_AT_ONCE", ge=1)
 

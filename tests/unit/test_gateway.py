@@ -433,3 +433,21 @@ def test_a_sign_in_with_no_turn_free_for_its_password_check_is_503_with_retry_af
     answer = client.post("/auth/sign-in", json={"username": "wang.li", "password": "any password"})
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.get_json()["error"]["code"] == "sign_in_busy"
+
+
+@pytest.mark.parametrize(("hops", "client_address"), [(0, "10.0.0.1"), (1, "203.0.113.9")])
+def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwards(rpc, tmp_path, hops, client_address):
+    """The address the sign-in limit and the audit trail count; X-Forwarded-For is believed only
+    from the proxies GRIDLINK_PROXY_HOPS says there are."""
+    from gateway.audit import records
+    from shared.settings import local_today
+
+    settings = Settings(GRIDLINK_AUDIT_DIR=tmp_path, GRIDLINK_PROXY_HOPS=hops)
+    client = create_app(settings, keys=StandInKeys(), rpc=rpc).test_client()
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    assert (
+        client.get("/api/v1/people", headers=forwarded, environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code
+        == 401
+    )
+    [record] = records(tmp_path, local_today())
+    assert record["remote_addr"] == client_address
