@@ -10,6 +10,11 @@
 scripts). A staff member acts with the account's roles within the subtree of its scope, as an
 API key does (gateway/keys.py). `passwd` and `disable` end the account's sessions.
 
+A password an administrator set (`create`, `passwd`) is for one sign-in: until the member
+has chosen their own, and again once theirs is GRIDLINK_PASSWORD_MAX_AGE_DAYS old (等保 2.0
+asks that passwords be changed periodically), the session may change the password and sign out,
+and /api/v1 answers 403 `password_change_required`.
+
 Signing in follows OWASP's authentication advice:
 - one answer for an unknown username and a wrong password, and the same argon2 work for both,
   so neither the answer nor its time tells which usernames exist;
@@ -136,8 +141,11 @@ class StaffAccounts:
         password: str,
         roles: list[str] | None = None,
         scope: str | None = None,
+        *,
+        must_change_password: bool = True,
     ) -> str:
-        """Create the account; returns its normalised username. Refuses a taken username."""
+        """Create the account; returns its normalised username. Refuses a taken username.
+        The password is the administrator's, for the first sign-in, unless told otherwise."""
         username = check_username(username)
         check_password(password, username)
         unknown = set(roles or []) - set(ROLES)
@@ -157,19 +165,29 @@ class StaffAccounts:
                     "disabled": False,
                     "created_at": now,
                     "password_changed_at": now,
+                    "must_change_password": must_change_password,
                 }
             )
         except DuplicateKeyError:
             raise StaffInputRejected("username", f"{username} is taken") from None
         return username
 
-    def set_password(self, username: str, password: str, keep_session: str | None = None) -> bool:
-        """Replace the password and end the account's sessions (but `keep_session`, by token)."""
+    def set_password(
+        self, username: str, password: str, keep_session: str | None = None, *, must_change: bool = True
+    ) -> bool:
+        """Replace the password and end the account's sessions (but `keep_session`, by token).
+        `must_change`: an administrator's password, which the member must replace."""
         username = normalise_username(username)
         check_password(password, username)
         changed = self.accounts.update_one(
             {"_id": username},
-            {"$set": {"password_hash": self._hash(password), "password_changed_at": datetime.now(UTC)}},
+            {
+                "$set": {
+                    "password_hash": self._hash(password),
+                    "password_changed_at": datetime.now(UTC),
+                    "must_change_password": must_change,
+                }
+            },
         )
         kept = {"_id": {"$ne": session_digest(keep_session)}} if keep_session else {}
         self.sessions.delete_many({"username": username, **kept})
@@ -219,7 +237,7 @@ class StaffAccounts:
             "expires_at": now + timedelta(hours=self.settings.session_max_hours),
         }
         self.sessions.insert_one(session)
-        return Session(token, principal(account, session, self._idle_end(session)))
+        return Session(token, self._principal(account, session))
 
     def session(self, token: str) -> dict[str, Any] | None:
         """The signed-in staff member behind a session token, or None once it has ended."""
@@ -234,7 +252,7 @@ class StaffAccounts:
         if now - aware(session["last_used_at"]) >= TOUCH_EVERY:
             self.sessions.update_one({"_id": digest}, {"$set": {"last_used_at": now}})
             session["last_used_at"] = now
-        return principal(account, session, self._idle_end(session))
+        return self._principal(account, session)
 
     def sign_out(self, token: str) -> None:
         self.sessions.delete_one({"_id": session_digest(token)})
@@ -256,7 +274,7 @@ class StaffAccounts:
         if new == current:
             raise StaffInputRejected("new_password", "must differ from the current password")
         try:
-            self.set_password(username, new, keep_session=token)
+            self.set_password(username, new, keep_session=token, must_change=False)
         except StaffInputRejected as exc:
             raise StaffInputRejected("new_password", exc.message) from None
 
@@ -299,6 +317,18 @@ class StaffAccounts:
                 {"_id": username}, {"failures": 0, "last_failed_at": now, "locked_until": now + lockout}
             )
 
+    def _principal(self, account: dict[str, Any], session: dict[str, Any]) -> dict[str, Any]:
+        max_age = self.settings.password_max_age_days
+        expired = bool(max_age) and aware(account["password_changed_at"]) + timedelta(
+            days=max_age
+        ) <= datetime.now(UTC)
+        return principal(
+            account,
+            session,
+            self._idle_end(session),
+            password_change_required=expired or account.get("must_change_password", False),
+        )
+
     def _idle_end(self, session: dict[str, Any]) -> datetime:
         return aware(session["last_used_at"]) + timedelta(minutes=self.settings.session_idle_minutes)
 
@@ -310,9 +340,11 @@ def verifies(stored_hash: str, password: str) -> bool:
         return False
 
 
-def principal(account: dict[str, Any], session: dict[str, Any], idle_end: datetime) -> dict[str, Any]:
+def principal(
+    account: dict[str, Any], session: dict[str, Any], idle_end: datetime, *, password_change_required: bool
+) -> dict[str, Any]:
     """The staff member as the gateway sees a caller: the fields of an API key's record, plus
-    the session's CSRF token and when it ends."""
+    the session's CSRF token, when it ends, and whether the password must be changed first."""
     return {
         # `name` signs what the member does (ledger entries, the audit trail): the username
         # tells two members of one name apart.
@@ -324,6 +356,7 @@ def principal(account: dict[str, Any], session: dict[str, Any], idle_end: dateti
         "scope": account["scope"],
         "csrf_token": session["csrf_token"],
         "session_ends_at": min(aware(session["expires_at"]), idle_end),
+        "password_change_required": password_change_required,
     }
 
 
@@ -345,10 +378,11 @@ def ensure_demo_account(saved: Path) -> tuple[str, str]:
     password = password or secrets.token_urlsafe(12)
     accounts = staff_accounts()
     demo = accounts.accounts.find_one({"_id": "demo"})
+    # The demo's password is printed for anyone to try, so it is not one to be changed first.
     if demo is None:
-        accounts.create("demo", "演示账号", password, roles=list(ROLES))
+        accounts.create("demo", "演示账号", password, roles=list(ROLES), must_change_password=False)
     elif not verifies(demo["password_hash"], password):  # a restart keeps the demo's sessions
-        accounts.set_password("demo", password)
+        accounts.set_password("demo", password, must_change=False)
     if demo and demo["disabled"]:
         accounts.set_disabled("demo", False)
     saved.parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,13 @@ def session_caller(staff: StaffAccounts, settings: Settings) -> dict[str, Any] |
                 "csrf_token_invalid",
                 "a write made with a portal session must carry the session's token in X-CSRF-Token",
             )
+    if caller and caller["password_change_required"] and request.path.startswith("/api/"):
+        g.key = caller
+        raise ApiError(
+            403,
+            "password_change_required",
+            "the password was set by an administrator or has expired: change it first (POST /auth/password)",
+        )
     return caller
 
 
@@ -89,7 +96,7 @@ def add_staff_routes(app: Flask, staff: StaffAccounts, limiter: RateLimiter, set
         return caller
 
     def member(caller: dict[str, Any]) -> Response:
-        shown = ("username", "display_name", "roles", "scope", "csrf_token")
+        shown = ("username", "display_name", "roles", "scope", "csrf_token", "password_change_required")
         response = jsonify(
             {field: caller[field] for field in shown}
             | {"session_ends_at": caller["session_ends_at"].isoformat()}

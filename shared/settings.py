@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, alias="GRIDLINK_LOGIN_MAX_FAILURES", ge=1)
     login_lockout_minutes: int = Field(15, alias="GRIDLINK_LOGIN_LOCKOUT_MINUTES", ge=1)
     login_attempts_per_minute: int = Field(20, alias="GRIDLINK_LOGIN_ATTEMPTS_PER_MINUTE", ge=1)
+    # Days a staff password lasts before the member must choose a new one (等保 2.0 asks for
+    # periodic change); 0: for ever.
+    password_max_age_days: int = Field(90, alias="GRIDLINK_PASSWORD_MAX_AGE_DAYS", ge=0)
     # Reverse proxies in front of the gateway that append to X-Forwarded-For (a TLS proxy: 1).
     # The client's address (sign-in limit, audit trail) is then taken from that header; with 0,
     # the header is ignored, as a client could forge it.

@@ -84,7 +84,9 @@ def test_a_member_signs_in_records_an_act_and_signs_out(stack, databases, browse
 
     from gateway.staff import staff_accounts
 
-    username = staff_accounts().create(new_id("portal").lower(), "李楼栋长", PASSWORD)
+    username = staff_accounts().create(
+        new_id("portal").lower(), "李楼栋长", PASSWORD, must_change_password=False
+    )
     browser.get(f"{stack.base_url}/portal/#/register/{DEMO_PERSON}")
 
     sign_in_with(browser, username, "not-the-password")
@@ -115,20 +117,22 @@ def test_a_member_signs_in_records_an_act_and_signs_out(stack, databases, browse
     assert databases["gateway"].staff_sessions.count_documents({"username": username}) == 0
 
 
-def test_a_member_changes_the_password_and_an_ended_session_asks_to_sign_in_again(stack, databases, browser):
+def test_a_new_member_must_choose_a_password_and_an_ended_session_asks_to_sign_in_again(
+    stack, databases, browser
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     from gateway.staff import staff_accounts
 
-    username = staff_accounts().create(new_id("portal").lower(), "王网格员", PASSWORD)
+    username = staff_accounts().create(new_id("portal").lower(), "王网格员", PASSWORD)  # an administrator's
     browser.get(f"{stack.base_url}/portal/#/people")
     sign_in_with(browser, username, PASSWORD)
     text_of(browser, "sessionbar", username)
 
     new_password = "新口令-2027-clean-up-day"
-    browser.find_element(By.XPATH, "//div[@id='sessionbar']//button[text()='修改密码']").click()
-    text_of(browser, "gate", "修改密码")
+    text_of(browser, "gate", "请先修改密码")  # before anything else, and it cannot be put off
+    assert not browser.find_elements(By.XPATH, "//div[@id='gate']//button[text()='取消']")
     for field, value in (
         ("pw-current", PASSWORD),
         ("pw-new", new_password),
@@ -141,6 +145,7 @@ def test_a_member_changes_the_password_and_an_ended_session_asks_to_sign_in_agai
     browser.find_element(By.CSS_SELECTOR, "#gate button[type=submit]").click()
     text_of(browser, "banners", "密码已修改")
     assert not browser.find_element(By.ID, "gate").is_displayed()
+    text_of(browser, "view-people", "王建国")  # the views load now
     hashes = staff_accounts().accounts.find_one({"_id": username})["password_hash"]
     assert PasswordHasher().verify(hashes, new_password)
 

@@ -1,7 +1,8 @@
 """Staff sign in to the portal through the running gateway: the cookie, CSRF on writes, one answer
 for every refused sign-in, lockout, sign-out and password change, each audited.
 
-Every test signs in from 127.0.0.1, which may try 20 times a minute: together they stay below."""
+Every test signs in from 127.0.0.1, which may try 20 times a minute: together they stay below
+(14 attempts)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ PASSWORD = "网格员-2026-patrol-duty"
 def new_account(roles: list[str] | None = None) -> str:
     from gateway.staff import staff_accounts
 
-    return staff_accounts().create(new_id("staff").lower(), "测试员", PASSWORD, roles=roles or [])
+    return staff_accounts().create(
+        new_id("staff").lower(), "测试员", PASSWORD, roles=roles or [], must_change_password=False
+    )
 
 
 def sign_in(stack, username: str, password: str = PASSWORD) -> requests.Response:
@@ -130,3 +133,20 @@ def test_a_password_change_ends_the_other_sessions(stack):
     assert here.get("/api/v1/people").status_code == 200
     assert elsewhere.get("/api/v1/people").status_code == 401
     assert sign_in(stack, username, new_password).status_code == 200
+
+
+def test_with_an_administrators_password_the_session_can_only_change_it(stack):
+    from gateway.staff import staff_accounts
+
+    username = staff_accounts().create(new_id("staff").lower(), "新同事", PASSWORD)
+    portal = Portal(stack, sign_in(stack, username))
+    assert portal.get("/auth/session").json()["password_change_required"] is True
+    refused = portal.get("/api/v1/people")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "password_change_required"
+    [record] = audited(stack, refused)
+    assert record["client_id"] == f"staff_{username}" and record["error"] == "password_change_required"
+    changed = portal.post(
+        "/auth/password", json={"current_password": PASSWORD, "new_password": "自己的-2026-clean-up"}
+    )
+    assert changed.status_code == 204
+    assert portal.get("/api/v1/people").status_code == 200

@@ -278,3 +278,21 @@ def test_a_password_check_that_waits_too_long_for_its_turn_is_refused_not_queued
         release.set()
         assert first.result().principal["username"] == "sun.hao"
     assert scratch["staff_sign_in_failures"].count_documents({}) == 0  # a busy refusal is no failure
+
+
+def test_an_administrators_password_and_an_old_one_must_be_changed_first(scratch):
+    staff = StaffAccounts(scratch, Settings(GRIDLINK_PASSWORD_MAX_AGE_DAYS=90))
+    staff.create("li.na", "李娜", PASSWORD)  # as `python -m gateway.staff create` sets it
+    session = staff.sign_in("li.na", PASSWORD)
+    assert session.principal["password_change_required"] is True
+    staff.change_password(session.token, PASSWORD, "自己的口令-2026-lanterns")
+    assert staff.session(session.token)["password_change_required"] is False
+
+    ninety_days_ago = datetime.now(UTC) - timedelta(days=90, seconds=1)
+    scratch["staff_accounts"].update_one({"_id": "li.na"}, {"$set": {"password_changed_at": ninety_days_ago}})
+    assert staff.session(session.token)["password_change_required"] is True
+    never_expiring = StaffAccounts(scratch, Settings(GRIDLINK_PASSWORD_MAX_AGE_DAYS=0))
+    assert never_expiring.session(session.token)["password_change_required"] is False
+
+    staff.set_password("li.na", "管理员重置-2026-lanterns")  # `passwd`: the administrator's again
+    assert staff.sign_in("li.na", "管理员重置-2026-lanterns").principal["password_change_required"] is True
