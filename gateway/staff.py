@@ -1,6 +1,8 @@
 """Staff accounts for the portal: passwords kept as argon2id hashes, sessions, CSRF tokens.
 
     python -m gateway.staff create <username> --name 姓名 [--role R]… [--scope CODE]
+    python -m gateway.staff update <username> [--name 姓名] [--role R… | --no-roles]
+                                              [--scope CODE | --no-scope]
     python -m gateway.staff passwd <username>
     python -m gateway.staff disable <username> | enable <username>
     python -m gateway.staff list
@@ -42,6 +44,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +120,21 @@ def check_password(password: str, username: str) -> None:
         raise StaffInputRejected("password", "must not contain the username")
 
 
+def check_roles(roles: list[str]) -> None:
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise StaffInputRejected("role", f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+
+
+class Unchanged(Enum):
+    """What `StaffAccounts.update` leaves as it is (a scope may be changed to None)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
 def session_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -148,9 +166,7 @@ class StaffAccounts:
         The password is the administrator's, for the first sign-in, unless told otherwise."""
         username = check_username(username)
         check_password(password, username)
-        unknown = set(roles or []) - set(ROLES)
-        if unknown:
-            raise StaffInputRejected("role", f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+        check_roles(roles or [])
         if not name.strip():
             raise StaffInputRejected("name", "must not be empty")
         now = datetime.now(UTC)
@@ -191,6 +207,30 @@ class StaffAccounts:
         )
         kept = {"_id": {"$ne": session_digest(keep_session)}} if keep_session else {}
         self.sessions.delete_many({"username": username, **kept})
+        return changed.matched_count == 1
+
+    def update(
+        self,
+        username: str,
+        name: str | None = None,
+        roles: list[str] | None = None,
+        scope: str | Unchanged | None = UNCHANGED,
+    ) -> bool:
+        """Change what is given: a staff member's name, roles (the whole set) or scope. Signed-in
+        sessions act with the new ones from their next request."""
+        changes: dict[str, Any] = {}
+        if name is not None:
+            if not name.strip():
+                raise StaffInputRejected("name", "must not be empty")
+            changes["name"] = name.strip()
+        if roles is not None:
+            check_roles(roles)
+            changes["roles"] = sorted(roles)
+        if scope is not UNCHANGED:
+            changes["scope"] = scope
+        if not changes:
+            raise StaffInputRejected("update", "give a name, roles or a scope to change")
+        changed = self.accounts.update_one({"_id": normalise_username(username)}, {"$set": changes})
         return changed.matched_count == 1
 
     def set_disabled(self, username: str, disabled: bool) -> bool:
@@ -408,8 +448,21 @@ def main(argv: list[str]) -> int:
     create.add_argument("--name", required=True, help="the staff member's name, as the portal shows it")
     create.add_argument("--role", action="append", default=[], choices=sorted(ROLES))
     create.add_argument("--scope", help="an organisation code: the account acts within its subtree")
-    for command, text in (("passwd", "set a new password"), ("disable", "lock out"), ("enable", "let in")):
-        commands.add_parser(command, help=f"{text} (ends the account's sessions)").add_argument("username")
+    update = commands.add_parser("update", help="change a name, the roles or the scope")
+    update.add_argument("username")
+    update.add_argument("--name")
+    given_roles = update.add_mutually_exclusive_group()
+    given_roles.add_argument("--role", action="append", choices=sorted(ROLES), help="the whole new set")
+    given_roles.add_argument("--no-roles", action="store_true", help="take every role away")
+    given_scope = update.add_mutually_exclusive_group()
+    given_scope.add_argument("--scope", help="an organisation code: the account acts within its subtree")
+    given_scope.add_argument("--no-scope", action="store_true", help="everywhere")
+    for command, text in (
+        ("passwd", "set a password for the next sign-in, which the member then replaces; ends sessions"),
+        ("disable", "lock out and end the account's sessions"),
+        ("enable", "let in again"),
+    ):
+        commands.add_parser(command, help=text).add_argument("username")
     commands.add_parser("list", help="every account, without password hashes")
     demo = commands.add_parser("ensure-demo", help="make sure the demo account exists; print its password")
     demo.add_argument("file", type=Path)
@@ -419,6 +472,10 @@ def main(argv: list[str]) -> int:
         if options.command == "create":
             password = read_password("password: ")
             accounts.create(options.username, options.name, password, options.role, options.scope)
+        elif options.command == "update":
+            roles = [] if options.no_roles else options.role
+            scope = None if options.no_scope else (options.scope or UNCHANGED)
+            found = accounts.update(options.username, options.name, roles, scope)
         elif options.command == "passwd":
             found = accounts.set_password(options.username, read_password("new password: "))
         elif options.command in ("disable", "enable"):
@@ -430,7 +487,7 @@ def main(argv: list[str]) -> int:
             print(ensure_demo_account(options.file)[1])
     except StaffInputRejected as exc:
         parser.error(str(exc))
-    if options.command in ("passwd", "disable", "enable") and not found:
+    if options.command in ("update", "passwd", "disable", "enable") and not found:
         print(f"no staff account {options.username}", file=sys.stderr)
         return 1
     return 0

@@ -296,3 +296,28 @@ def test_an_administrators_password_and_an_old_one_must_be_changed_first(scratch
 
     staff.set_password("li.na", "管理员重置-2026-lanterns")  # `passwd`: the administrator's again
     assert staff.sign_in("li.na", "管理员重置-2026-lanterns").principal["password_change_required"] is True
+
+
+def test_an_administrator_changes_roles_and_scope_and_sessions_follow_at_once(infrastructure, capsys):
+    from gateway.staff import main, staff_accounts
+
+    accounts = staff_accounts()
+    username = accounts.create(f"clerk-{uuid.uuid4().hex[:8]}", "吴磊", PASSWORD, roles=["inspector"])
+    session = accounts.sign_in(username, PASSWORD)
+    assert (
+        main(["update", username, "--role", "awarder", "--role", "approver", "--scope", "420391-001-002"])
+        == 0
+    )
+    caller = accounts.session(session.token)
+    assert caller["roles"] == ["approver", "awarder"] and caller["scope"] == "420391-001-002"
+    assert main(["update", username, "--no-roles", "--no-scope", "--name", "吴磊（网格员）"]) == 0
+    caller = accounts.session(session.token)
+    assert caller["roles"] == [] and caller["scope"] is None and caller["display_name"] == "吴磊（网格员）"
+
+    assert main(["update", "nobody-here", "--no-roles"]) == 1
+    assert "no staff account nobody-here" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nothing to change
+        main(["update", username])
+    with pytest.raises(SystemExit):
+        main(["update", username, "--role", "mayor"])
+    assert accounts.session(session.token)["roles"] == []
