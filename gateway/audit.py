@@ -2,7 +2,8 @@
 
 A record says who (the API key's name and client id, its scope), did what (the operation, its
 path parameters, the Idempotency-Key), with which outcome (HTTP status and error code), when,
-and the request id that ties it to the logs. Reads that succeed are not recorded.
+and the request id that ties it to the logs. Reads that succeed are not recorded. Changes made
+from the command line (`gateway.keys`, `gateway.staff`) are recorded too (record_command).
 
 Records are JSON lines appended to a file per day (`audit-YYYY-MM-DD.jsonl`, the day in
 GRIDLINK_TIMEZONE) under GRIDLINK_AUDIT_DIR, as Kubernetes' API server keeps its audit log: one
@@ -17,6 +18,7 @@ retention; `python -m gateway.audit` reads them:
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -60,6 +62,28 @@ class AuditTrail:
                 os.close(self._fd)
             self._fd, self._day, self._opened_by = fd, day, os.getpid()
         return self._fd
+
+
+def record_command(
+    program: str, command: str, target: dict[str, Any], exit_code: int, error: str | None = None
+) -> None:
+    """A change made from the command line (API keys, staff accounts): the actor is the
+    operating-system user who ran it, and the outcome its exit code (0 done, 1 not found,
+    2 refused), as a request's is its HTTP status."""
+    AuditTrail(get_settings().audit_dir).record(
+        {
+            "request_id": None,
+            "actor": f"{getpass.getuser()} (command line)",
+            "client_id": None,
+            "key_hint": None,
+            "scope": None,
+            "action": f"{program} {command}",
+            "target": target,
+            "status": exit_code,
+            "error": error,
+            "remote_addr": None,
+        }
+    )
 
 
 def records(folder: Path, day: date) -> Iterator[dict[str, Any]]:

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 from pymongo.collection import Collection
 
+from gateway.audit import record_command
 from shared.mongo import connect
 from shared.settings import get_settings
 
@@ -49,6 +50,11 @@ CACHE_SECONDS = 30.0  # a revoked key stops working within this time
 
 def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def client_id(key: str) -> str:
+    """How the key is named everywhere it is shown (listings, the audit trail): never the key."""
+    return f"client_{key_hash(key)[:16]}"
 
 
 class ApiKeys:
@@ -81,7 +87,7 @@ class ApiKeys:
             {"_id": digest},
             {
                 "$setOnInsert": {
-                    "client_id": f"client_{digest[:16]}",
+                    "client_id": client_id(key),
                     "created_at": datetime.now(UTC),
                 },
                 "$set": {
@@ -174,22 +180,32 @@ def main(argv: list[str]) -> int:
     demo = commands.add_parser("ensure-demo", help="make sure the demo key exists and print it")
     demo.add_argument("file", type=Path)
     options = parser.parse_args(argv)
-    if options.command == "create":
-        limits = {"rate": options.rate, "burst": options.burst, "expires": options.expires}
-        try:
-            print(api_keys().create(options.name, roles=options.role, scope=options.scope, **limits))
-        except ValueError as exc:
-            parser.error(str(exc))
-    elif options.command == "list":
+    if options.command == "list":
         for record in api_keys().records():
             print(json.dumps(record, default=str, ensure_ascii=False))
+        return 0
+    code = 0
+    if options.command == "create":
+        limits = {"rate": options.rate, "burst": options.burst, "expires": options.expires}
+        target = {"name": options.name}
+        try:
+            key = api_keys().create(options.name, roles=options.role, scope=options.scope, **limits)
+        except ValueError as exc:
+            record_command("gateway.keys", "create", target, 2, str(exc))
+            parser.error(str(exc))
+        target["client_id"] = client_id(key)
+        print(key)
     elif options.command == "revoke":
+        target = {"client_id": options.client_id}
         if not api_keys().revoke(options.client_id):
             print(f"no key with client id {options.client_id}", file=sys.stderr)
-            return 1
+            code = 1
     else:
-        print(ensure_demo_key(options.file))
-    return 0
+        key = ensure_demo_key(options.file)
+        target = {"name": "demo", "client_id": client_id(key)}
+        print(key)
+    record_command("gateway.keys", options.command, target, code)
+    return code
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from gateway.audit import record_command
 from gateway.keys import GATEWAY, ROLES
 from shared.mongo import connect
 from shared.settings import Settings, get_settings
@@ -468,6 +469,8 @@ def main(argv: list[str]) -> int:
     demo.add_argument("file", type=Path)
     options = parser.parse_args(argv)
     accounts = staff_accounts()
+    target = {"username": getattr(options, "username", "demo")}
+    found = True
     try:
         if options.command == "create":
             password = read_password("password: ")
@@ -483,11 +486,14 @@ def main(argv: list[str]) -> int:
         elif options.command == "list":
             for record in accounts.records():
                 print(json.dumps(record, default=str, ensure_ascii=False))
+            return 0
         else:
             print(ensure_demo_account(options.file)[1])
     except StaffInputRejected as exc:
+        record_command("gateway.staff", options.command, target, 2, str(exc))
         parser.error(str(exc))
-    if options.command in ("update", "passwd", "disable", "enable") and not found:
+    record_command("gateway.staff", options.command, target, 0 if found else 1)
+    if not found:
         print(f"no staff account {options.username}", file=sys.stderr)
         return 1
     return 0

@@ -43,6 +43,8 @@ TEST_ENV = {
     "GATEWAY_WORKERS": "1",
     "GATEWAY_THREADS": "4",
     "GATEWAY_ACCESS_LOG": "-",  # in .data/test/logs/gateway.log, to diagnose a failure
+    # The gateway's and the command-line tools' audit records, in the tests' own data folder.
+    "GRIDLINK_AUDIT_DIR": str(Path(__file__).resolve().parents[1] / ".data" / f"test{INSTANCE}" / "audit"),
 }
 os.environ.update(TEST_ENV)
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway import keys
+from gateway.audit import records
 from gateway.keys import ApiKeys, key_hash
-from shared.settings import local_today
+from shared.settings import get_settings, local_today
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +60,16 @@ def test_the_operator_command_creates_lists_and_revokes(infrastructure, capsys):
     with pytest.raises(SystemExit):
         keys.main(["create", name, "--expires", "31/12/2999"])
     assert "--expires" in capsys.readouterr().err
+
+    # Each change is in the audit trail, by the operating-system user, never with the key.
+    trail = [
+        r for r in records(get_settings().audit_dir, local_today()) if r["action"].startswith("gateway.keys")
+    ]
+    created = [r for r in trail if r["target"].get("name") == name]
+    assert [(r["action"], r["status"]) for r in created] == [("gateway.keys create", 0)]
+    assert created[0]["target"]["client_id"] == listed["client_id"] and created[0]["actor"].endswith(
+        "(command line)"
+    )
+    revoked = [(r["target"]["client_id"], r["status"]) for r in trail if r["action"] == "gateway.keys revoke"]
+    assert (listed["client_id"], 0) in revoked and ("client_nobody", 1) in revoked
+    assert key not in json.dumps(trail, ensure_ascii=False)

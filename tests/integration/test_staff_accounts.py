@@ -13,6 +13,7 @@ from argon2 import PasswordHasher
 
 from gateway import staff as staff_module
 from gateway.app import create_app
+from gateway.audit import records
 from gateway.keys import ROLES, ApiKeys
 from gateway.staff import (
     SignInBusy,
@@ -22,7 +23,7 @@ from gateway.staff import (
     StaffInputRejected,
     session_digest,
 )
-from shared.settings import Settings
+from shared.settings import Settings, get_settings, local_today
 
 pytestmark = pytest.mark.integration
 
@@ -321,3 +322,14 @@ def test_an_administrator_changes_roles_and_scope_and_sessions_follow_at_once(in
     with pytest.raises(SystemExit):
         main(["update", username, "--role", "mayor"])
     assert accounts.session(session.token)["roles"] == []
+
+    # Each change is in the audit trail, by the operating-system user, with its outcome.
+    trail = [
+        (r["action"], r["status"])
+        for r in records(get_settings().audit_dir, local_today())
+        if r["target"].get("username") in (username, "nobody-here")
+    ]
+    assert trail == [("gateway.staff update", 0)] * 2 + [
+        ("gateway.staff update", 1),
+        ("gateway.staff update", 2),
+    ]
