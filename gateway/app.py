@@ -39,6 +39,7 @@ from gateway.ratelimit import RateLimiter, retry_after_seconds, table_path
 from gateway.registry_routes import add_registry_routes
 from gateway.rpc import Coalesced, RpcPool, ServiceTimeout, ServiceUnavailable
 from gateway.staff import StaffAccounts, staff_accounts
+from gateway.staff_account_routes import add_staff_account_routes
 from gateway.staff_routes import add_staff_routes, session_caller
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE
@@ -279,6 +280,7 @@ def create_app(
     add_registry_routes(route, rpc, settings)
     add_points_routes(route, rpc)
     add_staff_routes(app, staff, limiter, settings)
+    add_staff_account_routes(route, rpc, staff)
 
     @route(
         Operation(

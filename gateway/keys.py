@@ -44,6 +44,7 @@ ROLES = {
     "inspector": "records doorstep and household inspections (门前三包)",
     "redemption_clerk": "places, fulfils and cancels redemption orders",
     "registrar": "keeps the registry: organisations, places, people, posts, 双报到, ledger imports",
+    "account_admin": "keeps staff accounts: creates them, sets roles and scope, resets passwords, disables",
 }
 CACHE_SECONDS = 30.0  # a revoked key stops working within this time
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,10 @@ class Operation:
     # Calls the answer leads to, name → `link(...)`: clients and fuzzers follow them.
     links: dict[str, tuple[str, str, dict[str, str]]] = field(default_factory=dict)
     tag: str = "GridLink"
+
+
+# How route modules declare an operation: `@route(Operation(...))` above its view.
+Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
 
 
 class OpenApi:

@@ -7,7 +7,6 @@ scope: the community acted on must lie in the subtree of the key's organisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import g, jsonify
@@ -31,7 +30,7 @@ from gateway.http import (
     signed,
     within_scope,
 )
-from gateway.openapi import Operation, link
+from gateway.openapi import Operation, Route, link
 from gateway.rpc import RpcPool
 from shared.events import POINTS_BANK, REGISTRY
 from shared.schemas.points import (
@@ -51,7 +50,6 @@ KEYED = {"Idempotency-Key": "your unique key for this action; a retry with it ch
 STAFF = {403: "the API key lacks the role, or acts outside its scope"}
 # What a key with a scope gets for anything outside it (see gateway.http.within_scope).
 OUTSIDE_SCOPE = {404: "unknown, or outside the API key's scope"}
-Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
 
 
 PERIOD_FROM = date_query("from", "first day, YYYY-MM-DD (China Standard Time)", required=True)

@@ -8,7 +8,6 @@ URLs and access logs.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from typing import Any
 
 from flask import g, jsonify, request
@@ -30,7 +29,7 @@ from gateway.http import (
     require_role,
     within_scope,
 )
-from gateway.openapi import Operation, link
+from gateway.openapi import Operation, Route, link
 from gateway.rpc import RpcPool
 from shared.events import REGISTRY
 from shared.schemas.registry import (
@@ -69,7 +68,6 @@ PARTY_MEMBERS = boolean_query("party_members", "only party members")
 IN_SERVICE = boolean_query("in_service", "only in-service party members (在职党员)")
 PEOPLE_LIMIT = integer_query("limit", "page size", 1, 200, 50)
 FILE_FORMAT = choice_query("format", "the file's format", list(FILE_TYPES), default="csv")
-Route = Callable[[Operation], Callable[[Callable[..., Any]], Callable[..., Any]]]
 # Every change to the registry needs the registrar role; a key with a scope makes only those
 # that name an organisation within it (see gateway.http.require_role).
 REGISTRAR = {403: "the API key lacks the registrar role, or acts outside its scope"}

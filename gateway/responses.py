@@ -436,3 +436,18 @@ class Disclosure(BaseModel):
 class Pong(BaseModel):
     service: str
     answer: str
+
+
+class StaffAccount(BaseModel):
+    username: str
+    name: str
+    roles: list[str]
+    scope: str | None
+    disabled: bool
+    must_change_password: bool = Field(description="the password is an administrator's, for the next sign-in")
+    created_at: str
+    password_changed_at: str
+
+
+class StaffAccountPage(BaseModel):
+    items: list[StaffAccount]

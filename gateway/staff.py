@@ -243,8 +243,12 @@ class StaffAccounts:
 
     def records(self) -> list[dict[str, Any]]:
         """Every account, oldest first, without its password hash."""
-        shown = {"password_hash": 0}
-        return [{"username": a.pop("_id"), **a} for a in self.accounts.find({}, shown).sort("created_at", 1)]
+        return [shown(a) for a in self.accounts.find({}, {"password_hash": 0}).sort("created_at", 1)]
+
+    def account(self, username: str) -> dict[str, Any] | None:
+        """One account as `records` shows it, or None."""
+        found = self.accounts.find_one({"_id": normalise_username(username)}, {"password_hash": 0})
+        return found and shown(found)
 
     # --- signing in and out -------------------------------------------------------------------
 
@@ -372,6 +376,20 @@ class StaffAccounts:
 
     def _idle_end(self, session: dict[str, Any]) -> datetime:
         return aware(session["last_used_at"]) + timedelta(minutes=self.settings.session_idle_minutes)
+
+
+def shown(account: dict[str, Any]) -> dict[str, Any]:
+    """An account without its password hash, its times in ISO 8601."""
+    return {
+        "username": account["_id"],
+        "name": account["name"],
+        "roles": account["roles"],
+        "scope": account["scope"],
+        "disabled": account["disabled"],
+        "must_change_password": account.get("must_change_password", False),
+        "created_at": aware(account["created_at"]).isoformat(),
+        "password_changed_at": aware(account["password_changed_at"]).isoformat(),
+    }
 
 
 def verifies(stored_hash: str, password: str) -> bool:

@@ -43,6 +43,8 @@ TEST_ENV = {
     "GATEWAY_WORKERS": "1",
     "GATEWAY_THREADS": "4",
     "GATEWAY_ACCESS_LOG": "-",  # in .data/test/logs/gateway.log, to diagnose a failure
+    # Sign-ins from 127.0.0.1, all the tests' together (the limit itself: test_staff_accounts.py).
+    "GRIDLINK_LOGIN_ATTEMPTS_PER_MINUTE": "60",
     # The gateway's and the command-line tools' audit records, in the tests' own data folder.
     "GRIDLINK_AUDIT_DIR": str(Path(__file__).resolve().parents[1] / ".data" / f"test{INSTANCE}" / "audit"),
 }

@@ -1,8 +1,5 @@
 """Staff sign in to the portal through the running gateway: the cookie, CSRF on writes, one answer
-for every refused sign-in, lockout, sign-out and password change, each audited.
-
-Every test signs in from 127.0.0.1, which may try 20 times a minute: together they stay below
-(14 attempts)."""
+for every refused sign-in, lockout, sign-out and password change, each audited."""
 
 from __future__ import annotations
 
