@@ -68,6 +68,14 @@ def text_of(browser, element_id: str, containing: str, timeout: float = 15) -> s
     return browser.find_element(By.ID, element_id).text
 
 
+def open_signed_out(browser, url: str) -> None:
+    """The portal at `url`, with no session left by an earlier test."""
+    browser.get(url)
+    browser.delete_all_cookies()
+    browser.get(url)
+    browser.refresh()
+
+
 def sign_in_with(browser, username: str, password: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -87,7 +95,7 @@ def test_a_member_signs_in_records_an_act_and_signs_out(stack, databases, browse
     username = staff_accounts().create(
         new_id("portal").lower(), "李楼栋长", PASSWORD, must_change_password=False
     )
-    browser.get(f"{stack.base_url}/portal/#/register/{DEMO_PERSON}")
+    open_signed_out(browser, f"{stack.base_url}/portal/#/register/{DEMO_PERSON}")
 
     sign_in_with(browser, username, "not-the-password")
     assert "用户名或密码错误" in text_of(browser, "gate", "用户名或密码错误")
@@ -126,7 +134,7 @@ def test_a_new_member_must_choose_a_password_and_an_ended_session_asks_to_sign_i
     from gateway.staff import staff_accounts
 
     username = staff_accounts().create(new_id("portal").lower(), "王网格员", PASSWORD)  # an administrator's
-    browser.get(f"{stack.base_url}/portal/#/people")
+    open_signed_out(browser, f"{stack.base_url}/portal/#/people")
     sign_in_with(browser, username, PASSWORD)
     text_of(browser, "sessionbar", username)
 
@@ -163,7 +171,54 @@ def test_over_plain_http_the_portal_says_why_the_sign_in_did_not_hold(stack, bro
     from gateway.staff import staff_accounts
 
     username = staff_accounts().create(new_id("portal").lower(), "赵物业", PASSWORD)
-    browser.get(f"http://{PLAIN_HTTP_HOST}:{stack.gateway_port}/portal/")
+    open_signed_out(browser, f"http://{PLAIN_HTTP_HOST}:{stack.gateway_port}/portal/")
     sign_in_with(browser, username, PASSWORD)
     assert "请通过 HTTPS 访问本门户" in text_of(browser, "gate", "HTTPS")
     assert browser.get_cookies() == []
+
+
+def test_an_account_administrator_creates_and_disables_an_account_in_the_portal(stack, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from gateway.staff import staff_accounts
+
+    accounts = staff_accounts()
+    admin = accounts.create(
+        new_id("admin").lower(),
+        "社区管理员",
+        PASSWORD,
+        ["account_admin", "inspector"],
+        COMMUNITY,
+        must_change_password=False,
+    )
+    open_signed_out(browser, f"{stack.base_url}/portal/#/people")
+    sign_in_with(browser, admin, PASSWORD)
+    text_of(browser, "sessionbar", admin)
+    browser.find_element(By.CSS_SELECTOR, "a.tab[data-view='accounts']").click()  # shown to administrators
+    text_of(browser, "accounts-list", admin)  # itself, within its scope
+
+    member = new_id("m").lower()
+    browser.find_element(By.ID, "account-username").send_keys(member)
+    browser.find_element(By.ID, "account-name").send_keys("新网格员")
+    browser.find_element(By.ID, "account-password").send_keys("临时口令-2026-first")
+    offered = [
+        box.get_attribute("value") for box in browser.find_elements(By.CSS_SELECTOR, "#account-roles input")
+    ]
+    assert offered == ["account_admin", "inspector"]  # only roles it holds
+    browser.find_element(By.CSS_SELECTOR, "#account-roles input[value='inspector']").click()
+    Select(browser.find_element(By.ID, "account-scope")).select_by_value(COMMUNITY)
+    browser.find_element(By.ID, "account-submit").click()
+    text_of(browser, "account-result", "已建立")
+    created = accounts.account(member)
+    assert (
+        created["roles"] == ["inspector"]
+        and created["scope"] == COMMUNITY
+        and created["must_change_password"]
+    )
+
+    row = text_of(browser, "accounts-list", member)
+    assert "待本人改密" in row
+    browser.find_element(By.XPATH, f"//tr[td/span[text()='{member}']]//button[text()='停用']").click()
+    text_of(browser, "account-result", "已停用")
+    assert accounts.account(member)["disabled"] is True
