@@ -91,9 +91,10 @@ def add_staff_account_routes(route: Route, rpc: Any, staff: StaffAccounts) -> No
     )
     def list_staff_accounts() -> Any:
         require_role(rpc, ROLE)
-        scopes: dict[str | None, bool] = {}  # one registry call per scope, not per account
-        items = [a for a in staff.records() if scopes.setdefault(a["scope"], covers(a["scope"]))]
-        return jsonify({"items": items})
+        accounts = staff.records()
+        # One registry call per scope, not per account.
+        covered = {scope: covers(scope) for scope in {account["scope"] for account in accounts}}
+        return jsonify({"items": [account for account in accounts if covered[account["scope"]]]})
 
     @route(
         Operation(
@@ -141,8 +142,9 @@ def add_staff_account_routes(route: Route, rpc: Any, staff: StaffAccounts) -> No
             administers(change.scope)
         if change.roles is not None:
             grantable(change.roles)
-        if "name" in given and change.name is None:
-            raise InvalidInput.single("name", "must not be null")
+        for field in ("name", "roles"):  # only a scope may be null (everywhere)
+            if field in given and given[field] is None:
+                raise InvalidInput.single(field, "must not be null")
         try:
             staff.update(username, **given)
         except StaffInputRejected as exc:

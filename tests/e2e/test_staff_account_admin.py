@@ -88,6 +88,8 @@ def test_an_administrator_sees_and_changes_only_accounts_within_its_scope(stack,
     assert escalating.status_code == 403 and staff_accounts().account(ours)["roles"] == ["inspector"]
     widening = admin.post(f"/api/v1/staff-accounts/{ours}:update", json={"scope": None})
     assert widening.status_code == 403 and staff_accounts().account(ours)["scope"] == COMMUNITY
+    emptied = admin.post(f"/api/v1/staff-accounts/{ours}:update", json={"roles": None})
+    assert emptied.status_code == 422 and emptied.json()["error"]["fields"][0]["field"] == "roles"
 
 
 def test_disabling_and_resetting_end_the_members_sessions(stack, admin):
