@@ -49,7 +49,8 @@ def cookie_name(settings: Settings) -> str:
 
 def session_caller(staff: StaffAccounts, settings: Settings) -> dict[str, Any] | None:
     """The staff member whose session cookie came with the request, if it is still valid.
-    A write must carry the session's CSRF token, else 403 and nothing is done."""
+    A write must carry the session's CSRF token, and /api/v1 stays closed while the password
+    must be changed: else 403, and nothing is done."""
     token = request.cookies.get(cookie_name(settings))
     caller = staff.session(token) if token else None
     if caller and request.method not in SAFE_METHODS:
