@@ -256,13 +256,8 @@ class StaffAccounts:
         """A new session, or SignInRefused / SignInLocked."""
         username = normalise_username(username)[:64]
         now = datetime.now(UTC)
-        locked = self.failures.find_one({"_id": username, "locked_until": {"$gt": now}})
-        if locked:
-            raise SignInLocked(aware(locked["locked_until"]) - now)
         account = self.accounts.find_one({"_id": username}) if USERNAME.fullmatch(username) else None
-        if not self._verify(account, password) or account["disabled"]:
-            self._count_failure(username, now)
-            raise SignInRefused()
+        self._check(username, account, password, now)
         # This member's count starts again; counts of names nobody used for a day are dropped,
         # so names made up by guessers do not pile up.
         self.failures.delete_many(
@@ -309,13 +304,7 @@ class StaffAccounts:
         if session is None:
             raise SignInRefused()
         username = session["username"]
-        now = datetime.now(UTC)
-        locked = self.failures.find_one({"_id": username, "locked_until": {"$gt": now}})
-        if locked:
-            raise SignInLocked(aware(locked["locked_until"]) - now)
-        if not self._verify(self.accounts.find_one({"_id": username}), current):
-            self._count_failure(username, now)
-            raise SignInRefused()
+        self._check(username, self.accounts.find_one({"_id": username}), current, datetime.now(UTC))
         if new == current:
             raise StaffInputRejected("new_password", "must differ from the current password")
         try:
@@ -324,6 +313,16 @@ class StaffAccounts:
             raise StaffInputRejected("new_password", exc.message) from None
 
     # --- inside -------------------------------------------------------------------------------
+
+    def _check(self, username: str, account: dict[str, Any] | None, password: str, now: datetime) -> None:
+        """SignInLocked while the username is locked; else SignInRefused, counted as a failure,
+        unless the account exists, is enabled and the password is its own."""
+        locked = self.failures.find_one({"_id": username, "locked_until": {"$gt": now}})
+        if locked:
+            raise SignInLocked(aware(locked["locked_until"]) - now)
+        if not self._verify(account, password) or account["disabled"]:
+            self._count_failure(username, now)
+            raise SignInRefused()
 
     def _verify(self, account: dict[str, Any] | None, password: str) -> bool:
         # An unknown username costs the same argon2 work as a known one, so timing tells nothing.
