@@ -14,7 +14,6 @@ site cannot send here without a CORS preflight that the gateway never grants.
 from __future__ import annotations
 
 import hmac
-import math
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +21,7 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, Field
 
 from gateway.http import ApiError, json_body
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import RateLimiter, retry_after_seconds
 from gateway.staff import SignInBusy, SignInLocked, SignInRefused, StaffAccounts, StaffInputRejected
 from shared.errors import InvalidInput
 from shared.settings import Settings
@@ -74,7 +73,7 @@ def session_caller(staff: StaffAccounts, settings: Settings) -> dict[str, Any] |
 
 def retry_after(wait: timedelta | float) -> dict[str, str]:
     seconds = wait.total_seconds() if isinstance(wait, timedelta) else wait
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+    return {"Retry-After": str(retry_after_seconds(seconds))}
 
 
 def busy() -> ApiError:
