@@ -18,6 +18,8 @@ Targets (issue 2): single ≥ 60% of C, p99 ≤ 100 ms at 100 acts/s, batch ≥ 
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import sys
@@ -28,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stack import bench_stack
@@ -46,20 +49,25 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Client:
+    """The load generator: one keep-alive connection per thread through http.client, which
+    costs a fraction of the CPU `requests` does. It shares the machine's two cores with the
+    suite it measures; the systems calling the gateway in production run on their own."""
+
     def __init__(self, base: str, key: str) -> None:
-        import requests
+        parts = urlsplit(base)
+        self.host, self.port, self.key, self.local = parts.hostname, parts.port, key, threading.local()
 
-        self.base, self.local, self.key, self.requests = base, threading.local(), key, requests
-
-    @property
-    def http(self):
-        if not hasattr(self.local, "session"):
-            self.local.session = self.requests.Session()
-            self.local.session.headers["X-API-Key"] = self.key
-        return self.local.session
+    def call(self, method: str, path: str, body: dict | None = None, **headers: str) -> tuple[int, dict]:
+        if not hasattr(self.local, "connection"):
+            self.local.connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"X-API-Key": self.key, "Content-Type": "application/json"} | headers
+        self.local.connection.request(method, path, body=payload, headers=headers)
+        response = self.local.connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
 
     def ping(self) -> None:
-        assert self.http.get(f"{self.base}/api/v1/ping", timeout=10).status_code == 200
+        assert self.call("GET", "/api/v1/ping")[0] == 200
 
     def act(self, person_id: str) -> str:
         body = {
@@ -69,14 +77,11 @@ class Client:
             "occurred_on": "2026-11-20",
             "community_id": COMMUNITY,
         }
-        response = self.http.post(
-            f"{self.base}/api/v1/volunteer-acts",
-            json=body,
-            timeout=10,
-            headers={"Idempotency-Key": uuid.uuid4().hex},
+        status, answer = self.call(
+            "POST", "/api/v1/volunteer-acts", body, **{"Idempotency-Key": uuid.uuid4().hex}
         )
-        assert response.status_code == 202, response.text
-        return response.json()["act_id"]
+        assert status == 202, answer
+        return answer["act_id"]
 
     def batch(self, person_ids: list[str]) -> int:
         items = [
@@ -90,10 +95,8 @@ class Client:
             }
             for p in person_ids
         ]
-        response = self.http.post(
-            f"{self.base}/api/v1/volunteer-acts:batch", json={"items": items}, timeout=60
-        )
-        assert response.status_code == 202, response.text
+        status, answer = self.call("POST", "/api/v1/volunteer-acts:batch", {"items": items})
+        assert status == 202, answer
         return len(items)
 
 
