@@ -1,6 +1,7 @@
 """The staff portal in a real browser (Debian's headless Chromium): a member signs in, the browser
 keeps the session cookie as the gateway set it, a volunteer act is recorded through the form
-(a write, so it carries the CSRF token), and signing out ends the session."""
+(a write, so it carries the CSRF token), and signing out ends the session. Each view shows the
+records it reads, and the 双报到 and approval forms write what a member chose."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from argon2 import PasswordHasher
 
+from shared.settings import local_today
 from tests.conftest import COMMUNITY, new_id
 from tests.support import eventually
 
@@ -48,6 +50,7 @@ def browser() -> Iterator:
         "--lang=zh-CN",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
     driver.set_window_size(1280, 900)
     try:
@@ -57,14 +60,29 @@ def browser() -> Iterator:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def no_script_errors(browser) -> Iterator[None]:
+    """Each test fails on an error the portal's script threw (answers the gateway refused, which
+    the console lists too, are the tests' business)."""
+    browser.get_log("browser")  # what earlier tests left
+    yield
+    thrown = [entry["message"] for entry in browser.get_log("browser") if entry.get("source") == "javascript"]
+    assert not thrown, thrown
+
+
 def text_of(browser, element_id: str, containing: str, timeout: float = 15) -> str:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as shown
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, timeout).until(
-        shown.text_to_be_present_in_element((By.ID, element_id), containing)
-    )
+    try:
+        WebDriverWait(browser, timeout).until(
+            shown.text_to_be_present_in_element((By.ID, element_id), containing)
+        )
+    except TimeoutException:
+        shows = browser.find_element(By.ID, element_id).text
+        pytest.fail(f"#{element_id} never showed {containing!r}; it shows {shows!r}")
     return browser.find_element(By.ID, element_id).text
 
 
@@ -84,6 +102,19 @@ def sign_in_with(browser, username: str, password: str) -> None:
     browser.find_element(By.ID, "sign-in-username").send_keys(username)
     browser.find_element(By.ID, "sign-in-password").send_keys(password)
     browser.find_element(By.CSS_SELECTOR, "#gate button[type=submit]").click()
+
+
+def signed_in(browser, url: str, roles: list[str] | None = None) -> str:
+    """A fresh member with `roles`, signed in at `url` (the password already their own)."""
+    from gateway.staff import staff_accounts
+
+    username = staff_accounts().create(
+        new_id("portal").lower(), "周社工", PASSWORD, roles, must_change_password=False
+    )
+    open_signed_out(browser, url)
+    sign_in_with(browser, username, PASSWORD)
+    text_of(browser, "sessionbar", username)
+    return username
 
 
 def test_a_member_signs_in_records_an_act_and_signs_out(stack, databases, browser):
@@ -222,3 +253,84 @@ def test_an_account_administrator_creates_and_disables_an_account_in_the_portal(
     browser.find_element(By.XPATH, f"//tr[td/span[text()='{member}']]//button[text()='停用']").click()
     text_of(browser, "account-result", "已停用")
     assert accounts.account(member)["disabled"] is True
+
+
+def test_each_view_shows_the_records_it_reads(stack, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    signed_in(browser, f"{stack.base_url}/portal/#/org/{COMMUNITY}-XQ01")
+    # An organisation's details, statistics and post holders (names looked up one by one).
+    detail = text_of(browser, "org-detail", "张伟")
+    assert "五鼎小区党支部" in detail and "书记" in detail
+
+    browser.get(f"{stack.base_url}/portal/#/people/{DEMO_PERSON}")
+    detail = text_of(browser, "person-detail", "干部考察档案")  # a cadre: account and dossier
+    assert "王建国" in detail and "积分银行" in detail
+    communities = [o.text for o in Select(browser.find_element(By.ID, "f-community")).options]
+    assert communities[0] == "全部社区" and "中观社区大党委" in communities
+
+    browser.get(f"{stack.base_url}/portal/#/cross/420391-001")
+    table = text_of(browser, "cross-table", "张伟")
+    assert "一肩挑" in table and "业主委员会" in table
+
+    browser.get(f"{stack.base_url}/portal/#/points/rules")
+    assert "zg-parking-2026" in text_of(browser, "rules-list", "zg-parking-2026")
+    assert Select(browser.find_element(By.ID, "points-community")).first_selected_option.text.endswith(
+        "中观社区大党委（社区大党委）"
+    )
+
+
+def test_a_registrar_records_a_dual_report_from_the_list(stack, browser, databases, cadre):
+    from selenium.webdriver.common.by import By
+
+    signed_in(browser, f"{stack.base_url}/portal/#/dual/{COMMUNITY}", ["registrar"])
+    row = f"//div[@id='dual-status']//tr[td/span[@class='sub-id' and text()='{cadre}']]"
+    assert "未报到" in text_of(browser, "dual-status", cadre) and browser.find_element(By.XPATH, row)
+    browser.find_element(By.XPATH, f"{row}//button[text()='登记报到']").click()
+    assert browser.find_element(By.ID, "dual-reporter").get_attribute("value") == cadre
+    browser.find_element(By.ID, "dual-commitment").send_keys("每月参加一次楼栋环境整治")
+    browser.find_element(By.ID, "dual-submit").click()
+    text_of(browser, "dual-result", "报到已登记")
+    report = databases["registry"].dual_reports.find_one({"person_id": cadre})
+    assert report["community_id"] == COMMUNITY and report["commitment"] == "每月参加一次楼栋环境整治"
+    eventually(lambda: "已报到" in browser.find_element(By.XPATH, row).text)  # the lists reloaded
+    assert browser.find_element(By.ID, "dual-submit").is_enabled()
+
+
+def test_an_approver_approves_a_waiting_act_and_reads_the_statement(stack, browser, api, resident):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    # Over 6 hours of parking duty waits for an approver (the demo rule), then earns 15 points.
+    act = {
+        "person_id": resident,
+        "act_type": "parking_order",
+        "hours": "8",
+        "occurred_on": local_today().isoformat(),
+        "community_id": COMMUNITY,
+    }
+    act_id = api.record_act(act).json()["act_id"]
+    eventually(
+        lambda: any(
+            p["act_id"] == act_id
+            for p in api.get("/api/v1/points/approvals", params={"community_id": COMMUNITY}).json()["items"]
+        )
+    )
+    signed_in(browser, f"{stack.base_url}/portal/#/points/approvals", ["approver"])
+    text_of(browser, "approvals-list", act_id)
+    browser.find_element(By.XPATH, f"//tr[td/span[text()='{act_id}']]//button[text()='通过']").click()
+    browser.switch_to.alert.accept()  # 通过 asks for a confirmation first
+    text_of(browser, "points-notice", "已通过")
+    assert api.get(f"/api/v1/points/accounts/{resident}").json()["balance"] == 15
+    eventually(lambda: act_id not in browser.find_element(By.ID, "approvals-list").text)
+
+    browser.find_element(By.XPATH, "//nav[@id='points-nav']//*[text()='账户与明细']").click()
+    Select(browser.find_element(By.ID, "stmt-person")).select_by_value(resident)
+    browser.find_element(By.ID, "stmt-this-month").click()  # the act is today's
+    statement = text_of(browser, "stmt-result", "期末余额")
+    assert "测试居民 · 积分明细" in statement and "+15" in statement
+
+    browser.find_element(By.XPATH, "//nav[@id='points-nav']//*[text()='排行榜与公示']").click()
+    text_of(browser, "board-list", "名次")  # this month's leaderboard, and the community's public list
+    assert "中观社区大党委" in text_of(browser, "disclosure-list", "志愿服务情况公示")
