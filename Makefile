@@ -17,7 +17,7 @@ stop: ## stop what `make run`/`make start` started
 install: ## virtualenv, RabbitMQ and FerretDB, each only if missing
 	@bash deploy/local/bootstrap.sh
 
-install-browser: ## the same, and Chromium for the portal's browser test
+install-browser: ## the same, and Chromium and axe-core for the portal's browser tests
 	@bash deploy/local/bootstrap.sh --browser
 
 infra: install ## RabbitMQ and FerretDB only

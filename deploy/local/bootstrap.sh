@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what GridLink needs on a development or CI machine, skipping what is already there:
 # a Python 3.11 virtual environment with the pinned dependencies, RabbitMQ from Debian, and
-# FerretDB 1.24.2 built from its Go module; with --browser, also Debian's Chromium for the
-# portal's browser test. Safe to run again; the second run takes a second.
+# FerretDB 1.24.2 built from its Go module; with --browser, also Debian's Chromium and axe-core
+# for the portal's browser tests. Safe to run again; the second run takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 FERRETDB_VERSION=v1.24.2
+AXE_CORE_VERSION=4.14.1
 VENV=.venv
 TOOLS=.tools/bin
 
@@ -33,12 +34,19 @@ if ! command -v rabbitmq-server >/dev/null 2>&1; then
   apt-get install -y -qq rabbitmq-server >/dev/null
 fi
 
-# --- Chromium, for the portal's browser test (`bootstrap.sh --browser`, as `make test` runs it) ---
+# --- The portal's browser tests (`bootstrap.sh --browser`, as `make test` runs it): Chromium
+# from Debian, and axe-core, the accessibility rules the tests run in it, from npm ---------------
 if [ "${1:-}" = "--browser" ] && ! command -v chromedriver >/dev/null 2>&1; then
   say "installing chromium and chromium-driver from Debian"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+axe=.tools/npm/node_modules/axe-core
+if [ "${1:-}" = "--browser" ] && ! grep -qs "\"version\": \"$AXE_CORE_VERSION\"" "$axe/package.json"; then
+  command -v npm >/dev/null || { echo "npm is needed to install axe-core for the portal's tests" >&2; exit 1; }
+  say "installing axe-core $AXE_CORE_VERSION from npm"
+  npm install --prefix .tools/npm --no-audit --no-fund --silent "axe-core@$AXE_CORE_VERSION"
 fi
 
 # --- FerretDB -------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """The staff portal in a real browser (Debian's headless Chromium): a member signs in, the browser
 keeps the session cookie as the gateway set it, a volunteer act is recorded through the form
 (a write, so it carries the CSRF token), and signing out ends the session. Each view shows the
-records it reads, and the 双报到 and approval forms write what a member chose."""
+records it reads, the 双报到 and approval forms write what a member chose, and every view passes
+axe-core's accessibility rules (WCAG 2.1 A and AA, and its best practices)."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -22,6 +24,8 @@ PASSWORD = "楼栋长-2026-micro-wish"
 DEMO_PERSON = "p-zg-001"  # a cadre of 中观社区 in the demo data
 # The gateway under a name that is not localhost: plain HTTP there is not a secure context.
 PLAIN_HTTP_HOST = "portal.gridlink.test"
+# Installed by `bootstrap.sh --browser` (as `make test` runs it).
+AXE = Path(__file__).resolve().parents[2] / ".tools" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +338,68 @@ def test_an_approver_approves_a_waiting_act_and_reads_the_statement(stack, brows
     browser.find_element(By.XPATH, "//nav[@id='points-nav']//*[text()='排行榜与公示']").click()
     text_of(browser, "board-list", "名次")  # this month's leaderboard, and the community's public list
     assert "中观社区大党委" in text_of(browser, "disclosure-list", "志愿服务情况公示")
+
+
+def accessibility_problems(browser) -> list[str]:
+    """What axe-core finds wrong in the page as it stands, once nothing in it is still loading:
+    each rule broken, with the elements that break it."""
+    from selenium.webdriver.common.by import By
+
+    eventually(
+        lambda: not [e for e in browser.find_elements(By.CSS_SELECTOR, ".state-loading") if e.is_displayed()]
+    )
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: `make test` installs axe-core from npm")
+    browser.execute_script(AXE.read_text())
+    return browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document).then((found) => done(found.violations.map((rule) =>"
+        " `${rule.id} (${rule.impact}): ${rule.nodes.map((node) => node.target.join(' ')).join(', ')}`)));"
+    )
+
+
+def test_every_view_passes_the_accessibility_checks(stack, browser):
+    from selenium.webdriver.common.by import By
+
+    from gateway.keys import ROLES
+    from gateway.staff import staff_accounts
+
+    username = staff_accounts().create(
+        new_id("a11y").lower(), "无障碍检查", PASSWORD, list(ROLES), must_change_password=False
+    )
+    open_signed_out(browser, f"{stack.base_url}/portal/")
+    text_of(browser, "gate", "工作人员登录")
+    problems = {"sign-in": accessibility_problems(browser)}
+    sign_in_with(browser, username, PASSWORD)
+    text_of(browser, "sessionbar", username)
+
+    # Each view at an item of the demo data, and what shows once it has loaded.
+    for route, element_id, loaded in (
+        (f"org/{COMMUNITY}-XQ01", "org-detail", "张伟"),
+        (f"people/{DEMO_PERSON}", "person-detail", "干部考察档案"),
+        ("register", "act-person", "王建国"),
+        (f"dual/{COMMUNITY}", "dual-status", "王建国"),
+        ("cross/420391-001", "cross-table", "张伟"),
+        ("ledgers", "export-list", "组织台账"),
+        ("points/account", "stmt-result", "选择人员"),
+        ("points/rules", "rules-list", "zg-parking-2026"),
+        ("points/approvals", "approvals-count", "条待审核"),
+        ("points/awards", "award-person", "王建国"),
+        ("points/redeem", "catalogue-list", "大米5斤"),
+        ("points/publish", "disclosure-list", "志愿服务情况公示"),
+        ("accounts", "accounts-list", username),
+    ):
+        browser.get(f"{stack.base_url}/portal/#/{route}")
+        text_of(browser, element_id, loaded)
+        problems[route] = accessibility_problems(browser)
+
+    # A form showing what is wrong with it, and the password form.
+    browser.get(f"{stack.base_url}/portal/#/register")
+    browser.find_element(By.ID, "act-submit").click()
+    text_of(browser, "act-form", "请")
+    problems["register, refused"] = accessibility_problems(browser)
+    browser.find_element(By.XPATH, "//div[@id='sessionbar']//button[text()='修改密码']").click()
+    text_of(browser, "gate", "确认修改")
+    problems["password"] = accessibility_problems(browser)
+
+    assert {page: found for page, found in problems.items() if found} == {}
