@@ -90,6 +90,17 @@ def text_of(browser, element_id: str, containing: str, timeout: float = 15) -> s
     return browser.find_element(By.ID, element_id).text
 
 
+def text_at(browser, xpath: str) -> str:
+    """The text of the element at `xpath`, read in the page in one go: a view that re-renders
+    between finding an element from here and reading it leaves the element stale."""
+    return browser.execute_script(
+        "const node = document.evaluate(arguments[0], document, null,"
+        " XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;"
+        "return node ? node.innerText : '';",
+        xpath,
+    )
+
+
 def open_signed_out(browser, url: str) -> None:
     """The portal at `url`, with no session left by an earlier test."""
     browser.get(url)
@@ -298,7 +309,7 @@ def test_a_registrar_records_a_dual_report_from_the_list(stack, browser, databas
     text_of(browser, "dual-result", "报到已登记")
     report = databases["registry"].dual_reports.find_one({"person_id": cadre})
     assert report["community_id"] == COMMUNITY and report["commitment"] == "每月参加一次楼栋环境整治"
-    eventually(lambda: "已报到" in browser.find_element(By.XPATH, row).text)  # the lists reloaded
+    eventually(lambda: "已报到" in text_at(browser, row))  # the lists reloaded
     assert browser.find_element(By.ID, "dual-submit").is_enabled()
 
 
@@ -343,11 +354,12 @@ def test_an_approver_approves_a_waiting_act_and_reads_the_statement(stack, brows
 def accessibility_problems(browser) -> list[str]:
     """What axe-core finds wrong in the page as it stands, once nothing in it is still loading:
     each rule broken, with the elements that break it."""
-    from selenium.webdriver.common.by import By
-
-    eventually(
-        lambda: not [e for e in browser.find_elements(By.CSS_SELECTOR, ".state-loading") if e.is_displayed()]
+    # Asked of the page in one go: the views re-render as answers arrive, which would leave an
+    # element found from here stale before it is looked at.
+    still_loading = (
+        "return [...document.querySelectorAll('.state-loading')].some((e) => e.offsetParent !== null)"
     )
+    eventually(lambda: not browser.execute_script(still_loading))
     if not AXE.exists():
         pytest.fail(f"{AXE} is missing: `make test` installs axe-core from npm")
     browser.execute_script(AXE.read_text())
