@@ -62,10 +62,18 @@ class Client:
     def call(self, method: str, path: str, body: dict | None = None, **headers: str) -> tuple[int, dict]:
         if not hasattr(self.local, "connection"):
             self.local.connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        connection = self.local.connection
         payload = None if body is None else json.dumps(body).encode()
         headers = {"X-API-Key": self.key, "Content-Type": "application/json"} | headers
-        self.local.connection.request(method, path, body=payload, headers=headers)
-        response = self.local.connection.getresponse()
+        try:
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # gunicorn closes a keep-alive connection idle for 5 s: send once more on a new one
+            # (acts carry their Idempotency-Key, so a request that did arrive counts once).
+            connection.close()
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
         return response.status, json.loads(response.read() or b"null")
 
     def ping(self) -> None:
