@@ -119,12 +119,13 @@ def sign_in_with(browser, username: str, password: str) -> None:
     browser.find_element(By.CSS_SELECTOR, "#gate button[type=submit]").click()
 
 
-def signed_in(browser, url: str, roles: list[str] | None = None) -> str:
-    """A fresh member with `roles`, signed in at `url` (the password already their own)."""
+def signed_in(browser, url: str, roles: list[str] | None = None, scope: str | None = None) -> str:
+    """A fresh member with `roles` (within `scope`), signed in at `url`, the password already
+    their own."""
     from gateway.staff import staff_accounts
 
     username = staff_accounts().create(
-        new_id("portal").lower(), "周社工", PASSWORD, roles, must_change_password=False
+        new_id("portal").lower(), "周社工", PASSWORD, roles, scope, must_change_password=False
     )
     open_signed_out(browser, url)
     sign_in_with(browser, username, PASSWORD)
@@ -230,17 +231,7 @@ def test_an_account_administrator_creates_and_disables_an_account_in_the_portal(
     from gateway.staff import staff_accounts
 
     accounts = staff_accounts()
-    admin = accounts.create(
-        new_id("admin").lower(),
-        "社区管理员",
-        PASSWORD,
-        ["account_admin", "inspector"],
-        COMMUNITY,
-        must_change_password=False,
-    )
-    open_signed_out(browser, f"{stack.base_url}/portal/#/people")
-    sign_in_with(browser, admin, PASSWORD)
-    text_of(browser, "sessionbar", admin)
+    admin = signed_in(browser, f"{stack.base_url}/portal/#/people", ["account_admin", "inspector"], COMMUNITY)
     browser.find_element(By.CSS_SELECTOR, "a.tab[data-view='accounts']").click()  # shown to administrators
     text_of(browser, "accounts-list", admin)  # itself, within its scope
 
