@@ -430,7 +430,7 @@ class OutboxRelay(DependencyProvider):
             for _ in range(RELAY_PUBLISHERS)
         ]
         self.running = False
-        self.confirmed: dict[str, int] = {}  # outbox record → how many of its events are confirmed
+        self.confirmed: dict[str, set[str]] = {}  # outbox record → its events confirmed so far
         self.done: set[str] = set()  # records whose events are all confirmed, not yet deleted
 
     def start(self) -> None:
@@ -532,13 +532,16 @@ class OutboxRelay(DependencyProvider):
         return batch
 
     def _count_confirmed(self, events: Iterable[Publishable]) -> None:
+        """A record is done once each of its events is confirmed: by id, so that an event
+        confirmed twice (handed over again, republished) cannot stand in for another."""
         for event in events:
             record = event["outbox_id"]
-            count = self.confirmed.get(record, 0) + 1
-            if count < event["record_events"]:
-                self.confirmed[record] = count
-            else:
-                self.confirmed.pop(record, None)
+            if record in self.done:
+                continue
+            confirmed = self.confirmed.setdefault(record, set())
+            confirmed.add(event["id"])
+            if len(confirmed) >= event["record_events"]:
+                self.confirmed.pop(record)
                 self.done.add(record)
 
     def _forget_published(self) -> None:

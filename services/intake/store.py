@@ -69,9 +69,11 @@ class IntakeStore(BaseStore):
         records, existing = insert_with_events(self.db, ACTS, [c for changes in callers for c in changes])
         results, offset = [], 0
         for changes in callers:
-            ids = {document["_id"] for document, _ in changes}
             mine = {i - offset for i in existing if offset <= i < offset + len(changes)}
-            results.append(([r for r in records if r["aggregate_id"] in ids], mine))
+            # Only the caller whose document was inserted gets its events: a retry of the same
+            # act in the same flush (same id) finds it existing and must not hand them over again.
+            inserted = {document["_id"] for i, (document, _) in enumerate(changes) if i not in mine}
+            results.append(([r for r in records if r["aggregate_id"] in inserted], mine))
             offset += len(changes)
         return results
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import urlparse
 
+import eventlet
 import pytest
 from amqp import Message
 from kombu import Connection
@@ -130,6 +131,29 @@ def test_a_batch_message_applies_its_valid_events_and_parks_the_invalid_one(cadr
     parked = eventually(lambda: databases["points_bank"].parked_events.find_one({"payload.id": poison["id"]}))
     assert parked["handler"] == "credit_volunteer_act"
     assert databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 2
+
+
+def test_the_same_act_from_two_callers_in_one_write_is_handed_to_the_relay_once(cadre, databases):
+    """A client's retry that lands in the same group commit as its first try: one act, one
+    event to publish (handed over twice, it would count twice towards its outbox record)."""
+    store = IntakeStore(databases["issue_intake"])
+    act = VolunteerActInput.model_validate(an_act(cadre))
+    act_id = domain.act_id_for("retry-test", new_id("k"))
+    other_id = domain.act_id_for("retry-test", new_id("k"))
+
+    def insert(act_ids):
+        changes = [
+            domain.new_act(i, act, client_id="retry-test", recorded_at=datetime.now(UTC)) for i in act_ids
+        ]
+        return store.insert_acts(changes)
+
+    # Spawned together, both callers hand their acts over before the flusher runs: one write.
+    first, retry = eventlet.spawn(insert, [act_id, other_id]), eventlet.spawn(insert, [act_id])
+    (first_events, first_existing), (retry_events, retry_existing) = first.wait(), retry.wait()
+    assert (first_existing, retry_existing) == (set(), {0})
+    assert sorted(e["aggregate_id"] for e in first_events) == sorted([act_id, other_id])
+    assert retry_events == []
+    assert {e["record_events"] for e in first_events} == {2}
 
 
 def test_acts_recorded_while_the_broker_is_down_are_credited_once_it_is_back(cadre, databases, api, settings):

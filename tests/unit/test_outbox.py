@@ -1,8 +1,8 @@
-"""How the relay packs events into AMQP messages."""
+"""How the relay packs events into AMQP messages, and when it counts a record as published."""
 
 from __future__ import annotations
 
-from shared.outbox import EVENTS_PER_MESSAGE, _messages
+from shared.outbox import EVENTS_PER_MESSAGE, OutboxRelay, _messages
 
 
 def event(event_id: str, routing_key: str = "volunteer_act.recorded") -> dict:
@@ -32,3 +32,14 @@ def test_a_repeated_event_goes_in_a_message_of_its_own_so_it_is_delivered_again(
         ("volunteer_act.recorded", ["a", "b"]),
         ("volunteer_act.recorded", ["a"]),
     ]
+
+
+def test_a_record_is_done_only_once_each_of_its_events_is_confirmed_however_often_one_is():
+    relay = OutboxRelay("issue_intake")
+    relay.confirmed, relay.done = {}, set()
+    x, y = ({"id": i, "outbox_id": "r1", "record_events": 2} for i in ("x", "y"))
+    relay._count_confirmed([x])
+    relay._count_confirmed([x])  # the same event confirmed again: y is still unconfirmed
+    assert relay.done == set()
+    relay._count_confirmed([y])
+    assert relay.done == {"r1"} and relay.confirmed == {}
