@@ -10,9 +10,10 @@
 - retries a failing handler in place with exponential backoff; if the database, or the broker
   that confirms what the handler publishes (`OutboxRelay.publish_now`), is still down after
   the last attempt the message goes back to the queue (after the backoff, so this is no hot
-  loop; events of it already applied are skipped on redelivery), any other persistent failure
-  parks the event so the others keep flowing. Each message is acknowledged, or requeued, on its
-  own.
+  loop; events of it already applied are skipped on redelivery), and so does an event that
+  needs another applied first (`NotYet`) until it is `consumer_wait_seconds` old; any other
+  persistent failure parks the event so the others keep flowing. Each message is
+  acknowledged, or requeued, on its own.
 The handler itself must be idempotent by event id (the stores guard with unique keys).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -38,6 +40,11 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Envelope, Any], Any]
+
+
+class NotYet(Exception):
+    """The event needs another one applied first, which travels on another queue (a revocation
+    that arrives before the credit it takes back): the event waits in its queue for it."""
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -71,6 +78,11 @@ def consumes(contract: type[ContractT]) -> Callable[[Handler], Callable[..., lis
                             contract.event_name,
                             envelope.id,
                         )
+                        raise
+                    if isinstance(exc, NotYet) and datetime.now(UTC) - envelope.time < timedelta(
+                        seconds=settings.consumer_wait_seconds
+                    ):
+                        log.info("%s %s goes back to the queue: %s", contract.event_name, envelope.id, exc)
                         raise
                     log.exception(
                         "parking %s %s after %d attempts", contract.event_name, envelope.id, attempt

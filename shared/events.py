@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 
 # nameko service names; they name exchanges and queues, so they never change.
 REGISTRY = "registry"
@@ -56,7 +56,7 @@ class Envelope(BaseModel):
     source: str = Field(min_length=1)
     type: str = Field(min_length=1)
     subject: str = Field(min_length=1)
-    time: datetime
+    time: AwareDatetime  # RFC 3339, with its offset
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]
 

@@ -74,8 +74,11 @@ class Settings(BaseSettings):
     # Consumers: how often a failing event is retried in place before it is parked.
     consumer_attempts: int = Field(5, alias="GRIDLINK_CONSUMER_ATTEMPTS")
     consumer_backoff_seconds: float = Field(0.2, alias="GRIDLINK_CONSUMER_BACKOFF")
+    # How long an event that needs another applied first (`shared.consumer.NotYet`) keeps
+    # going back to its queue before it is parked.
+    consumer_wait_seconds: float = Field(3600.0, alias="GRIDLINK_CONSUMER_WAIT_SECONDS", gt=0)
 
-    # Points bank earning rule for volunteer acts (issue 4 makes rules per community).
+    # Points per hour of a volunteer act where no community rule of the points bank applies.
     points_per_hour: Decimal = Field(Decimal(10), alias="GRIDLINK_POINTS_PER_HOUR")
 
     # Registry: phone and ID numbers are encrypted and indexed with keys derived from this.

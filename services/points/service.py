@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from services.points import domain, redemptions, reports
 from services.points.store import PointsStore
 from shared.cache import RecentlyFound
-from shared.consumer import consumes
+from shared.consumer import NotYet, consumes
 from shared.errors import DOMAIN_ERRORS, Conflict, NotFound
 from shared.events import (
     POINTS_BANK,
@@ -69,7 +69,8 @@ class PointsBank(HealthEntrypoints):
     @consumes(VolunteerActRevoked)
     def reverse_volunteer_act(self, envelope: Envelope, revoked: VolunteerActRevoked) -> None:
         """Take back what a revoked act earned, pointing at its credit. An act still waiting for
-        approval is rejected instead; one not credited yet is retried (then parked)."""
+        approval is rejected instead; one not credited yet (its event is on another queue) is
+        waited for, so the end result is the same in either order."""
         credit = self.store.leg(f"va:{revoked.recorded_event_id}", revoked.person_id)
         if credit is not None:
             reason = f"志愿服务记录撤销：{revoked.reason}"
@@ -77,7 +78,7 @@ class PointsBank(HealthEntrypoints):
             return
         pending = self.store.approval(revoked.act_id)
         if pending is None:
-            raise domain.Refused("not_yet_credited", f"the credit of {revoked.act_id} is not there yet")
+            raise NotYet(f"the credit of {revoked.act_id} is not there yet")
         refusal = ApprovalDecision(
             approve=False, approver=revoked.revoked_by, reason=f"revoked: {revoked.reason}"
         )

@@ -10,7 +10,7 @@ import json
 import signal
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlparse
 
@@ -21,6 +21,7 @@ from kombu import Connection
 
 from services.intake import domain
 from services.intake.store import IntakeStore
+from shared.events import Envelope, VolunteerActRevoked, new_event
 from shared.outbox import EventPublisher, PublishFailed, publishable
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
@@ -154,6 +155,53 @@ def test_the_same_act_from_two_callers_in_one_write_is_handed_to_the_relay_once(
     assert sorted(e["aggregate_id"] for e in first_events) == sorted([act_id, other_id])
     assert retry_events == []
     assert {e["record_events"] for e in first_events} == {2}
+
+
+def revoked_event(recorded: Envelope) -> Envelope:
+    act = recorded.data
+    revoked = VolunteerActRevoked(
+        act_id=act["act_id"],
+        person_id=act["person_id"],
+        community_id=act["community_id"],
+        recorded_event_id=recorded.id,
+        reason="重复登记",
+        revoked_by="tests",
+    )
+    return new_event(revoked, subject=act["act_id"])
+
+
+def publish(*events: Envelope) -> None:
+    publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
+    try:
+        publisher.publish([record for event in events for record in publishable([event], event.subject)])
+    finally:
+        publisher.close()
+
+
+def test_a_revocation_that_arrives_before_its_credit_waits_for_it_and_the_end_is_net_zero(cadre, databases):
+    recorded = recorded_event(cadre, hours="2")
+    revoked = revoked_event(recorded)
+    publish(revoked)
+    time.sleep(2)  # the consumer's retries in place (3 attempts, 0.05 s apart) ran out many times
+    assert databases["points_bank"].parked_events.find_one({"payload.id": revoked.id}) is None
+    assert account(databases, cadre)["balance"] == 0
+
+    publish(recorded)
+    eventually(lambda: databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 2)
+    ledger = databases["points_bank"].ledger_entries
+    legs = {leg["kind"]: leg["points"] for leg in ledger.find({"key": cadre})}
+    assert legs == {"volunteer_act": 20, "reversal": -20}
+    assert account(databases, cadre)["balance"] == 0
+    assert databases["points_bank"].parked_events.find_one({"payload.id": revoked.id}) is None
+
+
+def test_a_revocation_whose_credit_never_comes_is_parked_once_it_has_waited_long_enough(cadre, databases):
+    revoked = revoked_event(recorded_event(cadre))
+    late = revoked.model_copy(update={"time": datetime.now(UTC) - timedelta(hours=2)})
+    publish(late)
+    parked = eventually(lambda: databases["points_bank"].parked_events.find_one({"payload.id": late.id}))
+    assert parked["handler"] == "reverse_volunteer_act"
+    assert "not there yet" in parked["reason"]
 
 
 def test_acts_recorded_while_the_broker_is_down_are_credited_once_it_is_back(cadre, databases, api, settings):

@@ -60,8 +60,17 @@ def test_parse_event_round_trips():
         lambda w: {**w, "type": "cn.gridlink.volunteer_act.recorded.v9"},
         lambda w: {**w, "data": {**w["data"], "hours": "many"}},
         lambda w: {**w, "data": {**w["data"], "points": 9999}},
+        lambda w: {**w, "time": "2026-11-20T08:00:00"},
     ],
-    ids=["not-an-object", "wrong-specversion", "no-id", "unknown-version", "bad-data", "unknown-field"],
+    ids=[
+        "not-an-object",
+        "wrong-specversion",
+        "no-id",
+        "unknown-version",
+        "bad-data",
+        "unknown-field",
+        "time-without-offset",
+    ],
 )
 def test_parse_event_refuses_what_no_retry_can_fix(mangle):
     wire = new_event(act(), subject="va_1").model_dump(mode="json")
