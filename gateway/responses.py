@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,17 +24,35 @@ class ErrorResponse(BaseModel):
     request_id: str
 
 
+REPLAYED = "true: this key recorded the same act before, and nothing new was recorded"
+
+
 class VolunteerActAccepted(BaseModel):
     act_id: str
-    status: str
-    replayed: bool
+    status: Literal["accepted"]
+    replayed: bool = Field(description=REPLAYED)
+
+
+class BatchItemOutcome(BaseModel):
+    act_id: str = Field(description="the act recorded under the item's key (a conflict: the earlier act)")
+    status: Literal["accepted", "conflict"] = Field(
+        description="conflict: the item's idempotency_key was used before for a different act, "
+        "so the item was not recorded (the other items were)"
+    )
+    replayed: bool = Field(description=REPLAYED)
 
 
 class VolunteerActBatchAccepted(BaseModel):
-    items: list[VolunteerActAccepted]
+    items: list[BatchItemOutcome] = Field(description="one per item of the request, in its order")
+
+
+class ActRevocationRecord(BaseModel):
+    reason: str
+    by: str | None = Field(description="who revoked the act (the API key's client or the staff member)")
 
 
 class VolunteerAct(BaseModel):
+    revoked: ActRevocationRecord | None = Field(description="set once the act is revoked")
     act_id: str
     person_id: str
     act_type: str
@@ -101,7 +119,10 @@ class Dossier(BaseModel):
     name: str
     employer: str | None
     dual_report: DossierDualReport | None = Field(description="双报到, once the cadre has reported")
-    points: dict[str, int] = Field(description="points earned, spent and held, from the points bank's events")
+    points: dict[str, int] = Field(
+        description="points earned, spent and the balance, from the points bank's events: every "
+        "move in and out of the account, reversals and cancelled orders included"
+    )
     acts_total: int
     hours_total: str
     volunteer_acts: list[DossierAct]

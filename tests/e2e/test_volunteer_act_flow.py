@@ -188,6 +188,22 @@ def test_a_batch_with_one_bad_item_records_nothing(api, cadre, databases):
     assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
 
 
+def test_a_batch_item_whose_key_named_another_act_is_answered_conflict_and_not_recorded(api, cadre):
+    first = [{**an_act(cadre, hours=1), "idempotency_key": new_id("b")} for _ in range(2)]
+    earlier = api.post("/api/v1/volunteer-acts:batch", json={"items": first}).json()["items"]
+
+    items = [first[0], {**first[1], "hours": 4}, {**an_act(cadre, hours=2), "idempotency_key": new_id("b")}]
+    response = api.post("/api/v1/volunteer-acts:batch", json={"items": items})
+    assert response.status_code == 202
+    replay, conflict, fresh = response.json()["items"]
+    assert (replay["status"], replay["replayed"]) == ("accepted", True)
+    assert conflict == {"act_id": earlier[1]["act_id"], "status": "conflict", "replayed": False}
+    assert (fresh["status"], fresh["replayed"]) == ("accepted", False)
+    # The conflicting item changed nothing: its key's act is still the earlier one.
+    assert api.get(f"/api/v1/volunteer-acts/{conflict['act_id']}").json()["hours"] == "1"
+    eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json().get("balance") == 40)
+
+
 def test_the_act_type_catalogue_is_listed(api):
     items = api.get("/api/v1/volunteer-act-types").json()["items"]
     codes = {t["code"] for t in items}
