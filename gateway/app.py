@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory
 from nameko.exceptions import RemoteError
+from pymongo.errors import ConnectionFailure
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -50,12 +51,15 @@ log = logging.getLogger("gridlink.gateway")
 
 PORTAL = Path(__file__).parent / "portal"
 VERIFIER_OUTSIDE_SCOPE = "a verifying community outside the API key's scope"
-DATABASE_ERRORS = {
-    "ServerSelectionTimeoutError",
-    "AutoReconnect",
-    "NetworkTimeout",
-    "ConnectionFailure",
-}
+
+
+def _with_subclasses(cls: type) -> set[str]:
+    return {cls.__name__} | {name for sub in cls.__subclasses__() for name in _with_subclasses(sub)}
+
+
+# A service's error arrives by class name: pymongo's "database unreachable" errors, a failover's
+# NotPrimaryError and a full connection pool's WaitQueueTimeoutError included.
+DATABASE_ERRORS = _with_subclasses(ConnectionFailure)
 
 
 def create_app(

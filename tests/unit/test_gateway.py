@@ -181,6 +181,7 @@ def test_batch_over_the_configured_limit_is_422(client, rpc):
         (ServiceUnavailable("issue_intake is not running"), 503, "service_unavailable"),
         (ServiceTimeout("no answer"), 504, "service_timeout"),
         (RemoteError("ServerSelectionTimeoutError", "no primary"), 503, "database_unavailable"),
+        (RemoteError("NotPrimaryError", "not primary"), 503, "database_unavailable"),  # a failover
         (RemoteError("KeyError", "boom"), 500, "internal_error"),
         (KeyError("boom"), 500, "internal_error"),  # one act's unexpected error, sent back
     ],
