@@ -14,7 +14,7 @@ from flask import Response, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.routing import BaseConverter
 
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, NotFound
 from shared.events import REGISTRY
 from shared.schemas import IDENTIFIER, MONTH, field_errors
 
@@ -206,7 +206,11 @@ def require_scope(rpc: Any, *organisations: str | None) -> None:
                 f"this API key acts within {scope}; this change names no organisation there, "
                 "so it needs a key without scope",
             )
-        if not in_scope(rpc, code):
+        try:
+            inside = in_scope(rpc, code)
+        except NotFound:  # an organisation the registry does not know lies in no key's scope
+            inside = False
+        if not inside:
             raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {code}")
 
 

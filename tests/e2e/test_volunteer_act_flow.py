@@ -244,6 +244,9 @@ def test_a_scoped_key_records_only_acts_its_subtree_verifies(stack, api, cadre, 
     items = [{**an_act(cadre), "idempotency_key": new_id()}, {**elsewhere, "idempotency_key": new_id()}]
     batch = {"items": items}
     assert local.post("/api/v1/volunteer-acts:batch", json=batch).status_code == 403
+    # A community the registry does not know lies in no scope either (not a 404 for a write).
+    unknown = local.record_act(an_act(cadre, community_id=f"{STREET}-999"))
+    assert unknown.status_code == 403 and f"{STREET}-999" in unknown.json()["error"]["message"]
     assert databases["issue_intake"].volunteer_acts.count_documents({"person_id": cadre}) == 0
     assert local.record_act(an_act(cadre)).status_code == 202
 
