@@ -112,7 +112,11 @@ class Coalesced:
         # and its turn passes on: otherwise they, or later calls, would wait for ever.
         outcomes: list[Any] = [ServiceUnavailable("the call was interrupted")] * len(batch)
         try:
-            outcomes = self.pool.call(self.service, self.method, [c.args for c in batch])
+            answers = self.pool.call(self.service, self.method, [c.args for c in batch])
+            if len(answers) != len(batch):
+                what = f"{self.service}.{self.method}"
+                raise RuntimeError(f"{what} answered {len(answers)} of {len(batch)} calls")
+            outcomes = answers
         except Exception as exc:  # the RPC itself failed: every call in it gets the error
             outcomes = [exc] * len(batch)
         finally:

@@ -91,6 +91,17 @@ def test_a_failed_rpc_fails_every_call_it_carried():
     assert sorted(len(calls) for _, calls in pool.rpcs) == [1, 2]
 
 
+def test_an_answer_for_fewer_calls_than_were_sent_fails_them_all_and_none_waits_on():
+    pool = GatedPool()
+    answer_each = pool.call
+    pool.call = lambda service, method, calls: answer_each(service, method, calls)[:-1]
+    answers, coalesced = call_together(pool, ["a", "b", "c"])
+    assert sorted(answers) == ["a", "b", "c"]  # every caller was answered
+    assert isinstance(answers["a"], RuntimeError) and "answered 0 of 1" in str(answers["a"])
+    assert isinstance(answers["b"], RuntimeError) and isinstance(answers["c"], RuntimeError)
+    assert coalesced._out == 0 and coalesced._waiting == []
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the exits, meant
 def test_an_rpc_ended_by_its_thread_exiting_still_answers_its_calls_and_hands_over():
     pool = GatedPool(failure=SystemExit())  # every RPC ends its sending thread
