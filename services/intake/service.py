@@ -106,6 +106,9 @@ class IssueIntake(HealthEntrypoints):
         change, events = domain.revocation(document, wanted.reason, wanted.actor)
         records = self.store.update_act(document, change, events)
         if records is None:
+            now = self.store.act(act_id)
+            if now is not None and now.get("revoked"):  # revoked meanwhile by another call
+                return domain.act_view(now)
             raise Conflict("changed_meanwhile", f"{act_id} changed meanwhile; try again")
         self.relay.publish_soon(records)
         return domain.act_view({**document, **change})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -14,6 +15,7 @@ from services.intake.service import IssueIntake
 from services.points.service import PointsBank
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import PointsTransferred, new_event
+from shared.schemas import VolunteerActInput
 from tests.support import act_recorded_event
 
 ACT = {
@@ -107,6 +109,20 @@ def test_batch_refuses_repeated_keys_naming_the_item():
         service.record_volunteer_acts("client-a", items)
     assert caught.value.errors[0]["field"] == "items[1].idempotency_key"
     service.store.insert_acts.assert_not_called()
+
+
+def test_revoking_an_act_that_another_call_revoked_meanwhile_answers_the_revoked_act():
+    service = intake_with()
+    document, events = domain.new_act(
+        "va_1", VolunteerActInput(**ACT), client_id="client-a", recorded_at=datetime.now(UTC)
+    )
+    document["events"] = [event.model_dump(mode="json") for event in events]
+    revoked_meanwhile = {**document, "revoked": {"reason": "重复登记", "by": "other"}, "version": 2}
+    service.store.act.side_effect = [document, revoked_meanwhile]
+    service.store.update_act.return_value = None  # the version moved on since it was read
+    answer = service.revoke_volunteer_act("va_1", {"reason": "登记有误", "actor": "tests"})
+    assert answer["revoked"] == {"reason": "重复登记", "by": "other"}
+    service.relay.publish_soon.assert_not_called()
 
 
 def recorded_event(hours="1.5"):
