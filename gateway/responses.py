@@ -98,6 +98,10 @@ class Account(BaseModel):
     entries: list[LedgerEntry]
 
 
+class DossierActRevocation(BaseModel):
+    reason: str
+
+
 class DossierAct(BaseModel):
     seq: int
     act_id: str
@@ -106,6 +110,7 @@ class DossierAct(BaseModel):
     occurred_on: str
     community_id: str
     applied_at: str
+    revoked: DossierActRevocation | None = Field(description="set once the act is revoked: it counts no more")
 
 
 class DossierDualReport(BaseModel):

@@ -332,6 +332,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(PersonRegistered, POINTS_BANK, "remember_person"),
     Subscription(PersonUpdated, POINTS_BANK, "update_person"),
     Subscription(VolunteerActRecorded, CADRE_EVALUATION, "add_act_to_dossier"),
+    Subscription(VolunteerActRevoked, CADRE_EVALUATION, "take_revoked_act_out_of_dossier"),
 )
 
 

@@ -11,13 +11,29 @@ from shared.events import (
     Envelope,
     PointsTransferred,
     VolunteerActRecorded,
+    VolunteerActRevoked,
 )
 
-RECENT_ACTS = 20  # the latest acts a dossier shows; its totals count them all
+RECENT_ACTS = 20  # the latest entries a dossier shows; its totals count them all
+REVOCATION = "revocation"  # the kind of a dossier entry that revokes an earlier act (acts have none)
 
 
 def dossier_act(envelope: Envelope, act: VolunteerActRecorded, applied_at: datetime) -> dict[str, Any]:
     return {"event_id": envelope.id, **act.facts(), "applied_at": applied_at}
+
+
+def dossier_revocation(
+    envelope: Envelope, revoked: VolunteerActRevoked, act: dict[str, Any], applied_at: datetime
+) -> dict[str, Any]:
+    """The entry that takes a revoked act (its dossier entry `act`) out of the totals."""
+    return {
+        "kind": REVOCATION,
+        "event_id": envelope.id,
+        "act_id": revoked.act_id,
+        "hours": act["hours"],
+        "reason": revoked.reason,
+        "applied_at": applied_at,
+    }
 
 
 # What the dossier needs to know of a person from the registry.
@@ -75,37 +91,50 @@ def points_figures(totals: dict[str, Any]) -> dict[str, int]:
 
 
 def empty_dossier(person_id: str) -> dict[str, Any]:
-    return {"_id": person_id, "seq": 0, "hours_total": "0"}
+    return {"_id": person_id, "seq": 0, "acts_total": 0, "hours_total": "0"}
 
 
-def with_act(dossier: dict[str, Any], act: dict[str, Any]) -> dict[str, Any]:
-    """The dossier summary once `act` (the next in its chain) is added."""
+def acts_total(dossier: dict[str, Any]) -> int:
+    # Summaries stored before revocations reached dossiers lack the count: each entry was an act.
+    return dossier.get("acts_total", dossier["seq"])
+
+
+def with_entry(dossier: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The dossier summary once `entry` (the next in its chain: an act, or the revocation of
+    one) is added."""
+    sign = -1 if entry.get("kind") == REVOCATION else 1
     return {
         "_id": dossier["_id"],
-        "seq": act["seq"],
-        "hours_total": str(Decimal(dossier["hours_total"]) + Decimal(act["hours"])),
+        "seq": entry["seq"],
+        "acts_total": acts_total(dossier) + sign,
+        "hours_total": str(Decimal(dossier["hours_total"]) + sign * Decimal(entry["hours"])),
     }
 
 
 def dossier_view(
     person: dict[str, Any],
     dossier: dict[str, Any],
-    recent_acts: list[dict[str, Any]],
+    recent_entries: list[dict[str, Any]],
     dual_report: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """The dossier as read; its recent acts show their revocation, which always comes after
+    them in the chain (a revocation waits for its act), so within the same recent entries."""
+    revoked = {entry["act_id"]: entry for entry in recent_entries if entry.get("kind") == REVOCATION}
     return {
         "person_id": person["_id"],
         "name": person["name"],
         "employer": person.get("employer"),
         # 双报到: the community the cadre reported to, when, and the service posts claimed.
         "dual_report": dual_report,
-        "acts_total": dossier["seq"],
+        "acts_total": acts_total(dossier),
         "hours_total": dossier["hours_total"],
         "volunteer_acts": [
             {
                 **{k: v for k, v in act.items() if k not in ("_id", "key", "guard", "event_id")},
                 "applied_at": act["applied_at"].isoformat(),
+                "revoked": {"reason": revoked[act["act_id"]]["reason"]} if act["act_id"] in revoked else None,
             }
-            for act in recent_acts
+            for act in recent_entries
+            if act.get("kind") != REVOCATION
         ],
     }

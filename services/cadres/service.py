@@ -7,7 +7,7 @@ from typing import Any
 
 from services.cadres import domain
 from services.cadres.store import CadreStore
-from shared.consumer import consumes
+from shared.consumer import NotYet, consumes
 from shared.errors import DOMAIN_ERRORS, NotFound
 from shared.events import (
     CADRE_EVALUATION,
@@ -18,6 +18,7 @@ from shared.events import (
     PointsTransferred,
     ServicePostClaimed,
     VolunteerActRecorded,
+    VolunteerActRevoked,
 )
 from shared.health import HealthEntrypoints
 from shared.mongo import StoreProvider
@@ -59,6 +60,18 @@ class CadreEvaluation(HealthEntrypoints):
         if not domain.may_be_cadre(self.store.person(act.person_id)):
             return
         self.store.add_act(act.person_id, domain.dossier_act(envelope, act, datetime.now(UTC)))
+
+    @consumes(VolunteerActRevoked)
+    def take_revoked_act_out_of_dossier(self, envelope: Envelope, revoked: VolunteerActRevoked) -> None:
+        """A revoked act leaves the dossier's totals, and its listing shows why. Its act travels
+        on another queue: a revocation that overtakes it waits for it."""
+        if not domain.may_be_cadre(self.store.person(revoked.person_id)):
+            return
+        act = self.store.act_entry(revoked.person_id, revoked.act_id)
+        if act is None:
+            raise NotYet(f"{revoked.act_id} is not in the dossier of {revoked.person_id} yet")
+        now = datetime.now(UTC)
+        self.store.add_revocation(revoked.person_id, domain.dossier_revocation(envelope, revoked, act, now))
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def get_dossier(self, person_id: str) -> dict[str, Any]:

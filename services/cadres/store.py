@@ -1,9 +1,10 @@
 """Cadre evaluation persistence.
 
-Each cadre's dossier is a journal chain (see shared/journal.py): an act reaches it once. So are
-the cadre's points moves, whose summary holds the points earned and spent: a dossier reads them
-by `_id`, never by scanning every move. Acts and points moves are kept for cadres and for
-people not yet known, never for people known not to be cadres (`domain.may_be_cadre`).
+Each cadre's dossier is a journal chain (see shared/journal.py): an act reaches it once, and so
+does its revocation, which takes it out of the totals. So are the cadre's points moves, whose
+summary holds the points earned and spent: a dossier reads them by `_id`, never by scanning
+every move. Acts and points moves are kept for cadres and for people not yet known, never for
+people known not to be cadres (`domain.may_be_cadre`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ class CadreStore(BaseStore):
         self.dual_reports = db["dual_reports"]
         self.claimed_posts = db["claimed_posts"]
         self.journal = Journal(
-            db, "dossier_acts", "dossiers", empty=domain.empty_dossier, fold=domain.with_act, reads=self.reads
+            db,
+            "dossier_acts",
+            "dossiers",
+            empty=domain.empty_dossier,
+            fold=domain.with_entry,
+            reads=self.reads,
         )
         self.points = Journal(
             db,
@@ -118,7 +124,21 @@ class CadreStore(BaseStore):
 
     def add_act(self, person_id: str, act: dict[str, Any]) -> bool:
         """Add an act to a dossier once. Returns False if it was there already."""
-        return self.journal.append(person_id, f"{act['act_id']}@{person_id}", lambda dossier: act)
+        return self.journal.append(person_id, _act_guard(act["act_id"], person_id), lambda dossier: act)
+
+    def act_entry(self, person_id: str, act_id: str) -> dict[str, Any] | None:
+        """The act's entry in the person's dossier. A revocation is rare, so it may afford the
+        lookup by guard (on FerretDB a scan of the dossiers' entries; MongoDB has the index)."""
+        return self.journal.entries.find_one({"guard": _act_guard(act_id, person_id)})
+
+    def add_revocation(self, person_id: str, revocation: dict[str, Any]) -> bool:
+        """Add the revocation of an act to a dossier once. Returns False if it was there already."""
+        guard = f"revoked:{_act_guard(revocation['act_id'], person_id)}"
+        return self.journal.append(person_id, guard, lambda dossier: revocation)
+
+
+def _act_guard(act_id: str, person_id: str) -> str:
+    return f"{act_id}@{person_id}"
 
 
 def _points_guard(move: dict[str, Any]) -> str:

@@ -342,6 +342,21 @@ def test_an_approver_approves_a_waiting_act_and_reads_the_statement(stack, brows
     assert "中观社区大党委" in text_of(browser, "disclosure-list", "志愿服务情况公示")
 
 
+def test_a_cadres_revoked_act_is_marked_in_the_dossier_and_left_out_of_its_totals(stack, browser, api, cadre):
+    act = {"act_type": "patrol_duty", "occurred_on": "2026-11-20", "community_id": COMMUNITY}
+    api.record_act({**act, "person_id": cadre, "hours": "2"})
+    wrong = api.record_act({**act, "person_id": cadre, "hours": "3"}).json()["act_id"]
+    dossier = f"/api/v1/cadres/{cadre}/dossier"
+    eventually(lambda: api.get(dossier).json()["acts_total"] == 2)
+    api.post(f"/api/v1/volunteer-acts/{wrong}:revoke", json={"reason": "重复登记"})
+    eventually(lambda: api.get(dossier).json()["acts_total"] == 1)
+
+    signed_in(browser, f"{stack.base_url}/portal/#/people/{cadre}")
+    detail = text_of(browser, "person-detail", "已撤销")
+    assert detail.count("已撤销") == 1
+    assert "志愿服务次数\n1" in detail and "累计服务时长\n2" in detail
+
+
 def accessibility_problems(browser) -> list[str]:
     """What axe-core finds wrong in the page as it stands, once nothing in it is still loading:
     each rule broken, with the elements that break it."""

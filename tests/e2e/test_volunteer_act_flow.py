@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from deploy.local.demo_data import PEOPLE, STREET
@@ -202,6 +204,21 @@ def test_a_batch_item_whose_key_named_another_act_is_answered_conflict_and_not_r
     # The conflicting item changed nothing: its key's act is still the earlier one.
     assert api.get(f"/api/v1/volunteer-acts/{conflict['act_id']}").json()["hours"] == "1"
     eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json().get("balance") == 40)
+
+
+def test_a_revoked_act_leaves_the_cadres_dossier_totals_and_shows_why(api, cadre):
+    kept = api.record_act(an_act(cadre, hours=1)).json()["act_id"]
+    wrong = api.record_act(an_act(cadre, hours=3)).json()["act_id"]
+    dossier = f"/api/v1/cadres/{cadre}/dossier"
+    eventually(lambda: api.get(dossier).json()["acts_total"] == 2)
+
+    assert api.post(f"/api/v1/volunteer-acts/{wrong}:revoke", json={"reason": "重复登记"}).status_code == 200
+    eventually(lambda: api.get(dossier).json()["acts_total"] == 1)
+    read = api.get(dossier).json()
+    assert Decimal(read["hours_total"]) == 1
+    listed = {a["act_id"]: a["revoked"] for a in read["volunteer_acts"]}
+    assert listed == {kept: None, wrong: {"reason": "重复登记"}}
+    eventually(lambda: api.get(f"/api/v1/points/accounts/{cadre}").json()["balance"] == 10)
 
 
 def test_the_act_type_catalogue_is_listed(api):

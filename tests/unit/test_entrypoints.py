@@ -13,8 +13,9 @@ from services.cadres.service import CadreEvaluation
 from services.intake import domain
 from services.intake.service import IssueIntake
 from services.points.service import PointsBank
+from shared.consumer import NotYet
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.events import PointsTransferred, new_event
+from shared.events import PointsTransferred, VolunteerActRevoked, new_event
 from shared.schemas import VolunteerActInput
 from tests.support import act_recorded_event
 
@@ -176,6 +177,45 @@ def test_dossier_keeps_acts_of_people_not_yet_known():
     service.store.person.return_value = None
     service.add_act_to_dossier(recorded_event())
     assert service.store.add_act.call_args.args[0] == "p-1"
+
+
+def revoked_event(act_id="va_1"):
+    revoked = VolunteerActRevoked(
+        act_id=act_id,
+        person_id="p-1",
+        community_id="c-1",
+        recorded_event_id="e-1",
+        reason="重复登记",
+        revoked_by="tests",
+    )
+    return new_event(revoked, subject=act_id).model_dump(mode="json")
+
+
+def test_a_revoked_act_leaves_the_dossier_with_its_hours():
+    service = worker_factory(CadreEvaluation)
+    service.store.person.return_value = {"_id": "p-1", "is_cadre": True}
+    service.store.act_entry.return_value = {"act_id": "va_1", "hours": "2.5", "seq": 7}
+    service.take_revoked_act_out_of_dossier(revoked_event())
+    person_id, entry = service.store.add_revocation.call_args.args
+    assert (person_id, entry["kind"], entry["act_id"], entry["hours"]) == ("p-1", "revocation", "va_1", "2.5")
+
+
+def test_a_revocation_whose_act_is_not_in_the_dossier_yet_waits_for_it():
+    service = worker_factory(CadreEvaluation)
+    service.store.person.return_value = {"_id": "p-1", "is_cadre": True}
+    service.store.act_entry.return_value = None
+    failures = service.take_revoked_act_out_of_dossier(revoked_event())
+    assert isinstance(failures[0], NotYet)  # goes back to the queue; nothing parked yet
+    service.store.add_revocation.assert_not_called()
+    service.store.park_event.assert_not_called()
+
+
+def test_a_revocation_for_someone_known_not_to_be_a_cadre_changes_no_dossier():
+    service = worker_factory(CadreEvaluation)
+    service.store.person.return_value = {"_id": "p-1", "is_cadre": False}
+    service.take_revoked_act_out_of_dossier(revoked_event())
+    service.store.act_entry.assert_not_called()
+    service.store.add_revocation.assert_not_called()
 
 
 def test_points_moves_are_kept_for_cadres_and_people_not_yet_known_only():
