@@ -44,7 +44,7 @@ from gateway.staff_account_routes import add_staff_account_routes
 from gateway.staff_routes import add_staff_routes, session_caller
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE
-from shared.schemas import ActRevocation, VolunteerActBatch, VolunteerActInput
+from shared.schemas import BATCH_MAX_ITEMS, ActRevocation, VolunteerActBatch, VolunteerActInput
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("gridlink.gateway")
@@ -195,7 +195,7 @@ def create_app(
         Operation(
             "POST",
             "/api/v1/volunteer-acts:batch",
-            "Record up to 500 volunteer acts at once",
+            f"Record up to {BATCH_MAX_ITEMS} volunteer acts at once",
             r.VolunteerActBatchAccepted,
             status=202,
             request=VolunteerActBatch,

@@ -297,10 +297,6 @@ class Subscription:
         return self.contract.source_service
 
     @property
-    def exchange(self) -> str:
-        return exchange_name(self.source)
-
-    @property
     def routing_key(self) -> str:
         return self.contract.event_name
 

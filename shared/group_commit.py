@@ -38,7 +38,8 @@ class GroupCommit(Generic[Item, Result]):
         return result
 
     def together(self, items: Sequence[Item]) -> list[Result | Exception]:
-        """Submit several items at once (they share a flush) and wait for all their results."""
+        """Submit several items at once and wait for all their results. They share a flush
+        unless more than `max_batch` items are waiting: then they may span two."""
         if self._flusher is None or self._flusher.dead:
             self._flusher = eventlet.spawn(self._run)
         waiting = []

@@ -130,8 +130,9 @@ class Journal:
         return self.entries.find_one({"guard": guard}), False
 
     def append_together(self, appends: Sequence[Append]) -> list[Result]:
-        """Several appends to different keys in one flush (both legs of a transfer); each
-        result is the entry, None (appended before) or the exception that refused it."""
+        """Several appends to different keys submitted together (both legs of a transfer), so
+        they usually share a flush; each is guarded on its own. Each result is the entry, None
+        (appended before) or the exception that refused it."""
         return self._append.together(appends)
 
     def entries_of(self, key: str) -> list[Entry]:

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     rpc_timeout_seconds: float = Field(5.0, alias="GRIDLINK_RPC_TIMEOUT")
     demo_api_key: str | None = Field(None, alias="GRIDLINK_DEMO_API_KEY")
     max_body_bytes: int = Field(1_048_576, alias="GRIDLINK_MAX_BODY_BYTES")
-    batch_max_items: int = Field(500, alias="GRIDLINK_BATCH_MAX_ITEMS")
+    # Acts per batch request: at most shared.schemas.BATCH_MAX_ITEMS (500), the API's own limit.
+    batch_max_items: int = Field(500, alias="GRIDLINK_BATCH_MAX_ITEMS", ge=1, le=500)
     # Requests per second an API key may make, and in one burst, unless the key sets its own
     # (`python -m gateway.keys create … --rate R --burst B`); 0 lifts the limit.
     rate_limit_per_second: float = Field(50.0, alias="GRIDLINK_RATE_LIMIT", ge=0)

@@ -41,23 +41,14 @@ class IssueIntake(HealthEntrypoints):
             for t in domain.ACT_TYPES.values()
         ]
 
-    @rpc(expected_exceptions=DOMAIN_ERRORS)
-    def record_volunteer_act(
-        self, client_id: str, idempotency_key: str, act: dict[str, Any]
-    ) -> dict[str, Any]:
-        [outcome] = self._record_each([(client_id, idempotency_key, act)])
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     @rpc
     def record_volunteer_acts_apart(
         self, requests: list[tuple[str, str, dict[str, Any]]]
     ) -> list[dict[str, Any]]:
-        """Single-act requests that arrived together, each (client, idempotency key, act): the
-        gateway coalesces concurrent POSTs into one call. Each is checked and answered on its
-        own, exactly as `record_volunteer_act` would (`{"result": ...}` or `{"error": ...}`, a
-        serialised domain error); they only share the write."""
+        """Single-act requests, each (client, idempotency key, act): the gateway coalesces
+        concurrent POSTs into one call, and a lone POST is a call of one. Each is checked and
+        answered on its own (`{"result": ...}` or `{"error": ...}`, a serialised domain error);
+        they only share the write."""
         return [
             {"error": serialize(outcome)} if isinstance(outcome, Exception) else {"result": outcome}
             for outcome in self._record_each(requests)

@@ -39,6 +39,10 @@ class VolunteerActInput(BaseModel):
     )
 
 
+# The most acts one batch may carry; GRIDLINK_BATCH_MAX_ITEMS can lower it, never raise it.
+BATCH_MAX_ITEMS = 500
+
+
 class VolunteerActBatchItem(VolunteerActInput):
     idempotency_key: str = Field(min_length=1, max_length=200)
 
@@ -46,7 +50,7 @@ class VolunteerActBatchItem(VolunteerActInput):
 class VolunteerActBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[VolunteerActBatchItem] = Field(min_length=1, max_length=500)
+    items: list[VolunteerActBatchItem] = Field(min_length=1, max_length=BATCH_MAX_ITEMS)
 
 
 class ActRevocation(BaseModel):

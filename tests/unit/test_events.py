@@ -18,6 +18,7 @@ from shared.events import (
     InvalidEvent,
     PersonRegistered,
     VolunteerActRecorded,
+    exchange_name,
     new_event,
     parse_event,
     routing_key,
@@ -86,7 +87,7 @@ def test_events_never_carry_phone_or_id_numbers():
 
 def test_queue_names_follow_nameko_service_pool_convention():
     credit = next(s for s in SUBSCRIPTIONS if s.handler == "credit_volunteer_act")
-    assert credit.exchange == "issue_intake.events"
+    assert exchange_name(credit.source) == "issue_intake.events"
     assert credit.queue == "evt-issue_intake-volunteer_act.recorded--points_bank.credit_volunteer_act"
 
 
