@@ -22,7 +22,7 @@ from kombu import Connection
 from services.intake import domain
 from services.intake.store import IntakeStore
 from shared.events import Envelope, VolunteerActRevoked, new_event
-from shared.outbox import EventPublisher, PublishFailed, publishable
+from shared.outbox import EventPublisher, PublishFailed, publishable, records_with_ids
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
 from tests.conftest import COMMUNITY, TEST_ENV, TEST_VHOST, new_id
@@ -155,6 +155,10 @@ def test_the_same_act_from_two_callers_in_one_write_is_handed_to_the_relay_once(
     assert sorted(e["aggregate_id"] for e in first_events) == sorted([act_id, other_id])
     assert retry_events == []
     assert {e["record_events"] for e in first_events} == {2}
+    # This store has no relay. Its record also names the retry's event, which is in no act: the
+    # running intake's sweep would keep the record for the orphan grace (a minute) before
+    # dropping that event, while later tests expect an empty outbox.
+    databases["issue_intake"].outbox.delete_many(records_with_ids({e["outbox_id"] for e in first_events}))
 
 
 def revoked_event(recorded: Envelope) -> Envelope:
