@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from flask import g, jsonify
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import responses as r
 from gateway.http import ApiError, in_scope, json_body, outside_scope, require_role
 from gateway.keys import ROLES
 from gateway.openapi import Operation, Route, link
 from gateway.staff import PASSWORD_MAX, PASSWORD_MIN, StaffAccounts, StaffInputRejected
-from shared.errors import Conflict, InvalidInput
+from shared.errors import Conflict, InvalidInput, NotFound
 
 TAG = "Staff accounts"
 ROLE = "account_admin"
@@ -34,6 +34,8 @@ RoleName = Literal[tuple(ROLES)]  # type: ignore[valid-type]
 
 
 class NewStaffAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     username: str = Username
     name: str = Field(min_length=1, max_length=40, description="as the portal shows it")
     password: str = Password
@@ -44,12 +46,16 @@ class NewStaffAccount(BaseModel):
 class StaffAccountChange(BaseModel):
     """Only the fields given change; `"scope": null` makes the account act everywhere."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str | None = Field(None, min_length=1, max_length=40)
     roles: list[RoleName] | None = Field(None, max_length=len(ROLES))
     scope: str | None = Field(None, max_length=40)
 
 
 class PasswordReset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     password: str = Password
 
 
@@ -62,19 +68,30 @@ def add_staff_account_routes(route: Route, rpc: Any, staff: StaffAccounts) -> No
         lacking = sorted(set(roles) - set(g.key.get("roles", [])))
         if lacking:
             raise ApiError(
-                403, "forbidden", f"an administrator grants only roles it holds; it lacks {lacking}"
+                403,
+                "forbidden",
+                f"an administrator grants and manages only roles it holds; it lacks {lacking}",
             )
 
     def administered(username: str) -> dict[str, Any]:
-        """The account, if the caller administers it; else 404, as for an unknown one."""
+        """The account, if the caller administers it: 403 without the role (before any lookup,
+        so that no one else learns which usernames exist), 404 outside the caller's scope, as
+        for an unknown one, and 403 for an account holding a role the caller lacks (resetting
+        its password would hand the caller that role)."""
+        require_role(rpc, ROLE)
         account = staff.account(username)
         if account is None or not covers(account["scope"]):
             raise outside_scope(f"staff account {username}")
-        require_role(rpc, ROLE)  # the scope is checked just above: one registry call, not two
+        grantable(account["roles"])
         return account
 
     def covers(scope: str | None) -> bool:
-        return not g.key.get("scope") or (scope is not None and in_scope(rpc, scope))
+        if not g.key.get("scope"):
+            return True
+        try:
+            return scope is not None and in_scope(rpc, scope)
+        except NotFound:  # a scope the registry no longer knows lies in no administrator's subtree
+            return False
 
     def rejected(exc: StaffInputRejected) -> InvalidInput:
         return InvalidInput.single(exc.field, exc.message)

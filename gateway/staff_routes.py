@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.http import ApiError, json_body
 from gateway.ratelimit import RateLimiter, retry_after_seconds
@@ -31,11 +31,15 @@ REFUSED = "unknown username or wrong password"
 
 
 class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
 
 
 class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024)
 

@@ -121,3 +121,42 @@ def test_without_the_role_staff_accounts_are_out_of_reach(stack):
     reader = Api(stack.base_url, api_keys().create(new_id("reader"), roles=["inspector"], rate=0))
     assert reader.get("/api/v1/staff-accounts").status_code == 403
     assert reader.post("/api/v1/staff-accounts", json=new_member()).status_code == 403
+    # The same answer for a username that exists and one that does not: nothing is learnt.
+    assert reader.post("/api/v1/staff-accounts/demo:disable").status_code == 403
+    assert reader.post(f"/api/v1/staff-accounts/{new_id('nobody')}:disable").status_code == 403
+
+
+def test_an_administrator_cannot_manage_an_account_holding_a_role_it_lacks(admin):
+    """Resetting an approver's password would let an administrator sign in as an approver."""
+    from gateway.staff import staff_accounts
+
+    approver = staff_accounts().create(
+        new_id("approver").lower(), "审批人", PASSWORD, roles=["approver"], scope=COMMUNITY
+    )
+    before = staff_accounts().account(approver)
+    for action, body in (
+        ("reset-password", {"password": "另一个临时口令-2026"}),
+        ("update", {"name": "改名"}),
+        ("disable", {}),
+    ):
+        refused = admin.post(f"/api/v1/staff-accounts/{approver}:{action}", json=body)
+        assert refused.status_code == 403 and "lacks ['approver']" in refused.json()["error"]["message"]
+    assert staff_accounts().account(approver) == before
+
+
+def test_staff_account_bodies_refuse_unknown_fields_by_name(admin):
+    from gateway.staff import staff_accounts
+
+    body = new_member(scope=COMMUNITY, disabled=True)
+    refused = admin.post("/api/v1/staff-accounts", json=body)
+    assert refused.status_code == 422 and refused.json()["error"]["fields"][0]["field"] == "disabled"
+    assert staff_accounts().account(body["username"]) is None
+
+
+def test_an_account_whose_scope_the_registry_does_not_know_leaves_the_list_working(admin):
+    from gateway.staff import staff_accounts
+
+    lost = staff_accounts().create(new_id("lost").lower(), "旧网格", PASSWORD, scope="420391-001-999")
+    listed = admin.get("/api/v1/staff-accounts")
+    assert listed.status_code == 200
+    assert lost not in {a["username"] for a in listed.json()["items"]}
