@@ -269,6 +269,15 @@ def account_within_scope(rpc: Any, account_id: str) -> None:
         person_within_scope(rpc, account_id)
 
 
+def recipient_within_scope(rpc: Any, account_id: str) -> None:
+    """Someone points may be given to, else 404: a person the registry knows, within the key's
+    scope, or a volunteer team's account (`team:<code>`, an account only) within it."""
+    if account_id.startswith("team:"):
+        account_within_scope(rpc, account_id)
+    else:
+        person_within_scope(rpc, account_id)
+
+
 def signed(model: BaseModel, field: str = "actor") -> dict[str, Any]:
     """The body with the acting staff member taken from the API key, not from the caller."""
     return model.model_copy(update={field: g.key.get("name")}).model_dump(mode="json")

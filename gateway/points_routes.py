@@ -26,6 +26,7 @@ from gateway.http import (
     month_query,
     person_in_scope,
     person_within_scope,
+    recipient_within_scope,
     require_role,
     signed,
     within_scope,
@@ -50,6 +51,7 @@ KEYED = {"Idempotency-Key": "your unique key for this action; a retry with it ch
 STAFF = {403: "the API key lacks the role, or acts outside its scope"}
 # What a key with a scope gets for anything outside it (see gateway.http.within_scope).
 OUTSIDE_SCOPE = {404: "unknown, or outside the API key's scope"}
+UNKNOWN_PERSON = {404: "unknown person, or outside the API key's scope"}
 
 
 PERIOD_FROM = date_query("from", "first day, YYYY-MM-DD (China Standard Time)", required=True)
@@ -190,13 +192,14 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=ManualAward,
             headers=KEYED,
-            errors=STAFF,
+            errors={**STAFF, **UNKNOWN_PERSON},
             tag=TAG,
         )
     )
     def award_points() -> Any:
         key, award = idempotency_key(), json_body(ManualAward)
         require("awarder", award.community_id)
+        recipient_within_scope(rpc, award.person_id)
         return jsonify(call("award_points", f"{g.client_id}:{key}", signed(award))), 201
 
     @route(
@@ -208,16 +211,15 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=Inspection,
             headers=KEYED,
-            errors=STAFF,
+            errors={**STAFF, **UNKNOWN_PERSON},
             tag=TAG,
         )
     )
     def record_inspection() -> Any:
         key, inspection = idempotency_key(), json_body(Inspection)
         require("inspector", inspection.community_id)
-        return jsonify(
-            call("record_inspection", f"{g.client_id}:{key}", inspection.model_dump(mode="json"))
-        ), 201
+        person_within_scope(rpc, inspection.person_id)
+        return jsonify(call("record_inspection", f"{g.client_id}:{key}", signed(inspection))), 201
 
     @route(
         Operation(
@@ -295,7 +297,11 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             status=201,
             request=NewOrder,
             headers=KEYED,
-            errors={**STAFF, 404: "unknown item", 409: "out of stock, limit reached or not enough points"},
+            errors={
+                **STAFF,
+                404: "unknown item; unknown person, or outside the API key's scope",
+                409: "out of stock, limit reached or not enough points",
+            },
             links={
                 "fulfil": link("POST", "/api/v1/points/orders/<order_id>:fulfil", order_id="order_id"),
                 "cancel": link("POST", "/api/v1/points/orders/<order_id>:cancel", order_id="order_id"),
@@ -306,6 +312,7 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
     def place_order() -> Any:
         key, order = idempotency_key(), json_body(NewOrder)
         require("redemption_clerk", call("community_of", "item", order.item_id))
+        person_within_scope(rpc, order.person_id)
         return jsonify(call("place_order", g.client_id, key, order.model_dump(mode="json"))), 201
 
     @route(

@@ -302,8 +302,9 @@ def inspection_transfer(key: str, inspection: Inspection) -> Transfer:
         inspection.community_id,
         inspection.points if inspection.passed else 0,
         reason=f"门前三包检查{verdict}" + (f"：{inspection.notes}" if inspection.notes else ""),
-        actor=inspection.inspector,
+        actor=inspection.actor,
         facts={
+            "inspector": inspection.inspector,
             "household_id": inspection.household_id,
             "inspected_on": inspection.inspected_on.isoformat(),
             "passed": inspection.passed,

@@ -9,8 +9,15 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.schemas import IDENTIFIER
+from shared.schemas.registry import CODE_PATTERN as PERSON_ID_PATTERN
 
 Code = Field(pattern=f"^{IDENTIFIER.pattern}$")
+# A person's id as the registry gives them: never an internal account's (`pool:…`, `held:…`).
+Person = Field(pattern=PERSON_ID_PATTERN, description="a person's id in the registry")
+Recipient = Field(
+    pattern=f"^(team:)?{PERSON_ID_PATTERN.removeprefix('^')}",
+    description="a person's id, or `team:<code>` for a volunteer team",
+)
 
 
 class Input(BaseModel):
@@ -45,7 +52,7 @@ class EarningRule(Input):
 class ManualAward(Input):
     """Points a staff member awards by hand; the reason is kept with the entry."""
 
-    person_id: str = Code
+    person_id: str = Recipient
     community_id: str = Code
     points: int = Field(gt=0, le=10_000)
     reason: str = Field(min_length=2, max_length=200)
@@ -57,14 +64,17 @@ class ManualAward(Input):
 class Inspection(Input):
     """A doorstep or household check (门前三包): a passed one earns the household's person points."""
 
-    person_id: str = Code
+    person_id: str = Person
     community_id: str = Code
     household_id: str | None = Field(None, max_length=64)
     inspected_on: date
     passed: bool
     points: int = Field(ge=0, le=1_000, description="points for a passed check")
-    inspector: str = Field(min_length=1, max_length=64)
+    inspector: str = Field(min_length=1, max_length=64, description="who did the check; kept with the entry")
     notes: str | None = Field(None, max_length=200)
+    actor: str | None = Field(
+        None, max_length=64, description="who records the check; the gateway sets the API key's name"
+    )
 
 
 class ApprovalDecision(Input):
@@ -109,7 +119,7 @@ class Restock(Input):
 
 
 class NewOrder(Input):
-    person_id: str = Code
+    person_id: str = Person
     item_id: str = Code
     quantity: int = Field(1, gt=0, le=100)
 

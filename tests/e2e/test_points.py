@@ -10,7 +10,7 @@ import pytest
 
 from deploy.local.demo_data import STREET
 from gateway import responses as r
-from tests.conftest import COMMUNITY, Api, new_id
+from tests.conftest import COMMUNITY, Api, new_id, registered
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
@@ -105,6 +105,34 @@ def test_staff_act_only_with_their_role_and_within_their_scope(stack, api, resid
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "points"
 
 
+def test_awards_inspections_and_orders_name_a_registered_person_within_the_scope(
+    stack, api, rpc, databases, resident
+):
+    award = {"person_id": resident, "community_id": COMMUNITY, "points": 5, "reason": "表彰"}
+    # A pool's account is no person: a pool may go negative, so it must never be named.
+    pool = keyed(api, "/api/v1/points/awards", {**award, "person_id": f"pool:{COMMUNITY}:0"})
+    assert pool.status_code == 422 and pool.json()["error"]["fields"][0]["field"] == "person_id"
+    assert keyed(api, "/api/v1/points/awards", {**award, "person_id": new_id("nobody")}).status_code == 404
+
+    elsewhere = registered(
+        rpc, databases, {"person_id": new_id("res"), "name": "外社区居民", "community_id": OTHER_COMMUNITY}
+    )
+    local = staff(stack, "awarder", "inspector", "redemption_clerk", scope=COMMUNITY)
+    assert keyed(local, "/api/v1/points/awards", {**award, "person_id": elsewhere}).status_code == 404
+    check = {
+        "person_id": elsewhere,
+        "community_id": COMMUNITY,
+        "inspected_on": "2026-11-10",
+        "passed": True,
+        "points": 5,
+        "inspector": "网格员张",
+    }
+    assert keyed(local, "/api/v1/points/inspections", check).status_code == 404
+    assert balance(api, elsewhere) == 0
+    assert keyed(local, "/api/v1/points/awards", award).status_code == 201
+    assert balance(api, resident) == 5
+
+
 def test_inspections_and_reversals_are_on_the_record(api, databases, resident):
     check = {
         "person_id": resident,
@@ -119,6 +147,10 @@ def test_inspections_and_reversals_are_on_the_record(api, databases, resident):
     passed = keyed(api, "/api/v1/points/inspections", {**check, "passed": True, "inspected_on": "2026-11-17"})
     assert passed.json()["points"] == 5 and balance(api, resident) == 5
     transfer_id = passed.json()["transfer_id"]
+    # Signed by the key's member who records it; who did the check is kept with the entry.
+    assert passed.json()["actor"] == "tests"
+    leg = databases["points_bank"].ledger_entries.find_one({"transfer_id": transfer_id, "key": resident})
+    assert (leg["actor"], leg["inspector"]) == ("tests", "网格员张")
     reversed_ = api.post(f"/api/v1/points/transfers/{transfer_id}:reverse", json={"reason": "检查记录有误"})
     assert reversed_.status_code == 200 and reversed_.json()["reverses"] == transfer_id
     assert balance(api, resident) == 0
