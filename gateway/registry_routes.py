@@ -74,8 +74,8 @@ REGISTRAR = {403: "the API key lacks the registrar role, or acts outside its sco
 
 
 def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
-    def call(method: str, *args: Any) -> Any:
-        return rpc.call(REGISTRY, method, *args)
+    def call(method: str, *args: Any, **kwargs: Any) -> Any:
+        return rpc.call(REGISTRY, method, *args, **kwargs)
 
     def registrar(*organisations: str | None) -> None:
         require_role(rpc, "registrar", *organisations)
@@ -308,6 +308,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
             within_scope(rpc, WITHIN.read()),
             PARTY_MEMBERS.read(),
             IN_SERVICE.read(),
+            scope=g.key.get("scope"),  # the list never reaches past it, whatever `within` is
         )
         return jsonify(page)
 

@@ -246,21 +246,24 @@ class OrganisationRegistry(HealthEntrypoints):
         within: str | None = None,
         party_members_only: bool = False,
         in_service_only: bool = False,
+        scope: str | None = None,
     ) -> dict[str, Any]:
+        """People of a community, or of the communities `within` an organisation (within a grid
+        or below: its community's). With `scope` (the caller's), only people whose community
+        lies in it: people belong to communities, so a grid's scope holds no one's."""
         communities: set[str] | None = None
         if community_id is not None:
             communities = {community_id}
         if within is not None:
-            communities = {
-                n["_id"]
-                for n in self._subtree_nodes(within).values()
-                if n["classification"] == Classification.COMMUNITY
-            }
+            communities = self._communities_within(within)
             community_of = tree.community_of(self.store.tree(), within)
             if not communities and community_of:  # within a community: its people
                 communities = {community_of}
             if community_id is not None:
                 communities &= {community_id}
+        if scope is not None:
+            allowed = self._communities_within(scope)
+            communities = allowed if communities is None else communities & allowed
         shown = people.listing(
             self.store.people().values(),
             communities,
@@ -466,6 +469,13 @@ class OrganisationRegistry(HealthEntrypoints):
         (a successor's start ends an open tenure)."""
         chains = {t["chain"] for t in self.store.tenures(query)}
         return posts.all_effective(self.store.tenures({"chain": {"$in": sorted(chains)}}))
+
+    def _communities_within(self, organisation: str) -> set[str]:
+        return {
+            n["_id"]
+            for n in self._subtree_nodes(organisation).values()
+            if n["classification"] == Classification.COMMUNITY
+        }
 
     def _subtree_nodes(self, within: str | None) -> dict[str, dict[str, Any]]:
         nodes = self.store.tree()

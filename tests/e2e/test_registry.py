@@ -1003,6 +1003,14 @@ def test_a_scoped_key_reads_only_its_subtree_and_its_lists_never_cross(stack, ap
     assert api.get(f"/api/v1/people/{theirs.id}").status_code == 200
     assert api.post("/api/v1/people:search", json={"phone": phone}).json()["total"] == 1
 
+    # People belong to communities: a grid's key reads none of them, as it may open none of them
+    # one at a time, rather than its whole community's list.
+    grid = staff(stack, scope=f"{COMMUNITY}-01")
+    assert grid.get(f"/api/v1/people/{mine.id}").status_code == 404
+    for params in ({}, {"within": f"{COMMUNITY}-01"}):
+        listed = grid.get("/api/v1/people", params=params)
+        assert listed.status_code == 200 and (listed.json()["items"], listed.json()["total"]) == ([], 0)
+
 
 def test_a_scoped_registrar_adds_units_under_its_own_buildings_and_sees_only_its_places(stack, api):
     from tests.e2e.test_points import staff
