@@ -93,8 +93,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def production_has_its_own_secret(self) -> Settings:
-        if self.environment == "production" and self.pii_secret.get_secret_value() == DEVELOPMENT_PII_SECRET:
-            raise ValueError("GRIDLINK_PII_SECRET must be set to a long random secret in production")
+        secret = self.pii_secret.get_secret_value()
+        weak = secret == DEVELOPMENT_PII_SECRET or len(secret) < 32 or secret.lower().startswith("change")
+        if self.environment == "production" and weak:
+            raise ValueError(
+                "GRIDLINK_PII_SECRET must be a random secret of at least 32 characters in production"
+            )
         return self
 
     def database_name(self, service: str) -> str:

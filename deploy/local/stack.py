@@ -290,16 +290,17 @@ def main(command: str) -> None:
     from gateway.keys import ensure_demo_key
     from gateway.staff import ensure_demo_account
 
+    interrupt_on_sigterm()
     try:
         stack.start_all()
         load_demo_data_once(load_demo_data, stack.mongo_url, DATA / "demo-data.loaded")
+        key = ensure_demo_key(DATA / "demo-api-key")
+        username, password = ensure_demo_account(DATA / "demo-password")
     except PortTaken as exc:  # nothing started; what runs there is left alone
         raise SystemExit(str(exc)) from None
-    except Exception:  # nothing is left running half-started
+    except BaseException:  # a failure, Ctrl-C or SIGTERM: nothing is left running half-started
         stack.stop_all()
         raise
-    key = ensure_demo_key(DATA / "demo-api-key")
-    username, password = ensure_demo_account(DATA / "demo-password")
     base = f"http://127.0.0.1:{stack.gateway_port}"
     print(
         f"""

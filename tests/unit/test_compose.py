@@ -409,13 +409,16 @@ def test_env_example_has_a_comment_before_every_variable():
             assert explained, f"deploy/.env.example line {number + 1} ({line!r}) has no comment"
 
 
-def test_env_example_holds_only_placeholder_secrets():
+def test_env_example_ships_no_secret_so_compose_refuses_to_start_until_they_are_set():
+    """A placeholder would pass compose's `${VAR:?}` guard and run in production: the PII
+    secret then could never be changed, as the numbers stored under it stay bound to it."""
     active, _ = env_example_assignments()
-    assert "RABBITMQ_PASSWORD" in active
     text = ENV_EXAMPLE.read_text(encoding="utf-8")
-    assert re.search(r"^RABBITMQ_PASSWORD=change-me$", text, re.MULTILINE), (
-        "deploy/.env.example must ship the placeholder RABBITMQ_PASSWORD=change-me"
-    )
+    compose = COMPOSE_FILE.read_text(encoding="utf-8")
+    for secret in ("RABBITMQ_PASSWORD", "GRIDLINK_PII_SECRET"):
+        assert secret in active
+        assert re.search(rf"^{secret}=$", text, re.MULTILINE), f"deploy/.env.example sets {secret}"
+        assert re.search(rf"\$\{{{secret}:\?", compose), f"compose does not require {secret}"
 
 
 # --- deploy/Dockerfile ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from deploy.local.stack import PortTaken, Stack, interrupt_on_sigterm, load_demo_data_once
+from deploy.local.stack import PortTaken, Stack, interrupt_on_sigterm, load_demo_data_once, main
 
 
 def test_demo_data_is_loaded_once_per_database(tmp_path):
@@ -62,3 +62,18 @@ def test_sigterm_interrupts_like_ctrl_c_so_clean_up_stops_what_was_started():
         finally:
             cleaned_up.append(True)
     assert cleaned_up == [True]
+
+
+def test_a_start_interrupted_by_ctrl_c_stops_what_it_started(monkeypatch):
+    """Start-up takes minutes on a fresh machine; its processes run in sessions of their own,
+    so an interrupted `make run` must stop them itself."""
+    stopped = []
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Stack, "start_all", interrupted)
+    monkeypatch.setattr(Stack, "stop_all", lambda self: stopped.append(True))
+    with pytest.raises(KeyboardInterrupt):
+        main("start")
+    assert stopped == [True]
