@@ -7,6 +7,7 @@ over RPC and maps the answer, or the failure, to HTTP.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,7 @@ log = logging.getLogger("gridlink.gateway")
 
 PORTAL = Path(__file__).parent / "portal"
 VERIFIER_OUTSIDE_SCOPE = "a verifying community outside the API key's scope"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def _with_subclasses(cls: type) -> set[str]:
@@ -103,7 +105,9 @@ def create_app(
 
     @app.before_request
     def authenticate() -> None:
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        # A caller's own id ties its logs to ours, if it is one: it goes into the audit trail.
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if not request.path.startswith("/api/"):
             return
         key = request.headers.get("X-API-Key", "")

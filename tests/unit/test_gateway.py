@@ -7,6 +7,7 @@ tiers run the same gateway against the real services.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from nameko.exceptions import RemoteError, serialize
@@ -67,6 +68,17 @@ def post_act(client, body=ACT, key=KEY, idempotency="k-1", **kwargs):
 
 def error_fields(response):
     return {f["field"] for f in response.get_json()["error"]["fields"]}
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("trace-7f3a9c01", True), ("x" * 65, False), ("a\u202eforged id", False), ("short", False)],
+)
+def test_a_callers_request_id_is_kept_only_if_it_is_a_plain_short_token(client, given, kept):
+    response = client.get("/api/v1/people", headers={"X-Request-Id": given})
+    answered = response.headers["X-Request-Id"]
+    assert (answered == given) is kept and response.get_json()["request_id"] == answered
+    assert re.fullmatch(r"[A-Za-z0-9._-]{8,64}", answered)
 
 
 @pytest.mark.parametrize("key", [None, "", "wrong"])
