@@ -157,7 +157,8 @@ def ensure_demo_key(saved: Path) -> str:
     key = get_settings().demo_api_key
     if not key and saved.exists():
         key = saved.read_text().strip()
-    # The demo key is the street's staff: every role, the demo street as its scope.
+    # The demo key may do everything, everywhere (every role, no scope), to try the whole API;
+    # keys for real client systems get only the roles and the scope they need.
     key = api_keys().create("demo", key or None, roles=list(ROLES), scope=None)
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(key + "\n")

@@ -13,34 +13,51 @@ TOOLS=.tools/bin
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 
+# Debian packages are installed as root: directly, or through sudo when there is one.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "installing Debian packages needs root: run this as root, or install sudo" >&2
+    exit 1
+  fi
+}
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # --- Python ---------------------------------------------------------------------------
 python=$(command -v python3.11 || command -v python3)
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
   || { echo "GridLink needs Python 3.11; found $("$python" --version)" >&2; exit 1; }
 stamp="$VENV/.requirements.sha"
 wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+if [ ! -x "$VENV/bin/pip" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   say "installing Python dependencies into $VENV"
-  [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
+  if [ ! -x "$VENV/bin/pip" ]; then  # none yet, or one a failed run left without pip
+    rm -rf "$VENV"
+    "$python" -m venv "$VENV" \
+      || { echo "could not create $VENV: install Debian's python3.11-venv, then run again" >&2; exit 1; }
+  fi
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$wanted" > "$stamp"
 fi
 
 # --- RabbitMQ -------------------------------------------------------------------------
-if ! command -v rabbitmq-server >/dev/null 2>&1; then
+# (In /usr/sbin, which is not on every user's PATH.)
+if [ ! -x /usr/sbin/rabbitmq-server ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
   say "installing rabbitmq-server from Debian"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq rabbitmq-server >/dev/null
+  apt_install rabbitmq-server
 fi
 
 # --- The portal's browser tests (`bootstrap.sh --browser`, as `make test` runs it): Chromium
 # from Debian, and axe-core, the accessibility rules the tests run in it, from npm ---------------
 if [ "${1:-}" = "--browser" ] && ! command -v chromedriver >/dev/null 2>&1; then
   say "installing chromium and chromium-driver from Debian"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq chromium chromium-driver >/dev/null
+  apt_install chromium chromium-driver
 fi
 axe=.tools/npm/node_modules/axe-core
 if [ "${1:-}" = "--browser" ] && ! grep -qs "\"version\": \"$AXE_CORE_VERSION\"" "$axe/package.json"; then
@@ -51,7 +68,12 @@ fi
 
 # --- FerretDB -------------------------------------------------------------------------
 if [ ! -x "$TOOLS/ferretdb" ] || ! "$TOOLS/ferretdb" --version 2>/dev/null | grep -q "$FERRETDB_VERSION"; then
-  command -v go >/dev/null || { echo "Go is needed to build FerretDB" >&2; exit 1; }
+  command -v go >/dev/null || { echo "Go 1.21 or newer is needed to build FerretDB (go.dev/dl)" >&2; exit 1; }
+  # FerretDB's module asks for a newer Go, which Go fetches by itself from 1.21 on; older ones
+  # (Debian 12's golang-go is 1.19) fail with an unclear error instead.
+  go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+  [ "$go_minor" -ge 21 ] 2>/dev/null \
+    || { echo "FerretDB needs Go 1.21 or newer; found $(go env GOVERSION) (go.dev/dl)" >&2; exit 1; }
   say "building FerretDB $FERRETDB_VERSION (a few minutes, once)"
   # `go install …@version` asks the module proxy for the version list, which may be refused;
   # downloading the pinned module and building it needs only the module itself. The module

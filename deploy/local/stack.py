@@ -61,7 +61,10 @@ def free_port() -> int:
 
 
 def rabbitmq_running() -> bool:
-    return subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True).returncode == 0
+    try:
+        return subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True).returncode == 0
+    except OSError:  # not on this user's PATH (/usr/sbin)
+        return False
 
 
 def rabbitmq_booted() -> bool:
@@ -73,7 +76,13 @@ def ensure_rabbitmq() -> bool:
     """Start the machine's RabbitMQ if it is not running. Returns True if this call started it."""
     if rabbitmq_running():
         return False
-    subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True)
+    try:
+        subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(
+            "could not start RabbitMQ: Debian's RabbitMQ starts as root, so run `make run` as root, "
+            "or start the broker first (`sudo rabbitmq-server -detached`)"
+        ) from exc
     # `await_startup` fails at once while the Erlang node itself is still booting, so poll it.
     wait_for(rabbitmq_booted, "RabbitMQ to start (see /var/log/rabbitmq/)", timeout=120, interval=1)
     return True
