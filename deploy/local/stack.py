@@ -244,7 +244,7 @@ class Stack:
         pid_file = self.home / "run" / f"{name}.pid"
         pid = process.pid if process else (int(pid_file.read_text()) if pid_file.exists() else None)
         pid_file.unlink(missing_ok=True)
-        if pid is None:
+        if pid is None or (process is None and not started_here(pid)):
             return
         try:
             os.killpg(pid, sig)
@@ -270,6 +270,15 @@ class Stack:
         if marker.exists():
             subprocess.run(["rabbitmqctl", "-q", "stop"], capture_output=True)
             marker.unlink()
+
+
+def started_here(pid: int) -> bool:
+    """Whether a pid read from a pid file still names a process of this checkout: after a crash
+    or a reboot the file may outlive its process, and the pid may name another one now."""
+    try:
+        return str(ROOT).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def load_demo_data_once(load: Callable[[], None], mongo_url: str, marker: Path) -> bool:

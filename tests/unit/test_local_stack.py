@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -77,3 +78,17 @@ def test_a_start_interrupted_by_ctrl_c_stops_what_it_started(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         main("start")
     assert stopped == [True]
+
+
+def test_stop_leaves_alone_a_process_whose_pid_a_stale_pid_file_names(tmp_path):
+    """After a crash or reboot a pid file may outlive its process, and its pid name another."""
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "gateway.pid").write_text(str(stranger.pid))
+        Stack(home=tmp_path, env={}).stop_all()
+        assert stranger.poll() is None  # still running
+        assert not (tmp_path / "run" / "gateway.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
