@@ -145,6 +145,8 @@ class Stack:
 
     def start_database(self) -> None:
         parsed = urlparse(self.mongo_url)
+        if parsed.scheme != "mongodb" or "," in parsed.netloc:
+            return  # a replica set or an SRV record: a server elsewhere, which pymongo finds
         host, port = parsed.hostname or "127.0.0.1", parsed.port or 27017
         if port_open(host, port):
             return

@@ -92,3 +92,13 @@ def test_stop_leaves_alone_a_process_whose_pid_a_stale_pid_file_names(tmp_path):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mongodb://db1:27017,db2:27017/?replicaSet=rs0", "mongodb+srv://cluster.example.org/"],
+)
+def test_a_database_of_several_hosts_or_an_srv_record_is_left_to_pymongo(tmp_path, url):
+    stack = Stack(home=tmp_path, env={"MONGO_URL": url})
+    stack.start_database()  # neither a parse error nor a local FerretDB
+    assert stack.processes == {}
