@@ -6,6 +6,7 @@ over RPC and maps the answer, or the failure, to HTTP.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -139,7 +140,15 @@ def create_app(
         audited = is_audited(request.method, response.status_code) or g.get("outside_scope", False)
         signing = request.path.startswith("/auth/") and request.method == "POST"
         if (request.path.startswith("/api/") and audited) or signing:
-            audit.record(audit_record(response.status_code))
+            entry = audit_record(response.status_code)
+            try:
+                audit.record(entry)
+            except OSError:
+                # The change is made: failing its answer would only make the client repeat it.
+                # The record (which never holds a secret) goes to the error log instead.
+                log.critical(
+                    "audit trail not writable; its record: %s", json.dumps(entry, ensure_ascii=False)
+                )
         return response
 
     def audit_record(status: int) -> dict[str, Any]:

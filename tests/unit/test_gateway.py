@@ -464,3 +464,16 @@ def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwards(rpc, tmp_p
     )
     [record] = records(tmp_path, local_today())
     assert record["remote_addr"] == client_address
+
+
+def test_a_write_whose_audit_record_cannot_be_written_keeps_its_answer_and_logs_the_record(
+    rpc, tmp_path, caplog
+):
+    (tmp_path / "audit").write_text("a file where the audit folder should be")
+    settings = Settings(GRIDLINK_AUDIT_DIR=tmp_path / "audit")
+    client = create_app(settings=settings, keys=StandInKeys(), rpc=rpc).test_client()
+    intake_answers_the_act(rpc, {"act_id": "va_1", "status": "accepted", "replayed": False})
+    response = post_act(client)
+    assert response.status_code == 202 and response.get_json()["act_id"] == "va_1"
+    [logged] = [r for r in caplog.records if "audit trail not writable" in r.getMessage()]
+    assert logged.levelname == "CRITICAL" and response.headers["X-Request-Id"] in logged.getMessage()
