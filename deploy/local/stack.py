@@ -38,6 +38,16 @@ SERVICES = {
 }
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def local_database(mongo_url: str) -> bool:
+    """Whether the database is this machine's own: the embedded FerretDB, or a server here."""
+    parsed = urlparse(mongo_url)
+    single = parsed.scheme == "mongodb" and "," not in parsed.netloc
+    return single and (parsed.hostname or "127.0.0.1") in LOCAL_HOSTS
+
+
 def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -150,7 +160,7 @@ class Stack:
         host, port = parsed.hostname or "127.0.0.1", parsed.port or 27017
         if port_open(host, port):
             return
-        if host not in ("127.0.0.1", "localhost"):
+        if host not in LOCAL_HOSTS:
             raise RuntimeError(f"no database answers at {self.mongo_url}")
         data = self.home / "ferretdb"
         data.mkdir(parents=True, exist_ok=True)
@@ -310,27 +320,37 @@ def main(command: str) -> None:
     from gateway.keys import ensure_demo_key
     from gateway.staff import ensure_demo_account
 
+    # The demo data, and a key and an account that may do everything, go into this machine's
+    # database only: `make run` pointed at a real one must not open it to anyone.
+    demo = local_database(stack.mongo_url) or os.environ.get("GRIDLINK_LOAD_DEMO") == "1"
     interrupt_on_sigterm()
     try:
         stack.start_all()
-        load_demo_data_once(load_demo_data, stack.mongo_url, DATA / "demo-data.loaded")
-        key = ensure_demo_key(DATA / "demo-api-key")
-        username, password = ensure_demo_account(DATA / "demo-password")
+        if demo:
+            load_demo_data_once(load_demo_data, stack.mongo_url, DATA / "demo-data.loaded")
+            key = ensure_demo_key(DATA / "demo-api-key")
+            username, password = ensure_demo_account(DATA / "demo-password")
     except PortTaken as exc:  # nothing started; what runs there is left alone
         raise SystemExit(str(exc)) from None
     except BaseException:  # a failure, Ctrl-C or SIGTERM: nothing is left running half-started
         stack.stop_all()
         raise
     base = f"http://127.0.0.1:{stack.gateway_port}"
+    if demo:
+        access = f"sign in as {username}, password {password}"
+        demo_lines = (
+            f"  Demo API key:         {key}\n  Try:  curl -H 'X-API-Key: {key}' {base}/api/v1/people\n"
+        )
+    else:
+        access = "sign in with your staff account"
+        demo_lines = "  No demo data, key or account: not this machine's database (GRIDLINK_LOAD_DEMO=1)\n"
     print(
         f"""
 GridLink is running.
-  Portal (staff, 中文):  {base}/portal/   sign in as {username}, password {password}
+  Portal (staff, 中文):  {base}/portal/   {access}
   Gateway API:          {base}/api/v1/
   API documentation:    {base}/docs   (OpenAPI: {base}/openapi.json)
-  Demo API key:         {key}
-  Try:  curl -H 'X-API-Key: {key}' {base}/api/v1/people
-  Logs: {DATA / "logs"}/
+{demo_lines}  Logs: {DATA / "logs"}/
 """
     )
     if command == "start":

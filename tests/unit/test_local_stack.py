@@ -102,3 +102,21 @@ def test_a_database_of_several_hosts_or_an_srv_record_is_left_to_pymongo(tmp_pat
     stack = Stack(home=tmp_path, env={"MONGO_URL": url})
     stack.start_database()  # neither a parse error nor a local FerretDB
     assert stack.processes == {}
+
+
+def test_make_run_against_another_machines_database_loads_no_demo_data_key_or_account(monkeypatch, capsys):
+    """The demo key and account may do everything: never into a real database by accident."""
+    import gateway.keys
+    import gateway.staff
+    from deploy.local import stack
+
+    loaded = []
+    monkeypatch.setenv("MONGO_URL", "mongodb://db.example.org:27017/")
+    monkeypatch.delenv("GRIDLINK_LOAD_DEMO", raising=False)
+    monkeypatch.setattr(Stack, "start_all", lambda self: None)
+    monkeypatch.setattr(stack, "load_demo_data_once", lambda *args: loaded.append("data"))
+    monkeypatch.setattr(gateway.keys, "ensure_demo_key", lambda path: loaded.append("key"))
+    monkeypatch.setattr(gateway.staff, "ensure_demo_account", lambda path: loaded.append("account"))
+    main("start")
+    assert loaded == []
+    assert "No demo data, key or account" in capsys.readouterr().out
