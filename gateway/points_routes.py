@@ -228,7 +228,11 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
             "Reverse a transfer with a compensating one that points at it",
             r.TransferView,
             request=Reversal,
-            errors={**STAFF, 404: "unknown transfer", 409: "not enough points left to take back"},
+            errors={
+                **STAFF,
+                404: "unknown transfer",
+                409: "not enough points left to take back; a reversal or an order's transfer (not reversed)",
+            },
             tag=TAG,
         )
     )

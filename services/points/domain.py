@@ -79,6 +79,10 @@ def community_accounts(community_id: str) -> tuple[list[str], list[str]]:
     return [f"pool:{community_id}:{n}" for n in shards], [f"held:{community_id}:{n}" for n in shards]
 
 
+# Transfers staff may reverse: what people earned. An order's move only through cancelling it.
+REVERSIBLE = frozenset({"volunteer_act", "manual_award", "inspection"})
+
+
 def may_go_negative(account_id: str) -> bool:
     """Pools issue points (their balance is minus what they issued); people and teams cannot
     spend what they do not have."""

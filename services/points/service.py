@@ -82,7 +82,9 @@ class PointsBank(HealthEntrypoints):
         refusal = ApprovalDecision(
             approve=False, approver=revoked.revoked_by, reason=f"revoked: {revoked.reason}"
         )
-        self.store.decide(domain.decision(revoked.act_id, pending, refusal))
+        standing = self.store.decide(domain.decision(revoked.act_id, pending, refusal))
+        if standing["approved"]:  # approved meanwhile: its credit is on its way, then reversed
+            raise NotYet(f"{revoked.act_id} was approved; its credit is not there yet")
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def add_earning_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +143,12 @@ class PointsBank(HealthEntrypoints):
             raise NotFound("transfer", transfer_id)
         if legs[0]["kind"] == "reversal":
             raise Conflict("is_a_reversal", "a reversal is not reversed; make a new transfer")
+        if legs[0]["kind"] not in domain.REVERSIBLE:
+            # An order's transfers move reserved points: reversing one would refund twice, or
+            # strand points in `held`. Orders change only through their cancellation.
+            raise Conflict(
+                "not_reversible", f"a {legs[0]['kind']} transfer is not reversed; cancel the order"
+            )
         return self._move(domain.reversal_of(legs[0], wanted.actor, wanted.reason))
 
     # --- redemptions ---------------------------------------------------------------------------

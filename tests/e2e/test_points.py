@@ -186,6 +186,12 @@ def test_a_redemption_over_http(api, resident):
     second = keyed(api, "/api/v1/points/orders", {"person_id": resident, "item_id": item_id})
     assert second.status_code == 409 and second.json()["error"]["code"] == "insufficient_points"
     assert second.json()["error"]["fields"] == []  # no input field is at fault
+    # An order's reservation is not reversed (with a cancellation after it, it would refund twice).
+    reversal = api.post(
+        f"/api/v1/points/transfers/order:{placed.json()['order_id']}:reverse", json={"reason": "退回"}
+    )
+    assert reversal.status_code == 409 and reversal.json()["error"]["code"] == "not_reversible"
+    assert balance(api, resident) == 40
     done = api.post(f"/api/v1/points/orders/{placed.json()['order_id']}:fulfil", json={})
     assert done.json()["status"] == "fulfilled" and done.json()["outcome"]["actor"] == "tests"
     catalogue = api.get("/api/v1/points/catalogue", params={"community_id": COMMUNITY}).json()["items"]

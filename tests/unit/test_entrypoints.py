@@ -217,6 +217,17 @@ def test_a_revocation_for_someone_known_not_to_be_a_cadre_changes_no_dossier():
     service.store.add_revocation.assert_not_called()
 
 
+def test_a_revocation_of_an_act_approved_meanwhile_waits_for_its_credit():
+    """The approval won the race: its credit is on its way, and must then be taken back."""
+    service = worker_factory(PointsBank)
+    service.store.leg.return_value = None  # not credited yet
+    service.store.approval.return_value = {"community_id": "c-1", "person_id": "p-1"}
+    service.store.decide.return_value = {"_id": "va_1", "approved": True}
+    failures = service.reverse_volunteer_act(revoked_event())
+    assert isinstance(failures[0], NotYet)
+    service.store.park_event.assert_not_called()
+
+
 def test_points_moves_are_kept_for_cadres_and_people_not_yet_known_only():
     service = worker_factory(CadreEvaluation)
     known = {"p-cadre": {"is_cadre": True}, "p-resident": {"is_cadre": False}}
