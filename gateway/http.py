@@ -206,11 +206,7 @@ def require_scope(rpc: Any, *organisations: str | None) -> None:
                 f"this API key acts within {scope}; this change names no organisation there, "
                 "so it needs a key without scope",
             )
-        try:
-            inside = in_scope(rpc, code)
-        except NotFound:  # an organisation the registry does not know lies in no key's scope
-            inside = False
-        if not inside:
+        if not in_known_scope(rpc, code):
             raise ApiError(403, "forbidden", f"this API key acts within {scope}, not {code}")
 
 
@@ -222,6 +218,15 @@ def in_scope(rpc: Any, organisation: str) -> bool:
         or organisation == scope
         or scope in rpc.call(REGISTRY, "get_organisation", organisation)["path"]
     )
+
+
+def in_known_scope(rpc: Any, organisation: str) -> bool:
+    """`in_scope`, for checks that must not fail on an organisation the registry does not know
+    (since removed, or never there): such an organisation lies in no key's scope."""
+    try:
+        return in_scope(rpc, organisation)
+    except NotFound:
+        return False
 
 
 def outside_scope(what: str) -> ApiError:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -41,11 +41,17 @@ SERVICES = {
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
+def one_server(mongo_url: str) -> ParseResult | None:
+    """The URL parsed, if it names one server; None for a replica set of several hosts or an
+    SRV record, which pymongo resolves."""
+    parsed = urlparse(mongo_url)
+    return parsed if parsed.scheme == "mongodb" and "," not in parsed.netloc else None
+
+
 def local_database(mongo_url: str) -> bool:
     """Whether the database is this machine's own: the embedded FerretDB, or a server here."""
-    parsed = urlparse(mongo_url)
-    single = parsed.scheme == "mongodb" and "," not in parsed.netloc
-    return single and (parsed.hostname or "127.0.0.1") in LOCAL_HOSTS
+    parsed = one_server(mongo_url)
+    return parsed is not None and (parsed.hostname or "127.0.0.1") in LOCAL_HOSTS
 
 
 def port_open(host: str, port: int) -> bool:
@@ -154,9 +160,9 @@ class Stack:
     # --- infrastructure -------------------------------------------------------------
 
     def start_database(self) -> None:
-        parsed = urlparse(self.mongo_url)
-        if parsed.scheme != "mongodb" or "," in parsed.netloc:
-            return  # a replica set or an SRV record: a server elsewhere, which pymongo finds
+        parsed = one_server(self.mongo_url)
+        if parsed is None:
+            return  # servers elsewhere, which pymongo finds
         host, port = parsed.hostname or "127.0.0.1", parsed.port or 27017
         if port_open(host, port):
             return
