@@ -27,13 +27,12 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pymongo.collection import Collection
 
 from gateway.audit import record_command
 from shared.mongo import connect
-from shared.settings import get_settings
+from shared.settings import get_settings, local_zone
 
 GATEWAY = "gateway"
 # Staff actions and the role each needs. A key without roles reads and records volunteer acts.
@@ -139,7 +138,7 @@ def is_valid(record: dict[str, Any] | None) -> bool:
 
 def end_of_local_day(day: date) -> datetime:
     """The moment `day` ends where the suite's users are (GRIDLINK_TIMEZONE), in UTC."""
-    zone = ZoneInfo(get_settings().local_timezone)
+    zone = local_zone()
     return datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).astimezone(UTC)
 
 

@@ -391,14 +391,16 @@ def add_points_routes(route: Route, rpc: RpcPool) -> None:
         scope, month, limit = within_scope(rpc, SCOPE.read()), MONTH.read(), BOARD_LIMIT.read()
         organisation = rpc.call(REGISTRY, "get_organisation", scope)
         kind = organisation["classification"]
+        # The board reads the pools of the scope's communities.
         if kind == "grid_party_branch":
-            return jsonify(call("leaderboard", "grid", [scope], month, limit))
+            return jsonify(call("leaderboard", "grid", [scope], [organisation["parent_id"]], month, limit))
         if kind == "community_party_committee":
-            return jsonify(call("leaderboard", "community", [scope], month, limit))
+            return jsonify(call("leaderboard", "community", [scope], [scope], month, limit))
         if kind != "street_working_committee":
             raise invalid("scope", "a grid, community or street")
         page = rpc.call(REGISTRY, "list_organisations", scope, "community_party_committee")
-        return jsonify(call("leaderboard", "street", [c["id"] for c in page["items"]], month, limit))
+        communities = [c["id"] for c in page["items"]]
+        return jsonify(call("leaderboard", "street", communities, communities, month, limit))
 
     @route(
         Operation(

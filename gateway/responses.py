@@ -449,11 +449,18 @@ class Orders(BaseModel):
 
 
 class Leaderboard(BaseModel):
+    """People of the scope ranked by the points credited to them in the month (volunteer acts,
+    awards, passed inspections), less the earnings taken back in it."""
+
     month: str
     items: list[dict[str, Any]]
 
 
 class Disclosure(BaseModel):
+    """志愿服务情况按月公示: the community's volunteer acts credited in the month, less those taken
+    back in it, per person with the name masked. An act taken back after its month shows in
+    the month it is taken back, as a negative correction: a posted month never changes."""
+
     community_id: str
     month: str
     items: list[dict[str, Any]]

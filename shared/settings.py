@@ -110,6 +110,11 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def local_zone() -> ZoneInfo:
+    """Where the suite's users are (GRIDLINK_TIMEZONE): their days and months."""
+    return ZoneInfo(get_settings().local_timezone)
+
+
 def local_today() -> date:
-    """Today where the suite's users are (GRIDLINK_TIMEZONE), whatever the server's clock zone."""
-    return datetime.now(ZoneInfo(get_settings().local_timezone)).date()
+    """Today where the suite's users are, whatever the server's clock zone."""
+    return datetime.now(local_zone()).date()

@@ -172,6 +172,9 @@ def reversal_of(original: Entry, actor: str | None, reason: str) -> Transfer:
         reason=reason,
         actor=actor,
         reverses=original["transfer_id"],
+        # A reversed act's hours travel with its reversal, so that reports reading a month's
+        # entries take them back without looking up the act's credit (a scan on FerretDB).
+        facts={"hours": original["hours"]} if original.get("hours") else {},
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from services.points import domain, redemptions, reports
 from services.points.store import PointsStore
@@ -35,7 +34,7 @@ from shared.schemas.points import (
     Restock,
     Reversal,
 )
-from shared.settings import get_settings, local_today
+from shared.settings import get_settings, local_today, local_zone
 
 # Rules change rarely and take effect from a date: a community's list is reused this long.
 RULES_SECONDS = 10.0
@@ -370,36 +369,30 @@ class PointsBank(HealthEntrypoints):
     def statement(self, account_id: str, period_from: str, period_to: str) -> dict[str, Any]:
         """An account's entries from one local day to another (both included), with balances."""
         within = reports.period(period_from, period_to)
-        zone = self._local_zone()
+        zone = local_zone()
         before, entries = self.store.period_entries(account_id, *within.bounds(zone))
         return reports.statement(account_id, within, before, entries, zone)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def leaderboard(
-        self, scope_kind: str, scope_ids: list[str], month: str, limit: int = 20
+        self, scope_kind: str, scope_ids: list[str], community_ids: list[str], month: str, limit: int = 20
     ) -> dict[str, Any]:
-        """People ranked by the points they earned in a month. The caller resolves a street or
-        community to the ids of its communities or grids (the registry knows the tree)."""
+        """People of a grid, community or street ranked by the points they earned in a month
+        from the pools of `community_ids`. The caller resolves the scope to its communities
+        (the registry knows the tree): a grid's, a community itself, a street's."""
         wanted = reports.board(scope_kind, scope_ids, month, limit)
-        entries = self.store.applied_between(*wanted.month.bounds(self._local_zone()))
-        earlier = self.store.legs_of_transfers(reports.reversed_acts(entries))
-        people = self.store.people_where(wanted.field, wanted.scope_ids)
-        return reports.leaderboard(wanted, entries, earlier, people)
+        earned = self.store.pool_month_tallies(community_ids, month).earned
+        return reports.leaderboard(wanted, earned, self.store.people_by_id(earned))
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def monthly_disclosure(self, community_id: str, month: str) -> dict[str, Any]:
-        """志愿服务情况按月公示: who served the community in the month, names masked."""
+        """志愿服务情况按月公示: who served the community, by what its ledger recorded in the
+        month; names masked."""
         within = reports.month_period(month)
-        acts = self.store.community_acts(community_id, within.first.isoformat(), within.last.isoformat())
-        reversed_transfers = self.store.reversed_transfers(community_id)
-        people = self.store.people_where("_id", [act["key"] for act in acts])
-        return reports.disclosure(community_id, within, acts, reversed_transfers, people)
+        served = self.store.pool_month_tallies([community_id], month).served
+        return reports.disclosure(community_id, within, served, self.store.people_by_id(served))
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def monthly_disclosure_xlsx(self, community_id: str, month: str) -> dict[str, Any]:
         """The disclosure as an .xlsx file: {"filename", "content" (base64)}."""
         return reports.disclosure_file(self.monthly_disclosure(community_id, month))
-
-    @staticmethod
-    def _local_zone() -> ZoneInfo:
-        return ZoneInfo(get_settings().local_timezone)

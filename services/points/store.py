@@ -4,22 +4,26 @@ concurrent use, and each cause moves points once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
+import eventlet
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from services.points import domain
+from services.points import domain, reports
 from shared.group_commit import GroupCommit
 from shared.journal import Journal
-from shared.mongo import BaseStore
+from shared.mongo import BaseStore, insert_new
 from shared.outbox import record_events_of_done
 from shared.read_models import remember_newer
+from shared.settings import local_zone
 
 Entry = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class PointsStore(BaseStore):
@@ -28,6 +32,7 @@ class PointsStore(BaseStore):
         # Counters (stock, purchases, caps) are chains like accounts, with the same summaries.
         empty, fold = domain.empty_account, domain.with_entry
         self.ledger = Journal(db, "ledger_entries", "accounts", empty=empty, fold=fold, reads=self.reads)
+        self.ledger_files = LedgerFiles(db, self.ledger)
         self.counters = Journal(
             db, "counter_entries", "counters", partitions=2, empty=empty, fold=fold, reads=self.reads
         )
@@ -48,6 +53,7 @@ class PointsStore(BaseStore):
     def write_behind(self) -> None:
         self.ledger.write_summaries()
         self.counters.write_summaries()
+        self.ledger_files.file_appended()
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -61,10 +67,14 @@ class PointsStore(BaseStore):
         return list(self.ledger.summaries_of(account_ids).values())
 
     def leg(self, transfer_id: str, account_id: str) -> Entry | None:
-        return self.ledger.entries.find_one({"guard": f"{transfer_id}@{account_id}"})
+        return next((leg for leg in self.legs_of(transfer_id) if leg["key"] == account_id), None)
 
     def legs_of(self, transfer_id: str) -> list[Entry]:
-        return list(self.ledger.entries.find({"transfer_id": transfer_id}))
+        """A transfer's legs, debit first: by the index `LedgerFiles` keeps, or, for a transfer
+        it does not know (applied by another process and not filed yet), by a query that
+        reads the whole ledger on FerretDB."""
+        indexed = self.ledger_files.legs_of(transfer_id)
+        return list(self.ledger.entries.find({"transfer_id": transfer_id})) if indexed is None else indexed
 
     def chain_totals(self) -> list[dict[str, Any]]:
         """Per account: the sum of its entries' points, their number and the sum of their seqs."""
@@ -102,6 +112,7 @@ class PointsStore(BaseStore):
         for result in results:
             if isinstance(result, Exception):
                 raise result
+        self.ledger_files.appended([result for result in results if result is not None])
         return any(result is not None for result in results)
 
     def record(self, transfer: domain.Transfer) -> list[dict[str, Any]]:
@@ -210,9 +221,6 @@ class PointsStore(BaseStore):
 
     # --- reports ---
 
-    # What leaderboards and disclosures read of an entry.
-    REPORT_FIELDS = ("key", "kind", "points", "transfer_id", "reverses", "hours", "community_id")
-
     @property
     def people(self) -> Any:
         """The registry's people as reports need them, fed by its events."""
@@ -221,8 +229,10 @@ class PointsStore(BaseStore):
     def remember_person(self, person: dict[str, Any]) -> None:
         remember_newer(self.people, person)
 
-    def people_where(self, field: str, values: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {p["_id"]: p for p in self.people.find({field: {"$in": sorted(set(values))}})}
+    def people_by_id(self, person_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The people known of those ids, a lookup by `_id` each (see `Journal.stretch`)."""
+        found = (self.people.find_one({"_id": person_id}) for person_id in sorted(set(person_ids)))
+        return {person["_id"]: person for person in found if person is not None}
 
     def period_entries(
         self, account_id: str, start: datetime, end: datetime
@@ -245,23 +255,118 @@ class PointsStore(BaseStore):
             return stretch[0], stretch[1:]
         return None, stretch
 
-    def applied_between(self, start: datetime, end: datetime) -> list[Entry]:
-        """Every leg applied in [start, end), slim. Kinds are picked in Python: FerretDB scans the
-        ledger anyway, and holds its write lock while it matches an `$in`."""
-        return list(self.ledger.entries.find({"applied_at": {"$gte": start, "$lt": end}}, self.REPORT_FIELDS))
+    def pool_month_tallies(self, community_ids: Iterable[str], month: str) -> reports.MonthTallies:
+        """What people earned from the communities' pools in a local month (YYYY-MM). Whatever
+        people earn comes from their community's pool and a reversal gives it back there, so
+        a month of the pools holds a month of earnings."""
+        pools = [pool for community in community_ids for pool in domain.community_accounts(community)[0]]
+        return self.ledger_files.tallies(pools, month)
 
-    def legs_of_transfers(self, transfer_ids: Sequence[str]) -> list[Entry]:
-        return [leg for transfer_id in transfer_ids for leg in self.legs_of(transfer_id)]
 
-    def community_acts(self, community_id: str, first: str, last: str) -> list[Entry]:
-        """Legs of the community's volunteer acts done from `first` to `last` (ISO dates)."""
-        query = {
-            "kind": "volunteer_act",
-            "community_id": community_id,
-            "occurred_on": {"$gte": first, "$lte": last},
-        }
-        return list(self.ledger.entries.find(query, self.REPORT_FIELDS))
+class LedgerFiles:
+    """What the ledger files for reads that would otherwise query it (on FerretDB any query but
+    a lookup by `_id` reads the whole ledger; 5,000 entries: 1.3 s):
+    - by pool and local month, what the pool's entries earned people: `<pool>@<YYYY-MM>` with
+      the month's tallies (`reports.MonthTallies`), and `<pool>` telling how far the chain is
+      filed. Read entry by entry, a busy community's month cost a lookup per act (2,600 acts:
+      3 s); filed, it is one small read per pool;
+    - by transfer, the `_id`s of its legs (`transfer_legs`), for reversals.
 
-    def reversed_transfers(self, community_id: str) -> set[str]:
-        found = self.ledger.entries.find({"kind": "reversal", "community_id": community_id}, {"reverses": 1})
-        return {e["reverses"] for e in found}
+    The entries this process appends are filed a moment later from memory (`FILE_SECONDS`).
+    A pool's entries appended elsewhere (another process, or before a crash) are read back by
+    `_id` when the pool is filed; a transfer not indexed is found by a query. A month document
+    says up to which seq it counts, and is replaced only if that has not changed meanwhile:
+    every entry counts once, whoever files and however often."""
+
+    FILE_SECONDS = 2.0
+    MAX_PENDING = 20_000  # per pool, and transfers; past it, entries are read back instead
+
+    def __init__(self, db: Database, ledger: Journal) -> None:
+        self.months = db["pool_months"]
+        self.transfers = db["transfer_legs"]
+        self.ledger = ledger
+        self._pools: dict[str, dict[int, Entry]] = {}  # appended here, not filed yet
+        self._transfers: dict[str, list[str]] = {}  # transfer → its legs' `_id`s, not filed yet
+        self._filer: Any = None
+
+    def appended(self, legs: Sequence[Entry]) -> None:
+        """Both legs of a transfer were appended now (a leg appended before is not among them)."""
+        for leg in legs:
+            if domain.may_go_negative(leg["key"]):  # a pool's
+                pending = self._pools.setdefault(leg["key"], {})
+                if len(pending) < self.MAX_PENDING:
+                    pending[leg["seq"]] = leg
+        if len(legs) == 2 and len(self._transfers) < self.MAX_PENDING:
+            self._transfers[legs[0]["transfer_id"]] = [leg["_id"] for leg in legs]
+        if (self._pools or self._transfers) and (self._filer is None or self._filer.dead):
+            self._filer = eventlet.spawn(self._file_behind)
+
+    def _file_behind(self) -> None:
+        while self._pools or self._transfers:
+            eventlet.sleep(self.FILE_SECONDS)
+            self.file_appended()
+
+    def file_appended(self) -> None:
+        """File what this process appended (also called when the service stops). Best
+        effort: a pool left unfiled is filed by the next report that reads it, a transfer not
+        indexed is found by a query."""
+        transfers, self._transfers = self._transfers, {}
+        try:
+            if transfers:
+                insert_new(self.transfers, [{"_id": t, "legs": legs} for t, legs in transfers.items()])
+            for pool in list(self._pools):
+                self.file(pool)
+        except PyMongoError:
+            log.warning("could not file what the ledger appended; reads catch up", exc_info=True)
+
+    def legs_of(self, transfer_id: str) -> list[Entry] | None:
+        """The transfer's legs if it is indexed (here, or filed), else None."""
+        slots = self._transfers.get(transfer_id) or (self.transfers.find_one({"_id": transfer_id}) or {}).get(
+            "legs"
+        )
+        if not slots:
+            return None
+        return [leg for slot in slots if (leg := self.ledger.entries.find_one({"_id": slot})) is not None]
+
+    def file(self, pool: str) -> None:
+        """File the pool's entries up to the end of its chain."""
+        known = self._pools.pop(pool, {})
+        filed = (self.months.find_one({"_id": pool}) or {}).get("through", 0)
+        summary = self.ledger.summary(pool)
+        last = summary["seq"] if summary else 0
+        if last <= filed:
+            return
+        months: dict[str, list[Entry]] = {}
+        for seq in range(filed + 1, last + 1):
+            entry = known.get(seq) or self.ledger.entry(pool, seq)
+            month = entry["applied_at"].astimezone(local_zone()).strftime("%Y-%m")
+            months.setdefault(month, []).append(entry)
+        for month, entries in months.items():
+            self._file_month(f"{pool}@{month}", entries, last)
+        self.months.update_one({"_id": pool}, {"$max": {"through": last}}, upsert=True)
+
+    def _file_month(self, file_id: str, entries: Sequence[Entry], through: int) -> None:
+        while True:
+            stored = self.months.find_one({"_id": file_id})
+            counted = stored["through"] if stored else 0
+            if counted >= through:
+                return
+            tallies = reports.MonthTallies.from_text(stored["tallies"]) if stored else reports.MonthTallies()
+            tallies.add_entries(reports.people_side(e for e in entries if e["seq"] > counted))
+            new = {"_id": file_id, "through": through, "tallies": tallies.text()}
+            if stored is None:
+                with suppress(DuplicateKeyError):  # another filer's came first: file on top of it
+                    self.months.insert_one(new)
+                    return
+            elif self.months.replace_one({"_id": file_id, "through": counted}, new).matched_count:
+                return
+
+    def tallies(self, pools: Sequence[str], month: str) -> reports.MonthTallies:
+        """The pools' tallies of a month, filed first up to now: exact as of the call."""
+        total = reports.MonthTallies()
+        for pool in pools:
+            self.file(pool)
+            stored = self.months.find_one({"_id": f"{pool}@{month}"})
+            if stored is not None:
+                total.add(reports.MonthTallies.from_text(stored["tallies"]))
+        return total

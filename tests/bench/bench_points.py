@@ -7,7 +7,12 @@ gunicorn settings) and prints, from one run:
    per second from the first publish until the points bank has applied the last one (taken from
    the ledger's own `applied_at` stamps), and whether the books are exact: every person holds
    10 points per act and the people's balances plus the community's pool shards sum to zero;
-2. balance reads of accounts with 100 entries each: first with 400 such accounts loaded (40,000
+2. the burst's month in reports, through the gateway: the first read of the community's
+   monthly disclosure (2,000 people, 20,000 acts), then p50 / p95 / p99 of it and of the
+   community's leaderboard (empty: the burst's people are not registered, yet every earner is
+   looked up); then the next read after the filed months are dropped, as if filing had been
+   lost, which files the month again from the ledger (and must give the same totals);
+3. balance reads of accounts with 100 entries each: first with 400 such accounts loaded (40,000
    entries, written straight into the points bank's database), then with 1,000,000 loaded
    (10,000 accounts): how long loading took, and p50 / p95 / p99 of
    GET /api/v1/points/accounts/<person> through the gateway for 200 of the first accounts whose
@@ -242,7 +247,47 @@ def figure_burst(env: dict[str, str]) -> None:
     print(f"  books: {books(points_db, people, acts_of)}; {legs:,} ledger legs (2 per credit)")
 
 
-# --- figure 2: balance reads on a large ledger ----------------------------------------------
+# --- figure 2: the burst's month in reports --------------------------------------------------
+
+REPORT_READS = 20
+
+
+def figure_reports(base: str, key: str) -> None:
+    import requests
+
+    from shared.mongo import connect
+    from shared.settings import local_today
+
+    month = local_today().strftime("%Y-%m")
+    session = requests.Session()
+    session.headers["X-API-Key"] = key
+    reads = {
+        "disclosure": (f"/api/v1/points/disclosures/{COMMUNITY}", {"month": month}),
+        "leaderboard": ("/api/v1/points/leaderboards", {"scope": COMMUNITY, "month": month}),
+    }
+
+    def read(name: str) -> tuple[float, dict[str, Any]]:
+        path, params = reads[name]
+        started = time.perf_counter()
+        answer = session.get(f"{base}{path}", params=params, timeout=120)
+        took = (time.perf_counter() - started) * 1000
+        if answer.status_code != 200:
+            raise RuntimeError(f"{name}: {answer.status_code} {answer.text[:300]}")
+        return took, answer.json()
+
+    print(f"\n2. reports of the burst's month ({month}) through the gateway, {REPORT_READS} reads a line")
+    took, disclosed = read("disclosure")
+    totals = disclosed["totals"]
+    print(f"  first disclosure read: {took:,.0f} ms ({totals['people']:,} people, {totals['acts']:,} acts)")
+    for name in reads:
+        print(latency_line(f"gateway GET {name}", [read(name)[0] for _ in range(REPORT_READS)]))
+    connect("points_bank").drop_collection("pool_months")  # as if filing had been lost
+    took, again = read("disclosure")
+    same = "the same totals" if again["totals"] == totals else f"DIFFERENT totals {again['totals']}"
+    print(f"  filed months dropped: the next read files the month again in {took / 1000:.1f}s, {same}")
+
+
+# --- figure 3: balance reads on a large ledger ----------------------------------------------
 
 
 def register_people(amqp_uri: str, person_ids: list[str]) -> None:
@@ -480,7 +525,7 @@ def figure_reads(base: str, key: str, env: dict[str, str]) -> None:
     registered = first[:REGISTERED_SAMPLE]
     wanted = LOAD_ACCOUNTS * ENTRIES_PER_ACCOUNT
     print(
-        f"\n2. balance reads, {READS} per line from {READ_THREADS} client threads, of accounts with "
+        f"\n3. balance reads, {READS} per line from {READ_THREADS} client threads, of accounts with "
         f"{ENTRIES_PER_ACCOUNT} entries; gateway reads ask the registry first, so they read "
         f"{REGISTERED_SAMPLE} registered people's accounts"
     )
@@ -510,6 +555,7 @@ def main() -> None:
             f"{env['GATEWAY_THREADS']} threads, {os.cpu_count()} cores\n"
         )
         figure_burst(env)
+        figure_reports(base, key)
         figure_reads(base, key, env)
 
 

@@ -15,6 +15,7 @@ from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 OTHER_COMMUNITY = f"{STREET}-002"
+GRID = f"{COMMUNITY}-01"  # in the demo data: building 1 of compound P01 is in grid 01
 
 
 def staff(stack, *roles: str, scope: str | None = None) -> Api:
@@ -230,12 +231,16 @@ def test_a_revoked_act_gives_its_points_back_pointing_at_the_credit(api, stack, 
     assert balance(api, resident) == 0
 
 
-def test_the_month_is_published_ranked_and_as_an_excel_list(api, resident, settings):
+def test_the_month_is_published_ranked_and_as_an_excel_list(api, rpc, databases, resident, settings):
+    in_grid = {"name": "网格居民", "community_id": COMMUNITY, "household_id": f"{COMMUNITY}-P01-1-1-101"}
+    neighbour = registered(rpc, databases, {"person_id": new_id("res"), **in_grid})
+    eventually(lambda: databases["points_bank"].people.find_one({"_id": neighbour, "grid_id": GRID}))
+    act(api, neighbour, "patrol_duty", "2")
     for hours in ("3", "1.5"):
         act(api, resident, "patrol_duty", hours, occurred_on="2026-11-06")
-    eventually(lambda: balance(api, resident) == 45)
-    # The leaderboard ranks what was credited in a month (the disclosure lists what was done
-    # in it): the month of these credits is the one they were applied in, wherever `now` is.
+    eventually(lambda: balance(api, resident) == 45 and balance(api, neighbour) == 20)
+    # The leaderboard and the disclosure count what was credited in a month, whenever the acts
+    # were done: the month of these credits is the one they were applied in, wherever `now` is.
     [credited_in] = {
         datetime.fromisoformat(e["applied_at"])
         .astimezone(ZoneInfo(settings.local_timezone))
@@ -252,11 +257,16 @@ def test_the_month_is_published_ranked_and_as_an_excel_list(api, resident, setti
         "/api/v1/points/leaderboards", params={"scope": STREET, "month": credited_in, "limit": 200}
     )
     assert resident in {row["person_id"] for row in street.json()["items"]}
+    grid = api.get("/api/v1/points/leaderboards", params={"scope": GRID, "month": credited_in, "limit": 200})
+    ranked = {row["person_id"]: (row["points"], row["grid_id"]) for row in grid.json()["items"]}
+    assert ranked[neighbour] == (20, GRID)
+    assert resident not in ranked  # lives in no grid
     bad = api.get("/api/v1/points/leaderboards", params={"scope": COMMUNITY, "month": "2026-13"})
     assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "month"
-    listed = api.get(f"/api/v1/points/disclosures/{COMMUNITY}", params={"month": "2026-11"}).json()
-    assert any(row["name"] == "测***" and row["points"] == 45 for row in listed["items"])
-    excel = api.get(f"/api/v1/points/disclosures/{COMMUNITY}", params={"month": "2026-11", "format": "xlsx"})
+    disclosure = f"/api/v1/points/disclosures/{COMMUNITY}"
+    listed = api.get(disclosure, params={"month": credited_in}).json()
+    assert any(row["name"] == "测***" and (row["points"], row["acts"]) == (45, 2) for row in listed["items"])
+    excel = api.get(disclosure, params={"month": credited_in, "format": "xlsx"})
     from io import BytesIO
 
     from openpyxl import load_workbook

@@ -86,7 +86,7 @@ def served(rpc, databases):
         (people["zhang"], "4", "2026-09-02"),
         (people["zhang"], "1", "2026-09-03"),
         (people["zhao"], "5", "2026-09-20"),
-        (people["li"], "9", "2026-10-01"),  # October: not in September's disclosure
+        (people["li"], "9", "2026-10-01"),  # done in October, credited this month like the rest
     )
     entries = {"wang": 2, "li": 2, "zhang": 2, "zhao": 1}
     eventually(lambda: all(credited(databases, people[who], n) for who, n in entries.items()))
@@ -112,9 +112,9 @@ def test_a_statement_adds_up_and_a_quiet_period_keeps_the_balance(rpc, served):
 
 
 def test_the_leaderboard_of_a_grid_ranks_its_people_by_points_earned_this_month(rpc, served):
-    people, _ = served
     month = local_today().strftime("%Y-%m")
-    board = rpc.points_bank.leaderboard("grid", [f"{COMMUNITY}-01"], month, 500)
+    people, community = served
+    board = rpc.points_bank.leaderboard("grid", [f"{COMMUNITY}-01"], [community], month, 500)
     mine = {i["person_id"]: i for i in board["items"] if i["person_id"] in people.values()}
     assert people["zhao"] not in mine  # grid 02
     li, wang, zhang = mine[people["li"]], mine[people["wang"]], mine[people["zhang"]]
@@ -122,26 +122,33 @@ def test_the_leaderboard_of_a_grid_ranks_its_people_by_points_earned_this_month(
     assert (wang["points"], wang["acts"], wang["hours"], wang["name"]) == (30, 2, "3", "王测甲")
     assert (zhang["points"], zhang["acts"], zhang["hours"]) == (10, 1, "1")  # 4 hours taken back
     assert li["rank"] < wang["rank"] < zhang["rank"]
-    street = rpc.points_bank.leaderboard("street", [COMMUNITY], month)
+    street = rpc.points_bank.leaderboard("street", [COMMUNITY], [COMMUNITY, community], month)
     assert len(street["items"]) <= 20 and street["total"] >= 4
+    elsewhere = rpc.points_bank.leaderboard("grid", [f"{COMMUNITY}-01"], [COMMUNITY], month, 500)
+    assert not {i["person_id"] for i in elsewhere["items"]} & set(people.values())  # not their pools
 
 
-def test_the_monthly_disclosure_lists_septembers_service_with_masked_names(rpc, served):
+def test_the_monthly_disclosure_lists_what_the_month_credited_with_masked_names(rpc, served):
+    """Acts done in September and October, credited this month: this month's list. 张's act
+    taken back this month is not in it; September, credited nothing, lists nobody."""
     _, community = served
-    report = rpc.points_bank.monthly_disclosure(community, SEPTEMBER)
-    assert report["title"] == f"{community} 2026年09月 志愿服务情况公示"
+    month = local_today().strftime("%Y-%m")
+    report = rpc.points_bank.monthly_disclosure(community, month)
+    assert report["title"] == f"{community} {month[:4]}年{month[5:]}月 志愿服务情况公示"
     assert [(i["no"], i["name"], i["acts"], i["hours"], i["points"]) for i in report["items"]] == [
-        (1, "赵**", 1, "5", 50),
-        (2, "李**", 1, "3", 30),  # ties at 30: by name, 李 before 王
+        (1, "李**", 2, "12", 120),
+        (2, "赵**", 1, "5", 50),
         (3, "王**", 2, "3", 30),
         (4, "张**", 1, "1", 10),
     ]
-    assert report["totals"] == {"people": 4, "acts": 5, "hours": "12", "points": 120}
-    file = rpc.points_bank.monthly_disclosure_xlsx(community, SEPTEMBER)
+    assert report["totals"] == {"people": 4, "acts": 6, "hours": "21", "points": 210}
+    file = rpc.points_bank.monthly_disclosure_xlsx(community, month)
     sheet = load_workbook(io.BytesIO(base64.b64decode(file["content"]))).active
     rows = [tuple(c.value for c in row) for row in sheet.iter_rows(min_row=3)]
-    assert rows[0] == (1, "赵**", 1, 5, 50) and rows[-1] == ("合计", "4人", 5, 12, 120)
-    assert file["filename"] == f"volunteer-disclosure-{community}-{SEPTEMBER}.xlsx"
+    assert rows[0] == (1, "李**", 2, 12, 120) and rows[-1] == ("合计", "4人", 6, 21, 210)
+    assert file["filename"] == f"volunteer-disclosure-{community}-{month}.xlsx"
+    september = rpc.points_bank.monthly_disclosure(community, SEPTEMBER)
+    assert (september["items"], september["totals"]["people"]) == ([], 0)
 
 
 # --- periods on the database itself -----------------------------------------------------------
@@ -179,8 +186,60 @@ def test_months_split_the_chain_at_local_midnight_and_share_their_balances(store
     november = statements["2026-11"]
     assert [e["transfer_id"] for e in november["entries"]] == ["t2", "t3"]
     assert november["entries"][0]["on"] == "2026-11-01"
-    legs = store.applied_between(*reports.month_period("2026-11").bounds(zone))
-    assert sorted(leg["transfer_id"] for leg in legs if leg["key"] == "p1") == ["t2"]
+
+
+def earned(store: PointsStore, month: str) -> dict[str, int]:
+    return {pid: tally.points for pid, tally in store.pool_month_tallies(["c1"], month).earned.items()}
+
+
+def test_reports_count_each_pool_entry_in_the_local_month_it_was_applied_in(store):
+    """Reports count what a month recorded, each entry by its own stamp (t3, stamped a moment
+    before midnight, counts in October where November's statement shows it)."""
+    post(store, "t1", 10, "2026-10-31T15:59:00")  # October 31, 23:59 in CST
+    post(store, "t2", 20, "2026-10-31T17:00:00")  # November 1, 01:00
+    post(store, "t3", 5, "2026-10-31T15:59:59")
+    assert [earned(store, m) for m in ("2026-10", "2026-11", "2026-12")] == [{"p1": 15}, {"p1": 20}, {}]
+    assert store.ledger_files.months.find_one({"_id": "pool:c1:0"})["through"] == 3
+    post(store, "t4", 1, "2026-11-30T15:00:00")  # appended since: the next read files it
+    assert (earned(store, "2026-11"), earned(store, "2026-10")) == ({"p1": 21}, {"p1": 15})  # once each
+
+
+def test_entries_appended_here_are_filed_from_memory_others_read_back_each_once(store):
+    """What this process appended is filed without reading it back; what another process
+    appended is read back by `_id`. Filing again, from either process, changes nothing."""
+    other = PointsStore(store.db)
+    award = {"kind": "manual_award", "points": 7, "community_id": "c1", "to_account": "p1"}
+    pool = domain.pool_account("c1", "p1")
+    assert store.execute(domain.Transfer(id="mine", from_account=pool, **award))
+    assert other.execute(domain.Transfer(id="theirs", from_account=pool, **award))
+    assert set(store.ledger_files._pools[pool]) == {1} and set(other.ledger_files._pools[pool]) == {2}
+    store.ledger_files.file_appended()
+    assert (store.ledger_files._pools, store.ledger_files._transfers) == ({}, {})
+    month = local_today().strftime("%Y-%m")
+    filed = store.ledger_files.months.find_one({"_id": f"{pool}@{month}"})
+    assert filed["through"] == 2 and earned(store, month) == {"p1": 14}
+    # The transfers' legs: "mine" from the index; "theirs", not filed yet, by the query.
+    assert [leg["_id"] for leg in store.ledger_files.legs_of("mine")] == [f"{pool}#{1:010d}", f"p1#{1:010d}"]
+    assert store.ledger_files.legs_of("theirs") is None
+    assert [leg["key"] for leg in store.legs_of("theirs")] == [pool, "p1"]
+    other.ledger_files.file_appended()
+    assert store.ledger_files.months.find_one({"_id": f"{pool}@{month}"}) == filed
+    assert earned(other, month) == {"p1": 14}
+    assert store.ledger_files.legs_of("theirs") == store.legs_of("theirs")
+    assert store.leg("theirs", "p1")["points"] == 7 and store.leg("theirs", "p2") is None
+
+
+def test_a_month_filed_meanwhile_by_another_process_is_filed_on_top_of(store):
+    """Two filers of one pool: the second finds the month counted further than it read the
+    cursor, and counts only what is new."""
+    for n, day in enumerate(("01", "02", "03"), start=1):
+        post(store, f"t{n}", n, f"2026-11-{day}T04:00:00")
+    pool = "pool:c1:0"
+    entries = [store.ledger.entry(pool, seq) for seq in (1, 2, 3)]
+    store.ledger_files._file_month(f"{pool}@2026-11", entries[:2], through=2)  # a filer that saw 2
+    store.ledger_files._file_month(f"{pool}@2026-11", entries, through=3)  # one that saw all 3
+    store.ledger_files._file_month(f"{pool}@2026-11", entries[:2], through=2)  # a late one
+    assert earned(store, "2026-11") == {"p1": 6}
 
 
 def test_consecutive_statements_of_a_long_chain_share_every_entry_once(store):

@@ -122,23 +122,28 @@ PEOPLE = {
 }
 MONTH_ENTRIES = [
     act("p1", 20, "2", "va:e1"),
-    act("pool:c1:1", -20, "2", "va:e1"),  # the pool's leg: not anyone's earning
+    act("pool:c1:1", -20, "2", "va:e1"),  # a pool: not anyone's earning
     act("p1", 10, "1", "va:e2"),
     entry("p2", "manual_award", 30, "award:k1"),
     act("p3", 25, "2.5", "va:e3"),
-    entry("p3", "reversal", -10, "reversal:va:e0", reverses="va:e0"),  # an October act taken back
+    # An October act taken back in November: its reversal carries its hours.
+    entry("p3", "reversal", -10, "reversal:va:e0", reverses="va:e0", hours="1"),
     entry("p3", "redemption", -15, "order:o1"),  # spending is not negative earning
     entry("p4", "manual_award", 30, "award:k2"),
     entry("p4", "inspection", 0, "inspection:k3"),  # a failed check
     entry("p9", "manual_award", 50, "award:k4"),  # the registry has not told of p9
 ]
-OCTOBER_ACT = act("p3", 10, "1", "va:e0", occurred_on="2026-10-30")
+
+
+def tallied(entries) -> reports.MonthTallies:
+    tallies = reports.MonthTallies()
+    tallies.add_entries(entries)
+    return tallies
 
 
 def test_the_leaderboard_ranks_by_earned_points_with_reversals_and_ties_by_name_then_id():
-    assert reports.reversed_acts(MONTH_ENTRIES) == ["va:e0"]
     wanted = reports.board("community", ["c1"], "2026-11", 20)
-    board = reports.leaderboard(wanted, MONTH_ENTRIES, [OCTOBER_ACT], PEOPLE)
+    board = reports.leaderboard(wanted, tallied(MONTH_ENTRIES).earned, PEOPLE)
     ranking = [(i["rank"], i["person_id"], i["points"], i["acts"], i["hours"]) for i in board["items"]]
     assert ranking == [
         (1, "p2", 30, 0, "0"),  # 李平 before 王建国 at 30 points; p2 before p4, both 李平
@@ -150,19 +155,54 @@ def test_the_leaderboard_ranks_by_earned_points_with_reversals_and_ties_by_name_
 
 
 def test_a_reversal_in_the_same_month_takes_the_act_back_entirely():
-    entries = [act("p1", 20, "2", "va:e1"), entry("p1", "reversal", -20, "reversal:va:e1", reverses="va:e1")]
-    assert reports.reversed_acts(entries) == []
+    entries = [
+        act("p1", 20, "2", "va:e1"),
+        entry("p1", "reversal", -20, "reversal:va:e1", reverses="va:e1", hours="2"),
+    ]
     assert reports.earnings(entries)["p1"] == reports.Tally(points=0, acts=0, hours=Decimal(0))
-    board = reports.leaderboard(reports.board("grid", ["c1-01"], "2026-11", 5), entries, [], PEOPLE)
-    assert board["items"] == []
+    wanted = reports.board("grid", ["c1-01"], "2026-11", 5)
+    assert reports.leaderboard(wanted, tallied(entries).earned, PEOPLE)["items"] == []
 
 
 def test_the_leaderboard_keeps_to_its_scope_and_limit():
     wanted = reports.board("grid", ["c1-01"], "2026-11", 1)
-    in_grid = {pid: p for pid, p in PEOPLE.items() if p["grid_id"] in wanted.scope_ids}
-    board = reports.leaderboard(wanted, MONTH_ENTRIES, [OCTOBER_ACT], in_grid)
+    board = reports.leaderboard(wanted, tallied(MONTH_ENTRIES).earned, PEOPLE)
     assert board["total"] == 2 and [i["person_id"] for i in board["items"]] == ["p1"]
+    assert board["items"][0]["grid_id"] == "c1-01"
     assert reports.board("street", ["c1", "c2"], "2026-11", 20).field == "community_id"
+
+
+def test_the_people_side_of_pool_entries_is_what_they_earned():
+    """Reports read the pools' chains: each pool leg stands for its counterparty's leg."""
+    given = ManualAward(person_id="p1", community_id="c1", points=5, reason="帮扶")
+    award = domain.award_transfer("k1", given)
+    debit, credit = domain.legs(award, datetime(2026, 11, 2, tzinfo=UTC))
+    pool_leg = {"key": debit[0], **debit[2]({"balance": 0})}
+    person_leg = {"key": credit[0], **credit[2]({"balance": 0})}
+    assert pool_leg["key"] == domain.pool_account("c1", "p1")
+    (mirrored,) = reports.people_side([pool_leg])
+    assert mirrored == {k: person_leg.get(k) for k in mirrored}
+    assert (mirrored["key"], mirrored["points"], mirrored["kind"]) == ("p1", 5, "manual_award")
+
+
+def test_the_reversal_of_an_act_carries_its_hours_and_of_an_award_none():
+    other_side = {"counterparty": "pool:c1:1", "community_id": "c1"}
+    reversal = domain.reversal_of(act("p1", 20, "2.5", "va:e1") | other_side, "staff", "录入错误")
+    assert (reversal.from_account, reversal.to_account) == ("p1", "pool:c1:1")
+    assert reversal.facts == {"hours": "2.5"}
+    award_leg = entry("p1", "manual_award", 5, "award:k1") | other_side
+    assert domain.reversal_of(award_leg, "staff", "错发").facts == {}
+
+
+def test_month_tallies_add_up_and_keep_exact_hours_through_their_stored_text():
+    """Tallies of two pools' months add per person; their stored text gives them back exactly."""
+    first, second = tallied(MONTH_ENTRIES[:3]), tallied([act("p1", 15, "1.5", "va:e9"), *MONTH_ENTRIES[3:]])
+    first.add(second)
+    assert first.earned == tallied([*MONTH_ENTRIES, act("p1", 15, "1.5", "va:e9")]).earned
+    assert first.earned["p1"] == reports.Tally(points=45, acts=3, hours=Decimal("4.5"))
+    assert first.served["p1"] == first.earned["p1"] and "p2" not in first.served  # p2: an award
+    assert reports.MonthTallies.from_text(first.text()) == first
+    assert reports.MonthTallies.from_text(reports.MonthTallies().text()) == reports.MonthTallies()
 
 
 def test_a_bad_leaderboard_request_names_every_field():
@@ -202,13 +242,15 @@ DISCLOSED_ACTS = [
     act("pool:c1:1", -20, "2", "va:e1"),
     act("p1", 15, "1.5", "va:e2"),
     act("p2", 40, "4", "va:e3"),
-    act("p3", 10, "1", "va:e4"),  # reversed later: not credited
+    entry("p2", "manual_award", 30, "award:k1"),  # not volunteer service
+    act("p3", 10, "1", "va:e4"),
+    entry("p3", "reversal", -10, "reversal:va:e4", reverses="va:e4", hours="1"),  # taken back
     act("p9", 5, "0.5", "va:e5"),
 ]
 
 
 def disclosed() -> dict:
-    return reports.disclosure("c1", NOVEMBER, DISCLOSED_ACTS, {"va:e4"}, PEOPLE)
+    return reports.disclosure("c1", NOVEMBER, tallied(DISCLOSED_ACTS).served, PEOPLE)
 
 
 def test_the_disclosure_lists_who_served_most_points_first_with_masked_names():
@@ -222,9 +264,19 @@ def test_the_disclosure_lists_who_served_most_points_first_with_masked_names():
     assert report["totals"] == {"people": 3, "points": 80, "acts": 4, "hours": "8"}
 
 
+def test_an_act_taken_back_after_its_month_is_a_correction_in_the_month_it_is_taken_back():
+    """October was posted with p1's act; November shows it taken back, and October stays."""
+    october = [act("p1", 20, "2", "va:e1"), act("p2", 10, "1", "va:e2")]
+    november = [entry("p1", "reversal", -20, "reversal:va:e1", reverses="va:e1", hours="2")]
+    assert reports.disclosure("c1", NOVEMBER, tallied(october).served, PEOPLE)["totals"]["acts"] == 2
+    report = reports.disclosure("c1", NOVEMBER, tallied(november).served, PEOPLE)
+    assert report["items"] == [{"no": 1, "name": "王**", "points": -20, "acts": -1, "hours": "-2"}]
+    assert report["totals"] == {"people": 1, "points": -20, "acts": -1, "hours": "-2"}
+
+
 def test_the_disclosure_workbook_has_title_header_rows_and_totals():
     people = {**PEOPLE, "p9": {"_id": "p9", "name": "=HYPERLINK(1)"}}
-    report = reports.disclosure("c1", NOVEMBER, DISCLOSED_ACTS, {"va:e4"}, people)
+    report = reports.disclosure("c1", NOVEMBER, tallied(DISCLOSED_ACTS).served, people)
     file = reports.disclosure_file(report)
     assert file["filename"] == "volunteer-disclosure-c1-2026-11.xlsx"
     sheet = load_workbook(io.BytesIO(base64.b64decode(file["content"]))).active
