@@ -265,3 +265,16 @@ def test_consecutive_statements_of_a_long_chain_share_every_entry_once(store):
     assert statements[-1]["closing_balance"] == sum(range(1, 46))
     nobody = reports.month_period("2026-11")
     assert store.period_entries("nobody", *nobody.bounds(zone)) == (None, [])
+
+
+def test_reports_know_the_earners_filing_looked_up_and_a_person_updated_here_at_once(store):
+    person = {"_id": "p1", "version": 1, "name": "王测", "community_id": "c1", "grid_id": "c1-01"}
+    store.remember_person(person)
+    award = {"kind": "manual_award", "points": 7, "community_id": "c1", "from_account": "pool:c1:0"}
+    assert store.execute(domain.Transfer(id="a1", to_account="p1", **award))
+    assert store.execute(domain.Transfer(id="a2", to_account="team:t1", **award))
+    store.ledger_files.file_appended()  # filing looks the earners up ...
+    store.people.delete_one({"_id": "p1"})
+    assert store.people_by_id(["p1", "team:t1"]) == {"p1": person}  # ... so reports need not
+    store.remember_person({**person, "version": 2, "name": "王测改"})
+    assert store.people_by_id(["p1"])["p1"]["name"] == "王测改"
