@@ -41,6 +41,7 @@ Entry = dict[str, Any]
 Append = tuple[str, str, Callable[[Summary], Entry]]
 Result = Entry | None | Exception  # the entry appended; None: appended before; or why not
 SUMMARY_WRITE_SECONDS = 1.0
+WALKED_ON_REFUSAL = 32  # entries looked at by `_id` before a refusal asks the guard's index
 log = logging.getLogger(__name__)
 
 
@@ -200,7 +201,7 @@ class Journal:
             try:
                 built.append((index, self._next_entry(self._cached(items[index][0]), *items[index])))
             except Exception as exc:
-                results[index] = self._refusal(items[index][1], exc)
+                results[index] = self._refusal(items[index][0], items[index][1], exc)
         if not built:
             return
         indexes = [index for index, _ in built]
@@ -219,9 +220,19 @@ class Journal:
                 results[index] = entries[position]
         self._keep_summaries(changed)
 
-    def _refusal(self, guard: str, exc: Exception) -> Result:
+    def _refusal(self, key: str, guard: str, exc: Exception) -> Result:
         """`entry_for` refused: right, unless this is a redelivery of an entry already made
-        (the chain moved on since, so the refusal is about a state after it)."""
+        (the chain moved on since, so the refusal is about a state after it). The chain's
+        last `WALKED_ON_REFUSAL` entries are looked at by `_id`, newest first, as a redelivery
+        comes soon after its entry; only a longer chain is then queried by guard, which on
+        FerretDB reads every entry of every chain (5,000 entries: 1.3 s)."""
+        last = (self.summary(key) or self.empty(key))["seq"]
+        for seq in range(last, max(last - WALKED_ON_REFUSAL, 0), -1):
+            entry = self.entry(key, seq)
+            if entry is not None and entry.get("guard") == guard:
+                return None
+        if last <= WALKED_ON_REFUSAL:
+            return exc
         return None if self.entries.find_one({"guard": guard}, {"_id": 1}) else exc
 
     def _append_one(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> Result:
@@ -232,7 +243,7 @@ class Journal:
             try:
                 entry = self._next_entry(summary, key, guard, entry_for)
             except Exception as exc:
-                appended = self._refusal(guard, exc)
+                appended = self._refusal(key, guard, exc)
                 break
             try:
                 self.entries.insert_one(entry)

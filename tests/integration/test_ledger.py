@@ -209,3 +209,22 @@ def test_a_transfer_recorded_twice_in_one_batch_gives_one_event(settings, ledger
     # Recorded again later (a redelivery after the first was published): the same event id.
     [[again]] = store._record_batch([twice])
     assert again["id"] == first["id"]
+
+
+@pytest.mark.parametrize("entries_after", [0, 40], ids=["just-made", "made-40-entries-ago"])
+def test_a_refused_debit_made_before_counts_as_made_a_new_one_is_refused(settings, ledger_db, entries_after):
+    """A redelivered debit the balance no longer covers was made before: it moves nothing and
+    raises nothing, whether its entry is among the chain's last ones (looked up by `_id`) or
+    further back (asked of the guard's index). A debit never made is refused."""
+    _, name = ledger_db
+    store = store_on(settings, name)
+    store.execute(transfer("fund", 40))
+    spend = transfer("order-1", 40, to="held:c1:0", source="p-1")
+    assert store.execute(spend) is True
+    for n in range(entries_after):
+        store.execute(transfer(f"credit-{n}", 0))  # the chain moves on; the balance stays 0
+    again = store_on(settings, name)  # another process, with a cold cache
+    assert again.execute(spend) is False
+    with pytest.raises(domain.Refused):
+        again.execute(transfer("order-2", 40, to="held:c1:0", source="p-1"))
+    assert balances(again, "p-1", "held:c1:0") == [0, 40]
