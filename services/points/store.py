@@ -341,9 +341,9 @@ class LedgerFiles:
 
     def legs_of(self, transfer_id: str) -> list[Entry] | None:
         """The transfer's legs if it is indexed (here, or filed), else None."""
-        slots = self._transfers.get(transfer_id) or (self.transfers.find_one({"_id": transfer_id}) or {}).get(
-            "legs"
-        )
+        slots = self._transfers.get(transfer_id)
+        if slots is None:
+            slots = (self.transfers.find_one({"_id": transfer_id}) or {}).get("legs")
         if not slots:
             return None
         return [leg for slot in slots if (leg := self.ledger.entries.find_one({"_id": slot})) is not None]
@@ -363,8 +363,8 @@ class LedgerFiles:
             months.setdefault(month, []).append(entry)
         for month, entries in months.items():
             self._file_month(f"{pool}@{month}", entries, last)
-        self._filed_earners({entry["counterparty"] for entries in months.values() for entry in entries})
         self.months.update_one({"_id": pool}, {"$max": {"through": last}}, upsert=True)
+        self._filed_earners({entry["counterparty"] for entries in months.values() for entry in entries})
 
     def _file_month(self, file_id: str, entries: Sequence[Entry], through: int) -> None:
         while True:
