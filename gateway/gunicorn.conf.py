@@ -15,6 +15,8 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
+# gunicorn's usual line, with how long the answer took and the request id it carried.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms %({x-request-id}o)s "%(f)s" "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
 

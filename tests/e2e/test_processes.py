@@ -31,3 +31,18 @@ def test_gateway_workers_keep_their_heartbeat_file_in_memory(stack):
         fds = Path(f"/proc/{worker}/fd")
         open_files = [os.readlink(fds / fd) for fd in os.listdir(fds)]
         assert any(f.startswith("/dev/shm/") for f in open_files), open_files
+
+
+def test_the_gateways_access_log_tells_how_long_each_answer_took_and_its_request_id(stack):
+    import re
+
+    import requests
+
+    from tests.support import eventually
+
+    request_id = f"trace-{os.getpid()}-{os.urandom(4).hex()}"
+    answer = requests.get(f"{stack.base_url}/health", headers={"X-Request-Id": request_id}, timeout=10)
+    assert answer.headers["X-Request-Id"] == request_id
+    log = stack.home / "logs" / "gateway.log"
+    line = eventually(lambda: next((x for x in log.read_text().splitlines() if request_id in x), None))
+    assert re.search(rf'"GET /health HTTP/1\.1" {answer.status_code} \d+ \d+ms {request_id} ', line), line
