@@ -449,8 +449,11 @@ class Orders(BaseModel):
 
 
 class Leaderboard(BaseModel):
-    """People of the scope ranked by the points credited to them in the month (volunteer acts,
-    awards, passed inspections), less the earnings taken back in it."""
+    """People ranked by the points credited to them in the month (volunteer acts, awards,
+    passed inspections) from the scope's communities, less the earnings taken back in it: for a
+    community or street, whoever served there, residents or members reporting there from
+    elsewhere (双报到); for a grid, its residents. People the registry has not told of are left
+    out."""
 
     month: str
     items: list[dict[str, Any]]

@@ -33,8 +33,7 @@ Errors = list[dict[str, str]]
 MAX_PERIOD_DAYS = 366
 MAX_LEADERBOARD = 500
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-# A street is ranked over its communities: the gateway resolves it to their ids.
-SCOPE_FIELDS = {"grid": "grid_id", "community": "community_id", "street": "community_id"}
+SCOPES = ("grid", "community", "street")
 # What people earn; spending (redemptions) is not earning.
 EARNING_KINDS = ("volunteer_act", "manual_award", "inspection")
 # How earning transfers' ids begin (domain.volunteer_act_transfer, award_transfer,
@@ -212,6 +211,39 @@ class MonthTallies:
         return cls(tallies("earned"), tallies("served"))
 
 
+class NothingToFile(Exception):
+    """A filing found no entry its month file does not count already."""
+
+
+def empty_month_file(key: str) -> dict[str, Any]:
+    """A pool's month file (`<pool>@<YYYY-MM>`), a journal of filings: `through` is the last
+    seq of the pool's chain it has counted, `tallies` what the month's entries earned."""
+    return {"_id": key, "seq": 0, "through": 0, "tallies": MonthTallies().text()}
+
+
+def with_filing(month_file: dict[str, Any], filing: Entry) -> dict[str, Any]:
+    tallies = MonthTallies.from_text(month_file["tallies"])
+    tallies.add(MonthTallies.from_text(filing["tallies"]))
+    counted = {"seq": filing["seq"], "through": filing["through"], "tallies": tallies.text()}
+    return {"_id": month_file["_id"], **counted}
+
+
+def filing(pool_entries: Sequence[Entry], through: int) -> Callable[[dict[str, Any]], Entry]:
+    """The next filing of a month file: what the month's `pool_entries` (seqs up to `through`)
+    earned that the file does not count yet. Built on the file's true last filing, so an entry
+    counts once however many filers file at once."""
+
+    def entry_for(month_file: dict[str, Any]) -> Entry:
+        new = [e for e in pool_entries if e["seq"] > month_file["through"]]
+        if not new:
+            raise NothingToFile(month_file["_id"])
+        tallies = MonthTallies()
+        tallies.add_entries(people_side(new))
+        return {"through": through, "tallies": tallies.text()}
+
+    return entry_for
+
+
 def is_earning_reversal(entry: Entry) -> bool:
     return entry["kind"] == "reversal" and (entry.get("reverses") or "").startswith(EARNING_TRANSFERS)
 
@@ -276,16 +308,12 @@ class Board:
     month: Period
     limit: int
 
-    @property
-    def field(self) -> str:
-        return SCOPE_FIELDS[self.scope_kind]
-
 
 def board(scope_kind: Any, scope_ids: Any, month: Any, limit: Any) -> Board:
     """A leaderboard request, checked; InvalidInput names every bad field."""
     errors: Errors = []
-    if not isinstance(scope_kind, str) or scope_kind not in SCOPE_FIELDS:
-        errors.append({"field": "scope_kind", "message": f"one of {', '.join(SCOPE_FIELDS)}"})
+    if not isinstance(scope_kind, str) or scope_kind not in SCOPES:
+        errors.append({"field": "scope_kind", "message": f"one of {', '.join(SCOPES)}"})
     ids_ok = isinstance(scope_ids, list | tuple) and all(isinstance(i, str) and i for i in scope_ids)
     if not ids_ok or not scope_ids:
         errors.append({"field": "scope_ids", "message": "one or more grid or community codes"})
@@ -301,10 +329,12 @@ def board(scope_kind: Any, scope_ids: Any, month: Any, limit: Any) -> Board:
 
 
 def leaderboard(wanted: Board, earned: Tallies, people: Mapping[str, Person]) -> dict[str, Any]:
-    """People of the scope ranked by what they `earned` in the month (`MonthTallies`);
-    `people` are those the registry told of, so people it has not told of, or living outside
-    the scope, are left out."""
-    in_scope = {pid: p for pid, p in people.items() if p.get(wanted.field) in wanted.scope_ids}
+    """People ranked by what they `earned` in the month from the pools of the scope's
+    communities (`MonthTallies`): whoever served there, residents or members reporting there
+    from elsewhere (双报到); a grid's board, its residents among them. `people` are those the
+    registry told of: people it has not told of are left out."""
+    in_grid = wanted.scope_kind == "grid"
+    in_scope = {pid: p for pid, p in people.items() if not in_grid or p.get("grid_id") in wanted.scope_ids}
     ranked = _ranked(earned, in_scope, earned_something)
     return {
         "scope_kind": wanted.scope_kind,

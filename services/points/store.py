@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 # The people reports name are kept this long (see `PointsStore.people_by_id`).
 PEOPLE_SECONDS = 600.0
 PEOPLE_KEPT = 200_000
-LOOKUPS_AT_ONCE = 8
 
 
 class PointsStore(BaseStore):
@@ -55,11 +54,13 @@ class PointsStore(BaseStore):
     def ensure_indexes(self) -> None:
         self.ledger.ensure_indexes()
         self.counters.ensure_indexes()
+        self.ledger_files.ensure_indexes()
 
     def write_behind(self) -> None:
+        self.ledger_files.file_appended()
         self.ledger.write_summaries()
         self.counters.write_summaries()
-        self.ledger_files.file_appended()
+        self.ledger_files.months.write_summaries()
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -76,11 +77,7 @@ class PointsStore(BaseStore):
         return next((leg for leg in self.legs_of(transfer_id) if leg["key"] == account_id), None)
 
     def legs_of(self, transfer_id: str) -> list[Entry]:
-        """A transfer's legs, debit first: by the index `LedgerFiles` keeps, or, for a transfer
-        it does not know (applied by another process and not filed yet), by a query that
-        reads the whole ledger on FerretDB."""
-        indexed = self.ledger_files.legs_of(transfer_id)
-        return list(self.ledger.entries.find({"transfer_id": transfer_id})) if indexed is None else indexed
+        return self.ledger_files.legs_of(transfer_id)
 
     def chain_totals(self) -> list[dict[str, Any]]:
         """Per account: the sum of its entries' points, their number and the sum of their seqs."""
@@ -240,14 +237,14 @@ class PointsStore(BaseStore):
         """The people known of those ids. Reports name everyone who earned in a month (2,000
         people: 1.8 s of lookups on FerretDB), so people found are kept `PEOPLE_SECONDS`, and
         `LedgerFiles` looks up the earners it files before a report asks for them. A person
-        updated by another process's event may show as before for that long."""
+        updated by another process's event (or while a lookup of them was under way) may show
+        as before for that long."""
         wanted = [person_id for person_id in person_ids if reports.is_person_account(person_id)]
         return self._known_people.get_many(wanted, self._look_up_people)
 
     def _look_up_people(self, person_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """A lookup by `_id` each (see `Journal.stretch`), a few at once."""
-        pool = eventlet.GreenPool(LOOKUPS_AT_ONCE)
-        found = pool.imap(lambda person_id: self.people.find_one({"_id": person_id}), person_ids)
+        """A lookup by `_id` each (see `Journal.stretch`)."""
+        found = (self.people.find_one({"_id": person_id}) for person_id in person_ids)
         return {person["_id"]: person for person in found if person is not None}
 
     def period_entries(
@@ -282,17 +279,20 @@ class PointsStore(BaseStore):
 class LedgerFiles:
     """What the ledger files for reads that would otherwise query it (on FerretDB any query but
     a lookup by `_id` reads the whole ledger; 5,000 entries: 1.3 s):
-    - by pool and local month, what the pool's entries earned people: `<pool>@<YYYY-MM>` with
-      the month's tallies (`reports.MonthTallies`), and `<pool>` telling how far the chain is
-      filed. Read entry by entry, a busy community's month cost a lookup per act (2,600 acts:
-      3 s); filed, it is one small read per pool;
+    - by pool and local month, what the pool's entries earned people: a month file
+      `<pool>@<YYYY-MM>`, itself a journal (shared/journal.py) of filings, whose summary holds
+      the month's tallies (`reports.MonthTallies`) and the last seq of the pool's chain they
+      count. A filing is built on the file's true last one and inserted into the next slot,
+      so every entry counts once, whoever files and however often (FerretDB can lose one of two
+      concurrent updates of a document: filings are never updates). `pool_filed` tells how
+      far each pool's chain has been filed, where the next filing starts reading. Read entry by
+      entry, a busy community's month cost a lookup per act (2,600 acts: 3 s); filed, it is a
+      summary per pool;
     - by transfer, the `_id`s of its legs (`transfer_legs`), for reversals.
 
     The entries this process appends are filed a moment later from memory (`FILE_SECONDS`).
     A pool's entries appended elsewhere (another process, or before a crash) are read back by
-    `_id` when the pool is filed; a transfer not indexed is found by a query. A month document
-    says up to which seq it counts, and is replaced only if that has not changed meanwhile:
-    every entry counts once, whoever files and however often."""
+    `_id` when the pool is filed; a transfer not indexed is found by a query."""
 
     FILE_SECONDS = 2.0
     MAX_PENDING = 20_000  # per pool, and transfers; past it, entries are read back instead
@@ -302,12 +302,18 @@ class LedgerFiles:
     ) -> None:
         """`filed_earners` is told who earned by the entries each filing counts."""
         self._filed_earners = filed_earners
-        self.months = db["pool_months"]
-        self.transfers = db["transfer_legs"]
         self.ledger = ledger
+        self.months = Journal(
+            db, "pool_month_filings", "pool_months", empty=reports.empty_month_file, fold=reports.with_filing
+        )
+        self.filed = db["pool_filed"]
+        self.transfers = db["transfer_legs"]
         self._pools: dict[str, dict[int, Entry]] = {}  # appended here, not filed yet
         self._transfers: dict[str, list[str]] = {}  # transfer → its legs' `_id`s, not filed yet
         self._filer: Any = None
+
+    def ensure_indexes(self) -> None:
+        self.months.ensure_indexes()
 
     def appended(self, legs: Sequence[Entry]) -> None:
         """Both legs of a transfer were appended now (a leg appended before is not among them)."""
@@ -339,55 +345,57 @@ class LedgerFiles:
         except PyMongoError:
             log.warning("could not file what the ledger appended; reads catch up", exc_info=True)
 
-    def legs_of(self, transfer_id: str) -> list[Entry] | None:
-        """The transfer's legs if it is indexed (here, or filed), else None."""
+    def legs_of(self, transfer_id: str) -> list[Entry]:
+        """A transfer's legs, debit first: by the index, or, for a transfer it does not hold
+        (applied by another process and not filed yet), by a query of the whole ledger."""
         slots = self._transfers.get(transfer_id)
         if slots is None:
             slots = (self.transfers.find_one({"_id": transfer_id}) or {}).get("legs")
         if not slots:
-            return None
+            return list(self.ledger.entries.find({"transfer_id": transfer_id}))
         return [leg for slot in slots if (leg := self.ledger.entries.find_one({"_id": slot})) is not None]
 
     def file(self, pool: str) -> None:
         """File the pool's entries up to the end of its chain."""
         known = self._pools.pop(pool, {})
-        filed = (self.months.find_one({"_id": pool}) or {}).get("through", 0)
+        filed = (self.filed.find_one({"_id": pool}) or {}).get("through", 0)
         summary = self.ledger.summary(pool)
         last = summary["seq"] if summary else 0
         if last <= filed:
             return
         months: dict[str, list[Entry]] = {}
         for seq in range(filed + 1, last + 1):
-            entry = known.get(seq) or self.ledger.entry(pool, seq)
+            entry = self._with_hours(known.get(seq) or self.ledger.entry(pool, seq))
             month = entry["applied_at"].astimezone(local_zone()).strftime("%Y-%m")
             months.setdefault(month, []).append(entry)
         for month, entries in months.items():
-            self._file_month(f"{pool}@{month}", entries, last)
-        self.months.update_one({"_id": pool}, {"$max": {"through": last}}, upsert=True)
+            with suppress(reports.NothingToFile):  # another filer counted them first
+                self.months.append(f"{pool}@{month}", f"{pool}@{month}:{last}", reports.filing(entries, last))
+        self._mark_filed(pool, last)
         self._filed_earners({entry["counterparty"] for entries in months.values() for entry in entries})
 
-    def _file_month(self, file_id: str, entries: Sequence[Entry], through: int) -> None:
-        while True:
-            stored = self.months.find_one({"_id": file_id})
-            counted = stored["through"] if stored else 0
-            if counted >= through:
-                return
-            tallies = reports.MonthTallies.from_text(stored["tallies"]) if stored else reports.MonthTallies()
-            tallies.add_entries(reports.people_side(e for e in entries if e["seq"] > counted))
-            new = {"_id": file_id, "through": through, "tallies": tallies.text()}
-            if stored is None:
-                with suppress(DuplicateKeyError):  # another filer's came first: file on top of it
-                    self.months.insert_one(new)
-                    return
-            elif self.months.replace_one({"_id": file_id, "through": counted}, new).matched_count:
-                return
+    def _with_hours(self, entry: Entry) -> Entry:
+        """A reversal of an act made before reversals carried the act's hours gets them from
+        the act's credit, so that the act stops counting."""
+        reverses = entry.get("reverses") or ""
+        if entry["kind"] != "reversal" or entry.get("hours") or not reverses.startswith(reports.ACT_TRANSFER):
+            return entry
+        return {**entry, "hours": next((leg.get("hours") for leg in self.legs_of(reverses)), None)}
+
+    def _mark_filed(self, pool: str, through: int) -> None:
+        # Only ever raised: if two filers' updates race and the lower one lands, the next
+        # filing reads a few entries again, which their month files count once anyway.
+        try:
+            self.filed.update_one({"_id": pool}, {"$max": {"through": through}}, upsert=True)
+        except DuplicateKeyError:  # two first filings of the pool at once
+            self.filed.update_one({"_id": pool}, {"$max": {"through": through}})
 
     def tallies(self, pools: Sequence[str], month: str) -> reports.MonthTallies:
         """The pools' tallies of a month, filed first up to now: exact as of the call."""
         total = reports.MonthTallies()
         for pool in pools:
             self.file(pool)
-            stored = self.months.find_one({"_id": f"{pool}@{month}"})
-            if stored is not None:
-                total.add(reports.MonthTallies.from_text(stored["tallies"]))
+            month_file = self.months.summary(f"{pool}@{month}")
+            if month_file is not None:
+                total.add(reports.MonthTallies.from_text(month_file["tallies"]))
         return total

@@ -10,8 +10,7 @@ gunicorn settings) and prints, from one run:
 2. the burst's month in reports, through the gateway: the first read of the community's
    monthly disclosure (2,000 people, 20,000 acts), then p50 / p95 / p99 of it and of the
    community's leaderboard (the burst's people are put in the points bank's read model of the
-   registry's people before the burst); then the next read after the filed months are dropped,
-   as if filing had been lost, which files the month again from the ledger (same totals?);
+   registry's people before the burst);
 3. balance reads of accounts with 100 entries each: first with 400 such accounts loaded (40,000
    entries, written straight into the points bank's database), then with 1,000,000 loaded
    (10,000 accounts): how long loading took, and p50 / p95 / p99 of
@@ -259,7 +258,6 @@ REPORT_READS = 20
 def figure_reports(base: str, key: str) -> None:
     import requests
 
-    from shared.mongo import connect
     from shared.settings import local_today
 
     month = local_today().strftime("%Y-%m")
@@ -285,10 +283,6 @@ def figure_reports(base: str, key: str) -> None:
     print(f"  first disclosure read: {took:,.0f} ms ({totals['people']:,} people, {totals['acts']:,} acts)")
     for name in reads:
         print(latency_line(f"gateway GET {name}", [read(name)[0] for _ in range(REPORT_READS)]))
-    connect("points_bank").drop_collection("pool_months")  # as if filing had been lost
-    took, again = read("disclosure")
-    same = "the same totals" if again["totals"] == totals else f"DIFFERENT totals {again['totals']}"
-    print(f"  filed months dropped: the next read files the month again in {took / 1000:.1f}s, {same}")
 
 
 # --- figure 3: balance reads on a large ledger ----------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -199,7 +200,7 @@ def test_reports_count_each_pool_entry_in_the_local_month_it_was_applied_in(stor
     post(store, "t2", 20, "2026-10-31T17:00:00")  # November 1, 01:00
     post(store, "t3", 5, "2026-10-31T15:59:59")
     assert [earned(store, m) for m in ("2026-10", "2026-11", "2026-12")] == [{"p1": 15}, {"p1": 20}, {}]
-    assert store.ledger_files.months.find_one({"_id": "pool:c1:0"})["through"] == 3
+    assert store.ledger_files.filed.find_one({"_id": "pool:c1:0"})["through"] == 3
     post(store, "t4", 1, "2026-11-30T15:00:00")  # appended since: the next read files it
     assert (earned(store, "2026-11"), earned(store, "2026-10")) == ({"p1": 21}, {"p1": 15})  # once each
 
@@ -216,30 +217,42 @@ def test_entries_appended_here_are_filed_from_memory_others_read_back_each_once(
     store.ledger_files.file_appended()
     assert (store.ledger_files._pools, store.ledger_files._transfers) == ({}, {})
     month = local_today().strftime("%Y-%m")
-    filed = store.ledger_files.months.find_one({"_id": f"{pool}@{month}"})
-    assert filed["through"] == 2 and earned(store, month) == {"p1": 14}
+    month_file = f"{pool}@{month}"
+    assert store.ledger_files.months.summary(month_file)["through"] == 2
+    assert earned(store, month) == {"p1": 14}
     # The transfers' legs: "mine" from the index; "theirs", not filed yet, by the query.
-    assert [leg["_id"] for leg in store.ledger_files.legs_of("mine")] == [f"{pool}#{1:010d}", f"p1#{1:010d}"]
-    assert store.ledger_files.legs_of("theirs") is None
+    assert store.ledger_files.transfers.find_one({"_id": "theirs"}) is None
+    assert [leg["_id"] for leg in store.legs_of("mine")] == [f"{pool}#{1:010d}", f"p1#{1:010d}"]
     assert [leg["key"] for leg in store.legs_of("theirs")] == [pool, "p1"]
     other.ledger_files.file_appended()
-    assert store.ledger_files.months.find_one({"_id": f"{pool}@{month}"}) == filed
+    indexed = store.ledger_files.transfers.find_one({"_id": "theirs"})
+    assert indexed["legs"] == [f"{pool}#{2:010d}", f"p1#{2:010d}"]
+    assert store.ledger_files.months.summary(month_file)["seq"] == 1  # one filing: nothing new for the other
     assert earned(other, month) == {"p1": 14}
-    assert store.ledger_files.legs_of("theirs") == store.legs_of("theirs")
     assert store.leg("theirs", "p1")["points"] == 7 and store.leg("theirs", "p2") is None
 
 
-def test_a_month_filed_meanwhile_by_another_process_is_filed_on_top_of(store):
-    """Two filers of one pool: the second finds the month counted further than it read the
-    cursor, and counts only what is new."""
-    for n, day in enumerate(("01", "02", "03"), start=1):
-        post(store, f"t{n}", n, f"2026-11-{day}T04:00:00")
-    pool = "pool:c1:0"
-    entries = [store.ledger.entry(pool, seq) for seq in (1, 2, 3)]
-    store.ledger_files._file_month(f"{pool}@2026-11", entries[:2], through=2)  # a filer that saw 2
-    store.ledger_files._file_month(f"{pool}@2026-11", entries, through=3)  # one that saw all 3
-    store.ledger_files._file_month(f"{pool}@2026-11", entries[:2], through=2)  # a late one
-    assert earned(store, "2026-11") == {"p1": 6}
+def test_filers_in_several_processes_at_once_count_every_entry_once(settings, store):
+    """Three processes file one pool's 60 entries at once, while it grows, each from a stale
+    view of the month; the month counts each entry once."""
+    for n in range(30):
+        post(store, f"t{n}", 1, "2026-11-02T04:00:00")
+    # A store's journals are used from one thread, as in a service (one process, green threads).
+    filers = [PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[store.db.name]) for _ in range(3)]
+
+    def file_while_it_grows(filer: PointsStore, offset: int) -> None:
+        filer.pool_month_tallies(["c1"], "2026-11")  # each holds the month as of 30 entries
+        for n in range(offset, 30, 3):
+            post(filer, f"u{n}", 1, "2026-11-03T04:00:00")
+            filer.ledger_files.file("pool:c1:0")
+
+    threads = [threading.Thread(target=file_while_it_grows, args=(f, n)) for n, f in enumerate(filers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fresh = PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[store.db.name])
+    assert earned(fresh, "2026-11") == {"p1": 60}
 
 
 def test_consecutive_statements_of_a_long_chain_share_every_entry_once(store):

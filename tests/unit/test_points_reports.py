@@ -169,7 +169,17 @@ def test_the_leaderboard_keeps_to_its_scope_and_limit():
     board = reports.leaderboard(wanted, tallied(MONTH_ENTRIES).earned, PEOPLE)
     assert board["total"] == 2 and [i["person_id"] for i in board["items"]] == ["p1"]
     assert board["items"][0]["grid_id"] == "c1-01"
-    assert reports.board("street", ["c1", "c2"], "2026-11", 20).field == "community_id"
+
+
+def test_a_community_board_ranks_whoever_earned_from_its_pools_a_grid_board_its_residents():
+    """A member reporting to c1 from c2 (双报到) who served c1 is on c1's board, not a grid's."""
+    visitor = {"p5": {"_id": "p5", "name": "赵来", "community_id": "c2", "grid_id": "c2-01"}}
+    earned = tallied([act("p5", 50, "5", "va:e7"), act("p1", 20, "2", "va:e8")]).earned
+    people = PEOPLE | visitor
+    community = reports.leaderboard(reports.board("community", ["c1"], "2026-11", 20), earned, people)
+    assert [i["person_id"] for i in community["items"]] == ["p5", "p1"]
+    grid = reports.leaderboard(reports.board("grid", ["c1-01"], "2026-11", 20), earned, people)
+    assert [i["person_id"] for i in grid["items"]] == ["p1"]
 
 
 def test_the_people_side_of_pool_entries_is_what_they_earned():
