@@ -477,3 +477,16 @@ def test_a_write_whose_audit_record_cannot_be_written_keeps_its_answer_and_logs_
     assert response.status_code == 202 and response.get_json()["act_id"] == "va_1"
     [logged] = [r for r in caplog.records if "audit trail not writable" in r.getMessage()]
     assert logged.levelname == "CRITICAL" and response.headers["X-Request-Id"] in logged.getMessage()
+
+
+def test_the_openapi_document_is_built_once_and_again_after_an_operation_is_added(client):
+    from gateway.openapi import OpenApi, Operation
+
+    first = client.get("/openapi.json").get_json()
+    assert client.get("/openapi.json").get_json() == first
+    docs = OpenApi("t", "1", "d")
+    docs.add(Operation("GET", "/a", "A", None))
+    one = docs.document()
+    assert docs.document() is one and list(one["paths"]) == ["/a"]
+    docs.add(Operation("GET", "/b", "B", None))
+    assert list(docs.document()["paths"]) == ["/a", "/b"]
