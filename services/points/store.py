@@ -290,11 +290,15 @@ class LedgerFiles:
       summary per pool;
     - by transfer, the `_id`s of its legs (`transfer_legs`), for reversals.
 
-    The entries this process appends are filed a moment later from memory (`FILE_SECONDS`).
+    The entries this process appends are filed from memory every `FILE_SECONDS`, and by any
+    report that reads their pool.
     A pool's entries appended elsewhere (another process, or before a crash) are read back by
     `_id` when the pool is filed; a transfer not indexed is found by a query."""
 
-    FILE_SECONDS = 2.0
+    # Reports file what is pending before they read, so this only bounds the memory held and
+    # what a crash leaves to read back; rarer filings cost the credits less (each files more).
+    FILE_SECONDS = 10.0
+    MONTH_SUMMARY_WRITE_SECONDS = 10.0  # a stored month summary only shortens the fold of a read
     MAX_PENDING = 20_000  # per pool, and transfers; past it, entries are read back instead
 
     def __init__(
@@ -304,7 +308,12 @@ class LedgerFiles:
         self._filed_earners = filed_earners
         self.ledger = ledger
         self.months = Journal(
-            db, "pool_month_filings", "pool_months", empty=reports.empty_month_file, fold=reports.with_filing
+            db,
+            "pool_month_filings",
+            "pool_months",
+            empty=reports.empty_month_file,
+            fold=reports.with_filing,
+            summary_write_seconds=self.MONTH_SUMMARY_WRITE_SECONDS,
         )
         self.filed = db["pool_filed"]
         self.transfers = db["transfer_legs"]

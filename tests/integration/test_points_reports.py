@@ -291,3 +291,16 @@ def test_reports_know_the_earners_filing_looked_up_and_a_person_updated_here_at_
     assert store.people_by_id(["p1", "team:t1"]) == {"p1": person}  # ... so reports need not
     store.remember_person({**person, "version": 2, "name": "王测改"})
     assert store.people_by_id(["p1"])["p1"]["name"] == "王测改"
+
+
+def test_a_reversal_made_before_reversals_carried_hours_takes_its_act_back_whole(store):
+    """Such a reversal names only the act's transfer: filing finds the act's hours there."""
+    pool = "pool:c1:0"
+    act = {"kind": "volunteer_act", "points": 20, "community_id": "c1", "facts": {"hours": "2"}}
+    assert store.execute(domain.Transfer(id="va:e1", from_account=pool, to_account="p1", **act))
+    old_reversal = {"kind": "reversal", "points": 20, "community_id": "c1", "reverses": "va:e1"}
+    back = domain.Transfer(id="reversal:va:e1", from_account="p1", to_account=pool, **old_reversal)
+    assert store.execute(back)
+    month = local_today().strftime("%Y-%m")
+    tallies = store.pool_month_tallies(["c1"], month)
+    assert tallies.served["p1"] == reports.Tally(points=0, acts=0, hours=Decimal(0))
