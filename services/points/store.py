@@ -373,9 +373,10 @@ class LedgerFiles:
         if last <= filed:
             return
         months: dict[str, list[Entry]] = {}
+        zone = local_zone()
         for seq in range(filed + 1, last + 1):
             entry = self._with_hours(known.get(seq) or self.ledger.entry(pool, seq))
-            month = entry["applied_at"].astimezone(local_zone()).strftime("%Y-%m")
+            month = entry["applied_at"].astimezone(zone).strftime("%Y-%m")
             months.setdefault(month, []).append(entry)
         for month, entries in months.items():
             with suppress(reports.NothingToFile):  # another filer counted them first
