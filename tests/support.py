@@ -52,6 +52,19 @@ def act_recorded_event(**overrides: Any) -> Envelope:
     return new_event(act, subject=act.act_id)
 
 
+def publish_as_intake(*events: Envelope) -> list[str]:
+    """Publish events on the broker as issue intake's relay does; their ids, as confirmed."""
+    from shared.outbox import EventPublisher, publishable
+    from shared.settings import get_settings
+
+    publisher = EventPublisher(get_settings().amqp_uri, "issue_intake", timeout=5)
+    records = [record for event in events for record in publishable([event], event.subject)]
+    try:
+        return publisher.publish(records)
+    finally:
+        publisher.close()
+
+
 def outbox_events(db) -> list[dict]:
     """Every event still waiting in a service's outbox, as {id, aggregate_id} (a record lists
     the events of one write; the events themselves are in their aggregates)."""

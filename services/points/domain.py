@@ -269,6 +269,11 @@ def earned(
     )
 
 
+def act_transfer_id(recorded_event_id: str) -> str:
+    """A volunteer act's credit is named by the event that recorded the act."""
+    return f"va:{recorded_event_id}"
+
+
 def volunteer_act_transfer(
     envelope: Envelope,
     act: VolunteerActRecorded,
@@ -277,7 +282,7 @@ def volunteer_act_transfer(
     capped: dict[str, Any] | None,
 ) -> Transfer:
     return earned(
-        f"va:{envelope.id}",
+        act_transfer_id(envelope.id),
         "volunteer_act",
         act.person_id,
         act.community_id,

@@ -4,9 +4,11 @@
 
 Checks that every account's chain is unbroken (its entries are exactly seq 1..n), that the
 balance readers see equals the sum of the account's entries, that every transfer has both of
-its legs, and that all accounts together sum to zero. `--repair` rewrites summaries that are
-behind their chain (a crash between an entry and its summary write) and completes transfers
-that lost their second leg; both are safe to run at any time. Exit status 1 if anything is off.
+its legs, that all accounts together sum to zero, and that the month files the reports read
+(`LedgerFiles`) count exactly what their pool's entries earned. `--repair` rewrites summaries
+that are behind their chain (a crash between an entry and its summary write), completes
+transfers that lost their second leg and corrects month files by a correcting filing; all are
+safe to run at any time, the services running or not. Exit status 1 if anything is off.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ class Report:
     broken_chains: list[str] = field(default_factory=list)
     stale_summaries: list[str] = field(default_factory=list)
     one_legged: list[str] = field(default_factory=list)
+    month_files_off: list[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
-        return self.total == 0 and not (self.broken_chains or self.stale_summaries or self.one_legged)
+        off = self.broken_chains or self.stale_summaries or self.one_legged or self.month_files_off
+        return self.total == 0 and not off
 
     def lines(self) -> list[str]:
         verdict = "exact" if self.exact else "NOT exact"
@@ -43,6 +47,7 @@ class Report:
             ("chains with a gap", self.broken_chains),
             ("summaries behind their chain", self.stale_summaries),
             ("transfers missing a leg", self.one_legged),
+            ("month files off their pool's entries", self.month_files_off),
         ):
             if items:
                 found.append(f"{label} ({len(items)}): {', '.join(sorted(items)[:20])}")
@@ -50,10 +55,13 @@ class Report:
 
 
 def check(
-    chains: Iterable[dict[str, Any]], summaries: dict[str, dict[str, Any]], one_legged: list[str]
+    chains: Iterable[dict[str, Any]],
+    summaries: dict[str, dict[str, Any]],
+    one_legged: list[str],
+    month_files_off: Iterable[str] = (),
 ) -> Report:
     """`chains`: per account {_id, sum, count, seq_sum} of its entries."""
-    report = Report(one_legged=list(one_legged))
+    report = Report(one_legged=list(one_legged), month_files_off=sorted(month_files_off))
     for chain in chains:
         account, count = chain["_id"], chain["count"]
         report.accounts += 1
@@ -98,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     from shared.mongo import connect
 
     parser = argparse.ArgumentParser(prog="python -m services.points.reconcile", description=__doc__)
-    parser.add_argument("--repair", action="store_true", help="heal stale summaries and one-legged transfers")
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="heal stale summaries, one-legged transfers and month files off their entries",
+    )
     options = parser.parse_args(argv)
     store = PointsStore(connect(POINTS_BANK))
     started = datetime.now(UTC)
     chains = store.chain_totals()
     summaries = store.stored_summaries_of([c["_id"] for c in chains])
-    report = check(chains, summaries, store.one_legged_transfers())
+    pools = store.pool_chains()
+    report = check(chains, summaries, store.one_legged_transfers(), store.ledger_files.audit(pools))
     for line in report.lines():
         print(line)
     if options.repair and not report.exact:
@@ -115,7 +128,18 @@ def main(argv: list[str] | None = None) -> int:
         for account in report.stale_summaries:
             store.ledger.heal(account)
         store.write_behind()  # this process stops now: store the summaries of the new legs
-        print(f"repaired {len(report.one_legged)} transfers and {len(report.stale_summaries)} summaries")
+        # After the legs: a completed transfer's pool leg counts in its month.
+        pools = store.pool_chains()
+        corrected = [
+            key
+            for key in store.ledger_files.audit(pools)
+            if store.ledger_files.correct(key, pools.get(key.rsplit("@", 1)[0], []))
+        ]
+        store.ledger_files.months.write_summaries()
+        print(
+            f"repaired {len(report.one_legged)} transfers, {len(report.stale_summaries)} summaries"
+            f" and {len(corrected)} month files"
+        )
     print(f"checked in {(datetime.now(UTC) - started).total_seconds():.1f}s")
     return 0 if report.exact else 1
 

@@ -164,6 +164,9 @@ class Tally:
         self.acts += other.acts
         self.hours += other.hours
 
+    def negated(self) -> Tally:
+        return Tally(-self.points, -self.acts, -self.hours)
+
     def view(self) -> dict[str, Any]:
         # Exact decimal text without trailing zeros: 2 + 1.5 + 4 + 0.5 is "8".
         return {"points": self.points, "acts": self.acts, "hours": f"{self.hours.normalize():f}"}
@@ -180,6 +183,13 @@ class MonthTallies:
     earned: Tallies = field(default_factory=dict)
     served: Tallies = field(default_factory=dict)
 
+    @classmethod
+    def of_pool(cls, pool_entries: Iterable[Entry]) -> MonthTallies:
+        """What pool entries earned people."""
+        tallies = cls()
+        tallies.add_entries(people_side(pool_entries))
+        return tallies
+
     def add_entries(self, people_entries: Sequence[Entry]) -> None:
         """Count the people's side of pool entries (`people_side`)."""
         served = [e for e in people_entries if is_service(e)]
@@ -189,6 +199,25 @@ class MonthTallies:
         for mine, theirs in ((self.earned, other.earned), (self.served, other.served)):
             for person_id, tally in theirs.items():
                 mine.setdefault(person_id, Tally()).add(tally)
+
+    def less(self, other: MonthTallies) -> MonthTallies:
+        """What this counts beyond `other` (negative where it counts less); people counted
+        alike by both are left out, so two equal tallies leave an empty one."""
+        difference = MonthTallies()
+        for mine, theirs, left in (
+            (self.earned, other.earned, difference.earned),
+            (self.served, other.served, difference.served),
+        ):
+            for person_id in mine.keys() | theirs.keys():
+                tally = Tally()
+                tally.add(mine.get(person_id, Tally()))
+                tally.add(theirs.get(person_id, Tally()).negated())
+                if tally != Tally():
+                    left[person_id] = tally
+        return difference
+
+    def __bool__(self) -> bool:
+        return bool(self.earned or self.served)
 
     def text(self) -> str:
         """As stored: JSON text, one value the database need not take apart (FerretDB spends
@@ -237,11 +266,43 @@ def filing(pool_entries: Sequence[Entry], through: int) -> Callable[[dict[str, A
         new = [e for e in pool_entries if e["seq"] > month_file["through"]]
         if not new:
             raise NothingToFile(month_file["_id"])
-        tallies = MonthTallies()
-        tallies.add_entries(people_side(new))
-        return {"through": through, "tallies": tallies.text()}
+        return {"through": through, "tallies": MonthTallies.of_pool(new).text()}
 
     return entry_for
+
+
+def month_file_error(
+    month_file: dict[str, Any], filed_through: int, month_entries: Callable[[int], Iterable[Entry]]
+) -> tuple[int, MonthTallies]:
+    """How far a month file should count, and what it should count beyond what it does
+    (empty when exact). It should count the month's entries up to its own last filing's
+    `through`, and up to `filed_through` (the pool's filing cursor, read before the file): a
+    filing raises the cursor only once its month files count what it read.
+    `month_entries(through)`: the month's pool entries with seqs up to `through`."""
+    through = max(month_file["through"], filed_through)
+    counted = MonthTallies.from_text(month_file["tallies"])
+    return through, MonthTallies.of_pool(month_entries(through)).less(counted)
+
+
+def correction(
+    filed_through: int, month_entries: Callable[[int], Iterable[Entry]]
+) -> Callable[[dict[str, Any]], Entry]:
+    """A filing that makes a month file count what `month_file_error` finds it should
+    (reconciliation repairs). Like any filing it is built on the file's true last one, so it
+    corrects what is off then, whatever was filed since the check."""
+
+    def entry_for(month_file: dict[str, Any]) -> Entry:
+        through, off = month_file_error(month_file, filed_through, month_entries)
+        if not off:
+            raise NothingToFile(month_file["_id"])
+        return {"through": through, "tallies": off.text(), "correction": True}
+
+    return entry_for
+
+
+def local_month(entry: Entry, zone: tzinfo) -> str:
+    """The local month (YYYY-MM) an entry was applied in."""
+    return entry["applied_at"].astimezone(zone).strftime("%Y-%m")
 
 
 def is_earning_reversal(entry: Entry) -> bool:

@@ -70,7 +70,7 @@ class PointsBank(HealthEntrypoints):
         """Take back what a revoked act earned, pointing at its credit. An act still waiting for
         approval is rejected instead; one not credited yet (its event is on another queue) is
         waited for, so the end result is the same in either order."""
-        credit = self.store.leg(f"va:{revoked.recorded_event_id}", revoked.person_id)
+        credit = self.store.leg(domain.act_transfer_id(revoked.recorded_event_id), revoked.person_id)
         if credit is not None:
             reason = f"志愿服务记录撤销：{revoked.reason}"
             self._apply(domain.reversal_of(credit, revoked.revoked_by, reason), consumed=True)

@@ -5,6 +5,7 @@ concurrent use, and each cause moves points once."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -89,6 +90,13 @@ class PointsStore(BaseStore):
             ):
                 totals.setdefault(row["_id"], {"_id": row["_id"]})[name] = row[name]
         return list(totals.values())
+
+    def pool_chains(self) -> dict[str, list[Entry]]:
+        """Every pool's entries (reconciliation: one query of the whole ledger)."""
+        chains: dict[str, list[Entry]] = {}
+        for entry in self.ledger.entries.find({"key": {"$regex": "^pool:"}}):
+            chains.setdefault(entry["key"], []).append(entry)
+        return chains
 
     def stored_summaries_of(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.ledger.stored_summaries_of(account_ids)
@@ -367,7 +375,7 @@ class LedgerFiles:
     def file(self, pool: str) -> None:
         """File the pool's entries up to the end of its chain."""
         known = self._pools.pop(pool, {})
-        filed = (self.filed.find_one({"_id": pool}) or {}).get("through", 0)
+        filed = self._filed_through(pool)
         summary = self.ledger.summary(pool)
         last = summary["seq"] if summary else 0
         if last <= filed:
@@ -375,22 +383,24 @@ class LedgerFiles:
         months: dict[str, list[Entry]] = {}
         zone = local_zone()
         for seq in range(filed + 1, last + 1):
-            entry = self._with_hours(known.get(seq) or self.ledger.entry(pool, seq))
-            month = entry["applied_at"].astimezone(zone).strftime("%Y-%m")
-            months.setdefault(month, []).append(entry)
+            entry = self.with_act_hours(known.get(seq) or self.ledger.entry(pool, seq))
+            months.setdefault(reports.local_month(entry, zone), []).append(entry)
         for month, entries in months.items():
             with suppress(reports.NothingToFile):  # another filer counted them first
                 self.months.append(f"{pool}@{month}", f"{pool}@{month}:{last}", reports.filing(entries, last))
         self._mark_filed(pool, last)
         self._filed_earners({entry["counterparty"] for entries in months.values() for entry in entries})
 
-    def _with_hours(self, entry: Entry) -> Entry:
+    def with_act_hours(self, entry: Entry) -> Entry:
         """A reversal of an act made before reversals carried the act's hours gets them from
         the act's credit, so that the act stops counting."""
         reverses = entry.get("reverses") or ""
         if entry["kind"] != "reversal" or entry.get("hours") or not reverses.startswith(reports.ACT_TRANSFER):
             return entry
         return {**entry, "hours": next((leg.get("hours") for leg in self.legs_of(reverses)), None)}
+
+    def _filed_through(self, pool: str) -> int:
+        return (self.filed.find_one({"_id": pool}) or {}).get("through", 0)
 
     def _mark_filed(self, pool: str, through: int) -> None:
         # Only ever raised: if two filers' updates race and the lower one lands, the next
@@ -409,3 +419,69 @@ class LedgerFiles:
             if month_file is not None:
                 total.add(reports.MonthTallies.from_text(month_file["tallies"]))
         return total
+
+    # --- reconciliation ---
+
+    def month_files(self) -> dict[str, set[str]]:
+        """The months each pool has a file for (reconciliation: a query of every filing)."""
+        files: dict[str, set[str]] = {}
+        for row in self.months.entries.aggregate([{"$group": {"_id": "$key"}}]):
+            pool, month = row["_id"].rsplit("@", 1)
+            files.setdefault(pool, set()).add(month)
+        return files
+
+    def audit(self, chains: dict[str, list[Entry]]) -> dict[str, reports.MonthTallies]:
+        """The month files that do not count what their pool's entries earned, each with what
+        it should count beyond what it does. `chains`: every pool's entries, as read a moment
+        ago (entries filed since are read by `_id`)."""
+        files = self.month_files()
+        # The cursors before the files: see `reports.month_file_error`.
+        cursors = {pool: self._filed_through(pool) for pool in chains.keys() | files.keys()}
+        zone = local_zone()
+        off = {}
+        for pool, cursor in sorted(cursors.items()):
+            read = ChainRead(self, pool, chains.get(pool, ()))
+            months = {reports.local_month(entry, zone) for entry in read.entries.values()}
+            for month in sorted(months | files.get(pool, set())):
+                key = f"{pool}@{month}"
+                month_file = self.months.summary(key) or reports.empty_month_file(key)
+                _, error = reports.month_file_error(month_file, cursor, read.month(month, zone))
+                if error:
+                    off[key] = error
+        return off
+
+    def correct(self, month_file: str, chain: Sequence[Entry]) -> bool:
+        """Make a month file count what its pool's entries earned, by a correcting filing;
+        False if it was exact by then. Safe while the points bank runs."""
+        pool, month = month_file.rsplit("@", 1)
+        cursor = self._filed_through(pool)
+        entries = ChainRead(self, pool, chain).month(month, local_zone())
+        guard = f"{month_file}:correction:{uuid.uuid4().hex}"
+        with suppress(reports.NothingToFile):
+            self.months.append(month_file, guard, reports.correction(cursor, entries))
+            return True
+        return False
+
+
+class ChainRead:
+    """A pool's chain as reconciliation read it, extended by `_id` as far as it is asked for,
+    with reversals given their act's hours as filing gives them."""
+
+    def __init__(self, files: LedgerFiles, pool: str, entries: Iterable[Entry]) -> None:
+        self._files, self._pool = files, pool
+        self.entries = {entry["seq"]: files.with_act_hours(entry) for entry in entries}
+
+    def month(self, month: str, zone: Any) -> Callable[[int], list[Entry]]:
+        """The month's entries up to a seq."""
+
+        def up_to(through: int) -> list[Entry]:
+            for seq in range(1, through + 1):
+                if seq not in self.entries and (entry := self._files.ledger.entry(self._pool, seq)):
+                    self.entries[seq] = self._files.with_act_hours(entry)
+            return [
+                entry
+                for seq, entry in self.entries.items()
+                if seq <= through and reports.local_month(entry, zone) == month
+            ]
+
+        return up_to

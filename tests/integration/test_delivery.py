@@ -26,7 +26,7 @@ from shared.outbox import EventPublisher, PublishFailed, publishable, records_wi
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
 from tests.conftest import COMMUNITY, TEST_ENV, TEST_VHOST, new_id
-from tests.support import FaultyLink, act_recorded_event, eventually
+from tests.support import FaultyLink, act_recorded_event, eventually, publish_as_intake
 
 pytestmark = pytest.mark.integration
 
@@ -174,23 +174,15 @@ def revoked_event(recorded: Envelope) -> Envelope:
     return new_event(revoked, subject=act["act_id"])
 
 
-def publish(*events: Envelope) -> None:
-    publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
-    try:
-        publisher.publish([record for event in events for record in publishable([event], event.subject)])
-    finally:
-        publisher.close()
-
-
 def test_a_revocation_that_arrives_before_its_credit_waits_for_it_and_the_end_is_net_zero(cadre, databases):
     recorded = recorded_event(cadre, hours="2")
     revoked = revoked_event(recorded)
-    publish(revoked)
+    publish_as_intake(revoked)
     time.sleep(2)  # the consumer's retries in place (3 attempts, 0.05 s apart) ran out many times
     assert databases["points_bank"].parked_events.find_one({"payload.id": revoked.id}) is None
     assert account(databases, cadre)["balance"] == 0
 
-    publish(recorded)
+    publish_as_intake(recorded)
     eventually(lambda: databases["points_bank"].ledger_entries.count_documents({"key": cadre}) == 2)
     ledger = databases["points_bank"].ledger_entries
     legs = {leg["kind"]: leg["points"] for leg in ledger.find({"key": cadre})}
@@ -202,7 +194,7 @@ def test_a_revocation_that_arrives_before_its_credit_waits_for_it_and_the_end_is
 def test_a_revocation_whose_credit_never_comes_is_parked_once_it_has_waited_long_enough(cadre, databases):
     revoked = revoked_event(recorded_event(cadre))
     late = revoked.model_copy(update={"time": datetime.now(UTC) - timedelta(hours=2)})
-    publish(late)
+    publish_as_intake(late)
     parked = eventually(lambda: databases["points_bank"].parked_events.find_one({"payload.id": late.id}))
     assert parked["handler"] == "reverse_volunteer_act"
     assert "not there yet" in parked["reason"]

@@ -6,6 +6,9 @@ ledger's guarantees, which rest on unique keys, hold anyway.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -16,6 +19,8 @@ from pymongo import MongoClient
 from services.points import domain
 from services.points.store import PointsStore
 from shared.journal import slot_id
+from shared.settings import local_today
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -152,6 +157,49 @@ def test_reconciliation_finds_and_repairs_a_lost_leg_and_a_stale_summary(setting
     store.ledger.heal("p-4")
     healed = report()
     assert healed.exact and store.account("p-4")["balance"] == 22
+
+
+def reconcile_command(name: str, *options: str) -> subprocess.CompletedProcess:
+    """`make reconcile` on the points bank database `name` (prefix + "_points_bank")."""
+    env = {**os.environ, "GRIDLINK_DB_PREFIX": name.removesuffix("_points_bank")}
+    command = [sys.executable, "-m", "services.points.reconcile", *options]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_make_reconcile_finds_a_lost_leg_and_a_month_file_off_and_repair_makes_both_exact(
+    settings, ledger_db
+):
+    """The command as operators run it: a crash lost the person's leg of an award, and a
+    month file counts another award twice; `--repair` completes the transfer, which then
+    counts in its month, and corrects the file."""
+    client, _ = ledger_db
+    name = f"gltest_rc{uuid.uuid4().hex[:8]}_points_bank"
+    try:
+        store = store_on(settings, name)
+        pool, month = domain.pool_account("c1", "p-6"), local_today().strftime("%Y-%m")
+        award = {"kind": "manual_award", "community_id": "c1", "from_account": pool, "to_account": "p-6"}
+        store.execute(domain.Transfer(id="award:a1", points=10, **award))
+        store.pool_month_tallies(["c1"], month)  # files the month
+        month_file = f"{pool}@{month}"
+        again = {"through": 1, "tallies": store.ledger_files.months.entry(month_file, 1)["tallies"]}
+        store.ledger_files.months.append(month_file, "twice", lambda _: again)
+        debit, _ = domain.legs(domain.Transfer(id="award:a2", points=5, **award), datetime.now(UTC))
+        store.ledger.append(*debit)  # the crash: the pool gave, p-6 never received
+        store.write_behind()
+
+        found = reconcile_command(name)
+        assert found.returncode == 1, found.stdout + found.stderr
+        assert "transfers missing a leg (1): award:a2" in found.stdout
+        assert f"month files off their pool's entries (1): {month_file}" in found.stdout
+        repaired = reconcile_command(name, "--repair")
+        assert "repaired 1 transfers, 0 summaries and 1 month files" in repaired.stdout, repaired.stderr
+        checked = reconcile_command(name)
+        assert checked.returncode == 0 and ": exact" in checked.stdout, checked.stdout + checked.stderr
+        fresh = store_on(settings, name)
+        tallies = fresh.pool_month_tallies(["c1"], month)
+        assert tallies.earned["p-6"].points == 15 and fresh.account("p-6")["balance"] == 15
+    finally:
+        client.drop_database(name)
 
 
 def test_summaries_are_stored_behind_the_entries_and_reads_stay_exact(settings, ledger_db):

@@ -19,10 +19,9 @@ from pymongo import MongoClient
 from services.points import domain, reports
 from services.points.store import PointsStore
 from shared.errors import InvalidInput
-from shared.outbox import EventPublisher, publishable
 from shared.settings import local_today
-from tests.conftest import COMMUNITY, TEST_ENV, new_id
-from tests.support import act_recorded_event, eventually
+from tests.conftest import COMMUNITY, new_id
+from tests.support import act_recorded_event, eventually, publish_as_intake
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +53,8 @@ def publish_acts(community_id: str, *acts: tuple[str, str, str]) -> list[str]:
         )
         for person_id, hours, day in acts
     ]
-    events = publishable(envelopes, "x")
-    publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
-    try:
-        assert publisher.publish(events) == [e.id for e in envelopes]
-    finally:
-        publisher.close()
-    return [f"va:{e.id}" for e in envelopes]
+    assert publish_as_intake(*envelopes) == [e.id for e in envelopes]
+    return [domain.act_transfer_id(e.id) for e in envelopes]
 
 
 def credited(databases, person_id: str, entries: int) -> bool:
@@ -304,3 +298,34 @@ def test_a_reversal_made_before_reversals_carried_hours_takes_its_act_back_whole
     month = local_today().strftime("%Y-%m")
     tallies = store.pool_month_tallies(["c1"], month)
     assert tallies.served["p1"] == reports.Tally(points=0, acts=0, hours=Decimal(0))
+
+
+def test_reconciliation_corrects_month_files_off_their_pool_while_another_process_files(store):
+    """A month file that counted a filing twice, and one missing an entry a filing skipped,
+    are found and corrected by a filing: a running process, its month files cached, reads the
+    correction and files on past it."""
+    pool = "pool:c1:0"
+    post(store, "t1", 10, "2026-10-20T04:00:00")
+    post(store, "t2", 20, "2026-11-02T04:00:00")
+    running = PointsStore(store.db)
+    assert (earned(running, "2026-10"), earned(running, "2026-11")) == ({"p1": 10}, {"p1": 20})
+    assert store.ledger_files.audit(store.pool_chains()) == {}
+    november, october = f"{pool}@2026-11", f"{pool}@2026-10"
+    counted = store.ledger_files.months.entry(november, 1)["tallies"]
+    again = {"tallies": counted}
+    store.ledger_files.months.append(november, "twice", lambda month_file: {**again, "through": 2})
+    post(store, "t3", 5, "2026-10-21T04:00:00")
+    store.ledger_files._mark_filed(pool, 3)  # as if t3 had been filed
+    assert (earned(running, "2026-10"), earned(running, "2026-11")) == ({"p1": 10}, {"p1": 40})
+
+    off = store.ledger_files.audit(store.pool_chains())
+    assert {key: tallies.earned["p1"].points for key, tallies in off.items()} == {october: 5, november: -20}
+    repairer = PointsStore(store.db)
+    chains = repairer.pool_chains()
+    assert [repairer.ledger_files.correct(key, chains[pool]) for key in off] == [True, True]
+    assert not repairer.ledger_files.correct(november, chains[pool])  # exact by then
+    assert repairer.ledger_files.audit(repairer.pool_chains()) == {}
+    post(running, "t4", 1, "2026-11-03T04:00:00")
+    assert (earned(running, "2026-10"), earned(running, "2026-11")) == ({"p1": 15}, {"p1": 21})
+    assert earned(PointsStore(store.db), "2026-11") == {"p1": 21}
+    assert store.ledger_files.audit(store.pool_chains()) == {}

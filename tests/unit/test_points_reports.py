@@ -215,6 +215,38 @@ def test_month_tallies_add_up_and_keep_exact_hours_through_their_stored_text():
     assert reports.MonthTallies.from_text(reports.MonthTallies().text()) == reports.MonthTallies()
 
 
+def pool_leg(seq: int, person_id: str, points: int, hours: str | None = None) -> dict:
+    kind = "volunteer_act" if hours else "manual_award"
+    return {"seq": seq, "counterparty": person_id, "kind": kind, "points": -points, "hours": hours}
+
+
+def test_a_month_file_should_count_its_entries_up_to_its_last_filing_or_its_pool_cursor():
+    """Reconciliation: what a month file is off by, and the correcting filing that ends it."""
+    legs = [pool_leg(1, "p1", 10, "1"), pool_leg(2, "p2", 5), pool_leg(3, "p1", 15, "1.5")]
+
+    def month_entries(through: int) -> list[dict]:
+        return [leg for leg in legs if leg["seq"] <= through]
+
+    month_file = reports.empty_month_file("pool:c1:0@2026-11")
+    month_file = reports.with_filing(month_file, {"seq": 1, **reports.filing(legs[:2], 2)(month_file)})
+    assert reports.month_file_error(month_file, 2, month_entries) == (2, reports.MonthTallies())
+    assert reports.month_file_error(month_file, 0, month_entries)[0] == 2  # the file's own filing
+    # The pool's cursor passed seq 3, which the file does not count: it would never be filed.
+    through, off = reports.month_file_error(month_file, 3, month_entries)
+    missing = reports.Tally(points=15, acts=1, hours=Decimal("1.5"))
+    assert (through, off.earned, off.served) == (3, {"p1": missing}, {"p1": missing})
+    correcting = reports.correction(3, month_entries)(month_file)
+    assert (correcting["through"], correcting["correction"]) == (3, True)
+    corrected = reports.with_filing(month_file, {"seq": 2, **correcting})
+    assert reports.MonthTallies.from_text(corrected["tallies"]) == reports.MonthTallies.of_pool(legs)
+    with pytest.raises(reports.NothingToFile):
+        reports.correction(3, month_entries)(corrected)
+    # Counted twice: the file is off by minus the second count.
+    doubled = reports.with_filing(corrected, {"seq": 3, "through": 3, "tallies": corrected["tallies"]})
+    _, off = reports.month_file_error(doubled, 3, month_entries)
+    assert {pid: t.points for pid, t in off.earned.items()} == {"p1": -25, "p2": -5}
+
+
 def test_a_bad_leaderboard_request_names_every_field():
     with pytest.raises(InvalidInput) as caught:
         reports.board("city", [], "2026-13", 0)
