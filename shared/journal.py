@@ -91,6 +91,17 @@ class Journal:
         entries appended after it (by another instance, or before a crash)."""
         return self._folded(keys, {key: self._in_memory(key) for key in keys})
 
+    def refreshed(self, key: str) -> Summary | None:
+        """Key's exact summary, kept as this process's own: the next append is built on it
+        rather than on one another process has moved past since (an append refused by
+        `entry_for` is decided on the summary at hand)."""
+        summary = self.summary(key)
+        if summary is not None:
+            self._remember(key, summary)
+            if key in self._unwritten:
+                self._unwritten[key] = summary
+        return summary
+
     def stored_summaries_of(self, keys: Sequence[str]) -> dict[str, Summary]:
         """Like `summaries_of`, from the stored summaries alone: what reconciliation checks."""
         return self._folded(keys, {key: None for key in keys})

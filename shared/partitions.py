@@ -29,13 +29,24 @@ class Partitioned:
         self.partitions = partitions
 
     def of(self, key: str) -> Collection:
-        return self.db[f"{self.name}.p{zlib.crc32(key.encode()) % self.partitions:03d}"]
+        return self._partition(zlib.crc32(key.encode()) % self.partitions)
+
+    def _partition(self, n: int) -> Collection:
+        return self.db[f"{self.name}.p{n:03d}"]
 
     def _by_partition(self, keys: Iterable[str]) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = defaultdict(list)
         for key in keys:
             grouped[self.of(key).name].append(key)
         return grouped
+
+    def stored_keys(self) -> list[str]:
+        """Every key stored (a query of every partition)."""
+        return [
+            document["_id"]
+            for n in range(self.partitions)
+            for document in self._partition(n).find({}, {"_id": 1})
+        ]
 
     def find_one(self, key: str) -> dict[str, Any] | None:
         return self.of(key).find_one({"_id": key})

@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from shared.events import Envelope, VolunteerActRecorded, new_event
+from shared.outbox import EventPublisher, publishable
+from shared.settings import get_settings
 
 T = TypeVar("T")
 
@@ -54,9 +56,6 @@ def act_recorded_event(**overrides: Any) -> Envelope:
 
 def publish_as_intake(*events: Envelope) -> list[str]:
     """Publish events on the broker as issue intake's relay does; their ids, as confirmed."""
-    from shared.outbox import EventPublisher, publishable
-    from shared.settings import get_settings
-
     publisher = EventPublisher(get_settings().amqp_uri, "issue_intake", timeout=5)
     records = [record for event in events for record in publishable([event], event.subject)]
     try:

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from services.points.store import PointsStore
     from shared.events import POINTS_BANK
     from shared.mongo import connect
+    from shared.settings import local_zone
 
     parser = argparse.ArgumentParser(prog="python -m services.points.reconcile", description=__doc__)
     parser.add_argument(
@@ -116,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     chains = store.chain_totals()
     summaries = store.stored_summaries_of([c["_id"] for c in chains])
-    pools = store.pool_chains()
-    report = check(chains, summaries, store.one_legged_transfers(), store.ledger_files.audit(pools))
+    files = store.ledger_files
+    report = check(chains, summaries, store.one_legged_transfers(), files.audit(files.read_pools()))
     for line in report.lines():
         print(line)
+    # Months are the services' local ones: checked in another zone, entries near midnight
+    # would seem filed in the wrong month.
+    print(f"months in {local_zone()} (GRIDLINK_TIMEZONE): the services' own, or files seem off")
     if options.repair and not report.exact:
         for transfer_id in report.one_legged:
             legs = store.legs_of(transfer_id)
@@ -129,13 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             store.ledger.heal(account)
         store.write_behind()  # this process stops now: store the summaries of the new legs
         # After the legs: a completed transfer's pool leg counts in its month.
-        pools = store.pool_chains()
-        corrected = [
-            key
-            for key in store.ledger_files.audit(pools)
-            if store.ledger_files.correct(key, pools.get(key.rsplit("@", 1)[0], []))
-        ]
-        store.ledger_files.months.write_summaries()
+        pools = files.read_pools()
+        corrected = [key for key in files.audit(pools) if files.correct(key, pools)]
+        files.months.write_summaries()
         print(
             f"repaired {len(report.one_legged)} transfers, {len(report.stale_summaries)} summaries"
             f" and {len(corrected)} month files"

@@ -425,7 +425,8 @@ def disclosure(
     """志愿服务情况按月公示: who `served` the community by what its ledger recorded in the month
     (`MonthTallies`), names masked for posting. A month shows the acts credited in it, less the
     acts taken back in it: an act taken back after its month was posted shows as a correction
-    (negative) in the month it is taken back, so a posted month never changes."""
+    (negative) in the month it is taken back, so a posted month never changes (unless `make
+    reconcile` corrects a count a fault had left wrong)."""
     # Everyone who served is listed, even if the registry has not told of them yet.
     named = {pid: people.get(pid, {}) for pid in served}
     ranked = _ranked(served, named, lambda tally: tally.points != 0 or tally.acts != 0)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import eventlet
@@ -90,13 +90,6 @@ class PointsStore(BaseStore):
             ):
                 totals.setdefault(row["_id"], {"_id": row["_id"]})[name] = row[name]
         return list(totals.values())
-
-    def pool_chains(self) -> dict[str, list[Entry]]:
-        """Every pool's entries (reconciliation: one query of the whole ledger)."""
-        chains: dict[str, list[Entry]] = {}
-        for entry in self.ledger.entries.find({"key": {"$regex": "^pool:"}}):
-            chains.setdefault(entry["key"], []).append(entry)
-        return chains
 
     def stored_summaries_of(self, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.ledger.stored_summaries_of(account_ids)
@@ -391,13 +384,15 @@ class LedgerFiles:
         self._mark_filed(pool, last)
         self._filed_earners({entry["counterparty"] for entries in months.values() for entry in entries})
 
-    def with_act_hours(self, entry: Entry) -> Entry:
+    def with_act_hours(self, entry: Entry, known: Mapping[str, str] | None = None) -> Entry:
         """A reversal of an act made before reversals carried the act's hours gets them from
-        the act's credit, so that the act stops counting."""
+        the act's credit (`known`: hours by transfer, if the caller has them), so that the act
+        stops counting."""
         reverses = entry.get("reverses") or ""
         if entry["kind"] != "reversal" or entry.get("hours") or not reverses.startswith(reports.ACT_TRANSFER):
             return entry
-        return {**entry, "hours": next((leg.get("hours") for leg in self.legs_of(reverses)), None)}
+        hours = (known or {}).get(reverses)
+        return {**entry, "hours": hours or next((leg.get("hours") for leg in self.legs_of(reverses)), None)}
 
     def _filed_through(self, pool: str) -> int:
         return (self.filed.find_one({"_id": pool}) or {}).get("through", 0)
@@ -422,66 +417,86 @@ class LedgerFiles:
 
     # --- reconciliation ---
 
-    def month_files(self) -> dict[str, set[str]]:
-        """The months each pool has a file for (reconciliation: a query of every filing)."""
-        files: dict[str, set[str]] = {}
-        for row in self.months.entries.aggregate([{"$group": {"_id": "$key"}}]):
-            pool, month = row["_id"].rsplit("@", 1)
-            files.setdefault(pool, set()).add(month)
-        return files
-
-    def audit(self, chains: dict[str, list[Entry]]) -> dict[str, reports.MonthTallies]:
-        """The month files that do not count what their pool's entries earned, each with what
-        it should count beyond what it does. `chains`: every pool's entries, as read a moment
-        ago (entries filed since are read by `_id`)."""
-        files = self.month_files()
-        # The cursors before the files: see `reports.month_file_error`.
-        cursors = {pool: self._filed_through(pool) for pool in chains.keys() | files.keys()}
+    def read_pools(self) -> dict[str, PoolChain]:
+        """Every pool's chain (reconciliation: one query of the whole ledger)."""
+        chains: dict[str, list[Entry]] = {}
+        for entry in self.ledger.entries.find({"key": {"$regex": "^pool:"}}):
+            chains.setdefault(entry["key"], []).append(entry)
         zone = local_zone()
+        return {pool: PoolChain(self, pool, entries, zone) for pool, entries in chains.items()}
+
+    def audit(self, pools: dict[str, PoolChain]) -> dict[str, reports.MonthTallies]:
+        """The month files that do not count what their pool's entries earned, each with what
+        it should count beyond what it does. `pools`: `read_pools` a moment ago (entries
+        appended since are read by `_id` as far as a file has counted)."""
+        files: dict[str, set[str]] = {}
+        for key in self.months.summaries.stored_keys():
+            pool, month = key.rsplit("@", 1)
+            files.setdefault(pool, set()).add(month)
+        # The cursors before the files: see `reports.month_file_error`.
+        cursors = {pool: self._filed_through(pool) for pool in pools.keys() | files.keys()}
         off = {}
         for pool, cursor in sorted(cursors.items()):
-            read = ChainRead(self, pool, chains.get(pool, ()))
-            months = {reports.local_month(entry, zone) for entry in read.entries.values()}
-            for month in sorted(months | files.get(pool, set())):
+            chain = pools.get(pool) or PoolChain(self, pool, [], local_zone())
+            for month in sorted(chain.months() | files.get(pool, set())):
                 key = f"{pool}@{month}"
                 month_file = self.months.summary(key) or reports.empty_month_file(key)
-                _, error = reports.month_file_error(month_file, cursor, read.month(month, zone))
+                _, error = reports.month_file_error(month_file, cursor, chain.month(month))
                 if error:
                     off[key] = error
         return off
 
-    def correct(self, month_file: str, chain: Sequence[Entry]) -> bool:
+    def correct(self, month_file: str, pools: dict[str, PoolChain]) -> bool:
         """Make a month file count what its pool's entries earned, by a correcting filing;
-        False if it was exact by then. Safe while the points bank runs."""
+        False if it was exact by then. Safe while the points bank runs (but not from inside
+        it: the filing reads entries while its journal's writer waits). A filing by another
+        process at the same moment may make it miss a file, never correct one wrongly: a
+        correction built on a file another filing moved past is built again on that one."""
         pool, month = month_file.rsplit("@", 1)
         cursor = self._filed_through(pool)
-        entries = ChainRead(self, pool, chain).month(month, local_zone())
+        chain = pools.get(pool) or PoolChain(self, pool, [], local_zone())
         guard = f"{month_file}:correction:{uuid.uuid4().hex}"
+        self.months.refreshed(month_file)  # "exact" is only decided on the file's true state
         with suppress(reports.NothingToFile):
-            self.months.append(month_file, guard, reports.correction(cursor, entries))
+            self.months.append(month_file, guard, reports.correction(cursor, chain.month(month)))
             return True
         return False
 
 
-class ChainRead:
-    """A pool's chain as reconciliation read it, extended by `_id` as far as it is asked for,
-    with reversals given their act's hours as filing gives them."""
+class PoolChain:
+    """A pool's chain as reconciliation read it, by local month, read on by `_id` as far as
+    it is asked for. Reversals get their act's hours as filing gives them, from the act's own
+    pool leg in the same chain (a reversal gives the points back to the pool that paid them),
+    so an old reversal costs no query of the ledger."""
 
-    def __init__(self, files: LedgerFiles, pool: str, entries: Iterable[Entry]) -> None:
-        self._files, self._pool = files, pool
-        self.entries = {entry["seq"]: files.with_act_hours(entry) for entry in entries}
+    def __init__(self, files: LedgerFiles, pool: str, entries: Sequence[Entry], zone: tzinfo) -> None:
+        self._files, self._pool, self._zone = files, pool, zone
+        self._hours = {e["transfer_id"]: e["hours"] for e in entries if e.get("hours")}
+        self._by_month: dict[str, dict[int, Entry]] = {}
+        self._seqs: set[int] = set()
+        self._read_through = 0  # every seq up to this one read, or found missing
+        for entry in entries:
+            self._add(entry)
 
-    def month(self, month: str, zone: Any) -> Callable[[int], list[Entry]]:
+    def months(self) -> set[str]:
+        return set(self._by_month)
+
+    def month(self, month: str) -> Callable[[int], list[Entry]]:
         """The month's entries up to a seq."""
 
         def up_to(through: int) -> list[Entry]:
-            for seq in range(1, through + 1):
-                if seq not in self.entries and (entry := self._files.ledger.entry(self._pool, seq)):
-                    self.entries[seq] = self._files.with_act_hours(entry)
-            return [
-                entry
-                for seq, entry in self.entries.items()
-                if seq <= through and reports.local_month(entry, zone) == month
-            ]
+            self._read_up_to(through)
+            return [entry for seq, entry in self._by_month.get(month, {}).items() if seq <= through]
 
         return up_to
+
+    def _read_up_to(self, through: int) -> None:
+        for seq in range(self._read_through + 1, through + 1):
+            if seq not in self._seqs and (entry := self._files.ledger.entry(self._pool, seq)) is not None:
+                self._add(entry)
+        self._read_through = max(self._read_through, through)
+
+    def _add(self, entry: Entry) -> None:
+        entry = self._files.with_act_hours(entry, self._hours)
+        self._seqs.add(entry["seq"])
+        self._by_month.setdefault(reports.local_month(entry, self._zone), {})[entry["seq"]] = entry

@@ -8,6 +8,7 @@ import io
 import itertools
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -226,27 +227,59 @@ def test_entries_appended_here_are_filed_from_memory_others_read_back_each_once(
     assert store.leg("theirs", "p1")["points"] == 7 and store.leg("theirs", "p2") is None
 
 
+def another_process(settings, store: PointsStore) -> PointsStore:
+    """A store of the same database with its own client and caches. A store's journals are
+    used from one thread, as in a service (one process, green threads)."""
+    return PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[store.db.name])
+
+
+def file_while_it_grows(filer: PointsStore, offset: int, every: int) -> None:
+    """Append entries `offset`, `offset + every`, ... below 30 to the pool, filing it after each."""
+    filer.pool_month_tallies(["c1"], "2026-11")  # holds the month as it is now
+    for n in range(offset, 30, every):
+        post(filer, f"u{n}", 1, "2026-11-03T04:00:00")
+        filer.ledger_files.file("pool:c1:0")
+
+
+def all_at_once(*work: tuple[Callable[..., None], tuple]) -> None:
+    threads = [threading.Thread(target=target, args=args) for target, args in work]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_filers_in_several_processes_at_once_count_every_entry_once(settings, store):
     """Three processes file one pool's 60 entries at once, while it grows, each from a stale
     view of the month; the month counts each entry once."""
     for n in range(30):
         post(store, f"t{n}", 1, "2026-11-02T04:00:00")
-    # A store's journals are used from one thread, as in a service (one process, green threads).
-    filers = [PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[store.db.name]) for _ in range(3)]
+    all_at_once(*((file_while_it_grows, (another_process(settings, store), n, 3)) for n in range(3)))
+    assert earned(another_process(settings, store), "2026-11") == {"p1": 60}
 
-    def file_while_it_grows(filer: PointsStore, offset: int) -> None:
-        filer.pool_month_tallies(["c1"], "2026-11")  # each holds the month as of 30 entries
-        for n in range(offset, 30, 3):
-            post(filer, f"u{n}", 1, "2026-11-03T04:00:00")
-            filer.ledger_files.file("pool:c1:0")
 
-    threads = [threading.Thread(target=file_while_it_grows, args=(f, n)) for n, f in enumerate(filers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    fresh = PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[store.db.name])
+def test_a_month_file_corrected_while_two_processes_file_it_counts_every_entry_once(settings, store):
+    """Reconciliation corrects a month file that counted 30 entries twice, again and again,
+    while two processes append and file 30 more."""
+    for n in range(30):
+        post(store, f"t{n}", 1, "2026-11-02T04:00:00")
+    month_file = "pool:c1:0@2026-11"
+    assert earned(store, "2026-11") == {"p1": 30}
+    again = {"tallies": store.ledger_files.months.entry(month_file, 1)["tallies"], "through": 30}
+    store.ledger_files.months.append(month_file, "twice", lambda _: again)
+    assert earned(another_process(settings, store), "2026-11") == {"p1": 60}
+
+    def correct_meanwhile(repairer: PointsStore) -> None:
+        for _ in range(4):
+            pools = repairer.ledger_files.read_pools()
+            for key in repairer.ledger_files.audit(pools):
+                repairer.ledger_files.correct(key, pools)
+
+    filers = [(file_while_it_grows, (another_process(settings, store), n, 2)) for n in range(2)]
+    all_at_once(*filers, (correct_meanwhile, (another_process(settings, store),)))
+    fresh = another_process(settings, store)
     assert earned(fresh, "2026-11") == {"p1": 60}
+    assert fresh.ledger_files.audit(fresh.ledger_files.read_pools()) == {}
 
 
 def test_consecutive_statements_of_a_long_chain_share_every_entry_once(store):
@@ -300,16 +333,16 @@ def test_a_reversal_made_before_reversals_carried_hours_takes_its_act_back_whole
     assert tallies.served["p1"] == reports.Tally(points=0, acts=0, hours=Decimal(0))
 
 
-def test_reconciliation_corrects_month_files_off_their_pool_while_another_process_files(store):
+def test_reconciliation_corrects_month_files_off_their_pool_and_filing_goes_on_past_it(store):
     """A month file that counted a filing twice, and one missing an entry a filing skipped,
-    are found and corrected by a filing: a running process, its month files cached, reads the
-    correction and files on past it."""
+    are found and corrected by a filing, also by a process whose view of them is stale; it
+    files on past the correction."""
     pool = "pool:c1:0"
     post(store, "t1", 10, "2026-10-20T04:00:00")
     post(store, "t2", 20, "2026-11-02T04:00:00")
     running = PointsStore(store.db)
     assert (earned(running, "2026-10"), earned(running, "2026-11")) == ({"p1": 10}, {"p1": 20})
-    assert store.ledger_files.audit(store.pool_chains()) == {}
+    assert store.ledger_files.audit(store.ledger_files.read_pools()) == {}
     november, october = f"{pool}@2026-11", f"{pool}@2026-10"
     counted = store.ledger_files.months.entry(november, 1)["tallies"]
     again = {"tallies": counted}
@@ -318,14 +351,14 @@ def test_reconciliation_corrects_month_files_off_their_pool_while_another_proces
     store.ledger_files._mark_filed(pool, 3)  # as if t3 had been filed
     assert (earned(running, "2026-10"), earned(running, "2026-11")) == ({"p1": 10}, {"p1": 40})
 
-    off = store.ledger_files.audit(store.pool_chains())
+    off = store.ledger_files.audit(store.ledger_files.read_pools())
     assert {key: tallies.earned["p1"].points for key, tallies in off.items()} == {october: 5, november: -20}
-    repairer = PointsStore(store.db)
-    chains = repairer.pool_chains()
-    assert [repairer.ledger_files.correct(key, chains[pool]) for key in off] == [True, True]
-    assert not repairer.ledger_files.correct(november, chains[pool])  # exact by then
-    assert repairer.ledger_files.audit(repairer.pool_chains()) == {}
+    # `running` filed both months: its view of November is from before the second count.
+    pools = running.ledger_files.read_pools()
+    assert [running.ledger_files.correct(key, pools) for key in off] == [True, True]
+    assert not running.ledger_files.correct(november, pools)  # exact by then
+    assert store.ledger_files.audit(store.ledger_files.read_pools()) == {}
     post(running, "t4", 1, "2026-11-03T04:00:00")
     assert (earned(running, "2026-10"), earned(running, "2026-11")) == ({"p1": 15}, {"p1": 21})
     assert earned(PointsStore(store.db), "2026-11") == {"p1": 21}
-    assert store.ledger_files.audit(store.pool_chains()) == {}
+    assert store.ledger_files.audit(store.ledger_files.read_pools()) == {}
