@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
+import logging
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from nameko.timer import timer
 
 from services.points import domain, redemptions, reports
 from services.points.store import PointsStore
@@ -39,6 +42,7 @@ from shared.settings import get_settings, local_today, local_zone
 # Rules change rarely and take effect from a date: a community's list is reused this long.
 RULES_SECONDS = 10.0
 _rules = RecentlyFound(seconds=RULES_SECONDS)
+log = logging.getLogger(__name__)
 
 
 class PointsBank(HealthEntrypoints):
@@ -111,16 +115,38 @@ class PointsBank(HealthEntrypoints):
         pending = self.store.approval(act_id)
         if pending is None:
             raise NotFound("act awaiting approval", act_id)
+        if wanted.approve:
+            self.store.approving(act_id)
         standing = self.store.decide(domain.decision(act_id, pending, wanted))
         if standing["approved"] != wanted.approve:
             raise Conflict(
                 "already_decided", f"{act_id} was {'approved' if standing['approved'] else 'rejected'}"
             )
         if standing["approved"]:
-            envelope = Envelope.model_validate(pending["envelope"])
-            act = VolunteerActRecorded.model_validate(envelope.data)
-            self._credit_act(envelope, act, self._rule_for(act.community_id, act.act_type, act.occurred_on))
+            self._credit_approved(pending)
+            self.store.approved(act_id)
         return domain.decision_view(standing)
+
+    @timer(interval=get_settings().approval_recovery_seconds)
+    def credit_approved_acts(self) -> None:
+        """Finish the approvals whose call died (a crash, a lost connection) between the
+        decision and the credit: such an act is decided, off the list of those waiting, and
+        would never be credited. An approval marks its act first and unmarks it once credited;
+        a mark left an interval is finished here (crediting is once per act, so a call still
+        under way does no harm)."""
+        interval = timedelta(seconds=get_settings().approval_recovery_seconds)
+        for act_id in self.store.approvals_left_under_way(datetime.now(UTC) - interval):
+            try:
+                self._finish_approval(act_id)
+            except Exception:  # its mark stays: tried again next time, the others meanwhile
+                log.exception("could not finish the approval of act %s", act_id)
+
+    def _finish_approval(self, act_id: str) -> None:
+        decided = self.store.decision(act_id)
+        if decided is not None and decided["approved"]:  # else it still waits, or was rejected
+            log.warning("the approval of act %s died before its credit; crediting it now", act_id)
+            self._credit_approved(self.store.approval(act_id))
+        self.store.approved(act_id)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def award_points(self, key: str, award: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +350,11 @@ class PointsBank(HealthEntrypoints):
 
     def _stored(self, community_id: str) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "_id"} for r in self.store.rules_of(community_id)]
+
+    def _credit_approved(self, pending: dict[str, Any]) -> None:
+        envelope = Envelope.model_validate(pending["envelope"])
+        act = VolunteerActRecorded.model_validate(envelope.data)
+        self._credit_act(envelope, act, self._rule_for(act.community_id, act.act_type, act.occurred_on))
 
     def _credit_act(
         self, envelope: Envelope, act: VolunteerActRecorded, rule: EarningRule, consumed: bool = False

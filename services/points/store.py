@@ -48,6 +48,7 @@ class PointsStore(BaseStore):
         self.rules = db["earning_rules"]
         self.approvals = db["approvals"]
         self.decisions = db["approval_decisions"]
+        self.approvals_under_way = db["approvals_under_way"]
         self.items = db["catalogue_items"]
         self.orders = db["orders"]
         self.outcomes = db["order_outcomes"]
@@ -214,6 +215,23 @@ class PointsStore(BaseStore):
 
     def approval(self, act_id: str) -> dict[str, Any] | None:
         return self.approvals.find_one({"_id": act_id})
+
+    def approving(self, act_id: str) -> None:
+        """Mark an act an approval is about to decide and credit, until `approved`: a call that
+        dies between the two leaves the mark (see `PointsBank.credit_approved_acts`)."""
+        with suppress(DuplicateKeyError):  # a call for it died, or runs: its mark will do
+            self.approvals_under_way.insert_one({"_id": act_id, "since": datetime.now(UTC)})
+
+    def approved(self, act_id: str) -> None:
+        self.approvals_under_way.delete_one({"_id": act_id})
+
+    def approvals_left_under_way(self, before: datetime) -> list[str]:
+        """Acts marked before then and not done yet. A query of the whole collection, which
+        holds only the approvals being made and those whose call died."""
+        return [mark["_id"] for mark in self.approvals_under_way.find({"since": {"$lt": before}})]
+
+    def decision(self, act_id: str) -> dict[str, Any] | None:
+        return self.decisions.find_one({"_id": act_id})
 
     def decide(self, decision: dict[str, Any]) -> dict[str, Any]:
         """Record a decision once: the first one stands; returns the one that stands."""
