@@ -79,9 +79,9 @@ class Settings(BaseSettings):
     # going back to its queue before it is parked.
     consumer_wait_seconds: float = Field(3600.0, alias="GRIDLINK_CONSUMER_WAIT_SECONDS", gt=0)
 
-    # Seconds between the points bank's checks for approvals whose call died between the
-    # decision and the credit; one is finished once it has been under way this long.
-    approval_recovery_seconds: float = Field(60.0, alias="GRIDLINK_APPROVAL_RECOVERY_SECONDS", gt=0)
+    # Seconds between the points bank's checks for calls that died midway (an approval before
+    # its credit, an order before it was recorded); one is finished once under way this long.
+    recovery_seconds: float = Field(60.0, alias="GRIDLINK_RECOVERY_SECONDS", gt=0)
 
     # Points per hour of a volunteer act where no community rule of the points bank applies.
     points_per_hour: Decimal = Field(Decimal(10), alias="GRIDLINK_POINTS_PER_HOUR")

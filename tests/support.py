@@ -12,6 +12,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from pymongo import MongoClient
+
+from services.points.store import PointsStore
 from shared.events import Envelope, VolunteerActRecorded, new_event
 from shared.outbox import EventPublisher, publishable
 from shared.settings import get_settings
@@ -62,6 +65,12 @@ def publish_as_intake(*events: Envelope) -> list[str]:
         return publisher.publish(records)
     finally:
         publisher.close()
+
+
+def points_bank_store() -> PointsStore:
+    """A store of the test suite's points bank database, as another process of it would have."""
+    settings = get_settings()
+    return PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[settings.database_name("points_bank")])
 
 
 def outbox_events(db) -> list[dict]:

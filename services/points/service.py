@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -116,7 +117,7 @@ class PointsBank(HealthEntrypoints):
         if pending is None:
             raise NotFound("act awaiting approval", act_id)
         if wanted.approve:
-            self.store.approving(act_id)
+            self.store.under_way("approval", act_id)
         standing = self.store.decide(domain.decision(act_id, pending, wanted))
         if standing["approved"] != wanted.approve:
             raise Conflict(
@@ -124,29 +125,8 @@ class PointsBank(HealthEntrypoints):
             )
         if standing["approved"]:
             self._credit_approved(pending)
-            self.store.approved(act_id)
+            self.store.done("approval", act_id)
         return domain.decision_view(standing)
-
-    @timer(interval=get_settings().approval_recovery_seconds)
-    def credit_approved_acts(self) -> None:
-        """Finish the approvals whose call died (a crash, a lost connection) between the
-        decision and the credit: such an act is decided, off the list of those waiting, and
-        would never be credited. An approval marks its act first and unmarks it once credited;
-        a mark left an interval is finished here (crediting is once per act, so a call still
-        under way does no harm)."""
-        interval = timedelta(seconds=get_settings().approval_recovery_seconds)
-        for act_id in self.store.approvals_left_under_way(datetime.now(UTC) - interval):
-            try:
-                self._finish_approval(act_id)
-            except Exception:  # its mark stays: tried again next time, the others meanwhile
-                log.exception("could not finish the approval of act %s", act_id)
-
-    def _finish_approval(self, act_id: str) -> None:
-        decided = self.store.decision(act_id)
-        if decided is not None and decided["approved"]:  # else it still waits, or was rejected
-            log.warning("the approval of act %s died before its credit; crediting it now", act_id)
-            self._credit_approved(self.store.approval(act_id))
-        self.store.approved(act_id)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def award_points(self, key: str, award: dict[str, Any]) -> dict[str, Any]:
@@ -220,9 +200,19 @@ class PointsBank(HealthEntrypoints):
         item = self.store.item(wanted.item_id)
         redemptions.check_orderable(item, wanted, local_today())
         document = redemptions.new_order(identifier, item, wanted, client_id)
-        self._reserve(document, item)
-        self.store.add_order(document)
+        self.store.under_way("order", identifier, order=document)
+        self._place(document, item)
         return {**redemptions.order_view(document, None), "replayed": False}
+
+    def _place(self, order: dict[str, Any], item: dict[str, Any]) -> None:
+        """Reserve, then record the order; either way it is done. Raises Conflict if refused."""
+        try:
+            self._reserve(order, item)
+        except Conflict:
+            self.store.done("order", order["_id"])
+            raise
+        self.store.add_order(order)
+        self.store.done("order", order["_id"])
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def fulfil_order(self, order_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +238,40 @@ class PointsBank(HealthEntrypoints):
             "items": [redemptions.order_view(o, outcomes.get(o["_id"])) for o in orders],
             "total": len(orders),
         }
+
+    # --- calls that died midway ---------------------------------------------------------------
+
+    @timer(interval=get_settings().recovery_seconds)
+    def finish_interrupted_calls(self) -> None:
+        """Finish the calls that died midway (a crash, a lost connection), which would leave:
+        - an approval decided but its act never credited, and gone from the waiting list;
+        - an order's stock, quota or points reserved but no order to fulfil or cancel.
+        Each marks itself under way first and unmarks itself when done; a mark left an
+        interval is finished here as the call would have finished (every step is once per
+        cause, so a call still under way does no harm)."""
+        interval = timedelta(seconds=get_settings().recovery_seconds)
+        finish = {"approval": self._finish_approval, "order": self._finish_order}
+        for mark in self.store.left_under_way(datetime.now(UTC) - interval):
+            try:
+                finish[mark["kind"]](mark)
+            except Exception:  # the mark stays: tried again next time, the others meanwhile
+                log.exception("could not finish the %s %s", mark["kind"], mark["identifier"])
+
+    def _finish_approval(self, mark: dict[str, Any]) -> None:
+        act_id = mark["identifier"]
+        decided = self.store.decision(act_id)
+        if decided is not None and decided["approved"]:  # else it still waits, or was rejected
+            log.warning("the approval of act %s died before its credit; crediting it now", act_id)
+            self._credit_approved(self.store.approval(act_id))
+        self.store.done("approval", act_id)
+
+    def _finish_order(self, mark: dict[str, Any]) -> None:
+        order = mark["order"]
+        if self.store.order(order["_id"]) is None and self.store.outcome(order["_id"]) is None:
+            log.warning("order %s died before it was recorded; placing it now", order["_id"])
+            with suppress(Conflict):  # refused now: settled so, as the call would have
+                self._place(order, self.store.item(order["item_id"]))
+        self.store.done("order", order["_id"])
 
     def _reserve(self, order: dict[str, Any], item: dict[str, Any]) -> None:
         """Stock, then quota, then points; a refusal gives back what was taken."""

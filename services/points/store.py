@@ -48,7 +48,7 @@ class PointsStore(BaseStore):
         self.rules = db["earning_rules"]
         self.approvals = db["approvals"]
         self.decisions = db["approval_decisions"]
-        self.approvals_under_way = db["approvals_under_way"]
+        self.calls_under_way = db["calls_under_way"]
         self.items = db["catalogue_items"]
         self.orders = db["orders"]
         self.outcomes = db["order_outcomes"]
@@ -216,19 +216,23 @@ class PointsStore(BaseStore):
     def approval(self, act_id: str) -> dict[str, Any] | None:
         return self.approvals.find_one({"_id": act_id})
 
-    def approving(self, act_id: str) -> None:
-        """Mark an act an approval is about to decide and credit, until `approved`: a call that
-        dies between the two leaves the mark (see `PointsBank.credit_approved_acts`)."""
+    # --- calls under way ---
+
+    def under_way(self, kind: str, identifier: str, **details: Any) -> None:
+        """Mark a call that changes several documents (an approval, an order) as under way,
+        with what it needs to be finished, until `done`: a call that dies midway leaves its
+        mark (see `PointsBank.finish_interrupted_calls`)."""
+        mark = {"_id": f"{kind}:{identifier}", "kind": kind, "identifier": identifier, **details}
         with suppress(DuplicateKeyError):  # a call for it died, or runs: its mark will do
-            self.approvals_under_way.insert_one({"_id": act_id, "since": datetime.now(UTC)})
+            self.calls_under_way.insert_one({**mark, "since": datetime.now(UTC)})
 
-    def approved(self, act_id: str) -> None:
-        self.approvals_under_way.delete_one({"_id": act_id})
+    def done(self, kind: str, identifier: str) -> None:
+        self.calls_under_way.delete_one({"_id": f"{kind}:{identifier}"})
 
-    def approvals_left_under_way(self, before: datetime) -> list[str]:
-        """Acts marked before then and not done yet. A query of the whole collection, which
-        holds only the approvals being made and those whose call died."""
-        return [mark["_id"] for mark in self.approvals_under_way.find({"since": {"$lt": before}})]
+    def left_under_way(self, before: datetime) -> list[dict[str, Any]]:
+        """The marks made before then and not done. A query of the whole collection, which
+        holds only the calls under way and those that died."""
+        return list(self.calls_under_way.find({"since": {"$lt": before}}))
 
     def decision(self, act_id: str) -> dict[str, Any] | None:
         return self.decisions.find_one({"_id": act_id})

@@ -3,7 +3,6 @@ that approved it died before the credit."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from services.points import domain
 from shared.schemas.points import ApprovalDecision
 from tests.conftest import new_id
-from tests.support import act_recorded_event, eventually, publish_as_intake
+from tests.support import act_recorded_event, eventually, points_bank_store, publish_as_intake
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +37,12 @@ def test_approvals_whose_call_died_are_finished_an_approved_act_credited(rpc, da
     assert waiting["person_id"] == undecided_person
     assert rpc.points_bank.get_account(approved_person)["balance"] == 0
     # ... and each left the mark it made first.
-    marks = [{"_id": event.data["act_id"], "since": datetime.now(UTC)} for event in (approved, undecided)]
-    points_bank.approvals_under_way.insert_many(marks)
+    marks = [f"approval:{event.data['act_id']}" for event in (approved, undecided)]
+    store = points_bank_store()
+    for event in (approved, undecided):
+        store.under_way("approval", event.data["act_id"])
 
-    eventually(lambda: points_bank.approvals_under_way.count_documents({}) == 0, timeout=30)
+    eventually(lambda: points_bank.calls_under_way.count_documents({"_id": {"$in": marks}}) == 0, timeout=30)
     account = rpc.points_bank.get_account(approved_person)
     assert (account["balance"], account["entries_total"]) == (60, 1)
     assert account["entries"][0]["transfer_id"] == domain.act_transfer_id(approved.id)
@@ -59,4 +60,5 @@ def test_an_approval_unmarks_its_act_once_credited(rpc, databases):
     eventually(lambda: rpc.points_bank.list_pending_approvals(community)["total"] == 1)
     decided = rpc.points_bank.decide_approval(event.data["act_id"], {"approve": True, "approver": "tests"})
     assert decided["approved"] and rpc.points_bank.get_account(person_id)["balance"] == 50
-    assert databases["points_bank"].approvals_under_way.find_one({"_id": event.data["act_id"]}) is None
+    mark = {"_id": f"approval:{event.data['act_id']}"}
+    assert databases["points_bank"].calls_under_way.find_one(mark) is None

@@ -8,10 +8,15 @@ import threading
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from services.points import redemptions
 from shared.errors import Conflict
+from shared.schemas.points import NewOrder
 from tests.conftest import COMMUNITY, TEST_ENV, new_id
+from tests.support import eventually, points_bank_store
 
 pytestmark = pytest.mark.integration
+
+CLIENT = "client-test"
 
 
 def add_item(rpc, price: int, stock: int, limit: int | None = None) -> str:
@@ -46,9 +51,14 @@ def balance(rpc, person_id: str) -> int:
     return rpc.points_bank.get_account(person_id)["balance"]
 
 
+def stock(rpc, item_id: str) -> int:
+    [listed] = [i for i in rpc.points_bank.list_catalogue(COMMUNITY)["items"] if i["item_id"] == item_id]
+    return listed["stock"]
+
+
 def order(rpc, person_id: str, item_id: str, quantity: int = 1, key: str | None = None) -> dict:
     return rpc.points_bank.place_order(
-        "client-test",
+        CLIENT,
         key or new_id("order"),
         {"person_id": person_id, "item_id": item_id, "quantity": quantity},
     )
@@ -76,8 +86,7 @@ def test_many_orders_at_once_never_oversell_or_overspend(rpc, databases, stack):
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["out_of_stock"] * 14 + ["reserved"] * 10
-    [listed] = [i for i in rpc.points_bank.list_catalogue(COMMUNITY)["items"] if i["item_id"] == item]
-    assert listed["stock"] == 0
+    assert stock(rpc, item) == 0
     stock_chain = list(databases["points_bank"].counter_entries.find({"key": f"stock:{item}"}))
     assert min(e["balance_after"] for e in stock_chain) == 0  # never below zero on the way
     assert sorted(balance(rpc, b) for b in buyers) == [20] * 10 + [50] * 14
@@ -96,8 +105,7 @@ def test_a_person_cannot_buy_beyond_the_limit_or_their_points(rpc, stack):
         order(rpc, buyer, other)  # 5 points left, 10 needed
     assert caught.value.code == "insufficient_points"
     assert balance(rpc, buyer) == 5
-    [listed] = [i for i in rpc.points_bank.list_catalogue(COMMUNITY)["items"] if i["item_id"] == other]
-    assert listed["stock"] == 100  # the refused order gave its unit back
+    assert stock(rpc, other) == 100  # the refused order gave its unit back
 
 
 def test_cancel_gives_back_and_fulfil_pays_the_community(rpc, databases, stack):
@@ -125,3 +133,48 @@ def test_cancel_gives_back_and_fulfil_pays_the_community(rpc, databases, stack):
     transfers = {e["transfer_id"] for e in person} | {f"fulfil:{kept['order_id']}"}
     legs = list(entries.find({"transfer_id": {"$in": sorted(transfers)}}))
     assert len(legs) == 2 * len(transfers) and sum(e["points"] for e in legs) == 0  # double entry
+
+
+def order_left_midway(buyer: str, item_id: str, key: str, reserved: bool) -> str:
+    """What `place_order` leaves when its process dies midway: its mark, and (`reserved`) the
+    stock, quota and points it reserved, but no order. Its id."""
+    store = points_bank_store()
+    identifier = redemptions.order_id(CLIENT, key)
+    item = store.item(item_id)
+    document = redemptions.new_order(identifier, item, NewOrder(person_id=buyer, item_id=item_id), CLIENT)
+    store.under_way("order", identifier, order=document)
+    if reserved:
+        cause = f"order:{identifier}"
+        store.count(redemptions.stock_key(item_id), cause, redemptions.take_stock(1, item_id))
+        store.count(redemptions.quota_key(item_id, buyer), cause, redemptions.take_quota(1, None))
+        store.execute(redemptions.reservation(document))
+    return identifier
+
+
+def test_an_order_whose_call_died_after_reserving_is_placed_once_and_can_be_cancelled(rpc, databases):
+    item, buyer, key = add_item(rpc, price=30, stock=5), new_id("buyer"), new_id("order")
+    fund(rpc, buyer, 100)
+    order_id = order_left_midway(buyer, item, key, reserved=True)
+    assert (balance(rpc, buyer), stock(rpc, item)) == (70, 4)
+    assert rpc.points_bank.list_orders(person_id=buyer)["total"] == 0  # reserved, but no order
+    marks = databases["points_bank"].calls_under_way
+    eventually(lambda: marks.find_one({"_id": f"order:{order_id}"}) is None, timeout=30)
+    [placed] = rpc.points_bank.list_orders(person_id=buyer)["items"]
+    assert (placed["order_id"], placed["status"], placed["points"]) == (order_id, "reserved", 30)
+    assert (balance(rpc, buyer), stock(rpc, item)) == (70, 4)  # reserved once
+    assert order(rpc, buyer, item, key=key)["replayed"] is True  # the buyer's retry finds it
+    rpc.points_bank.cancel_order(order_id, {"actor": "staff-1", "reason": "中断后取消"})
+    assert (balance(rpc, buyer), stock(rpc, item)) == (100, 5)
+
+
+def test_an_order_whose_call_died_before_reserving_is_refused_if_it_cannot_be_paid_now(rpc, databases):
+    item, buyer, key = add_item(rpc, price=30, stock=5), new_id("buyer"), new_id("order")
+    fund(rpc, buyer, 10)
+    order_id = order_left_midway(buyer, item, key, reserved=False)
+    marks = databases["points_bank"].calls_under_way
+    eventually(lambda: marks.find_one({"_id": f"order:{order_id}"}) is None, timeout=30)
+    assert rpc.points_bank.list_orders(person_id=buyer)["total"] == 0
+    with pytest.raises(Conflict) as caught:
+        order(rpc, buyer, item, key=key)  # the key stays refused
+    assert caught.value.code == "insufficient_points"
+    assert (balance(rpc, buyer), stock(rpc, item)) == (10, 5)  # what it took is given back
