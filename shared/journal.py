@@ -212,7 +212,7 @@ class Journal:
             try:
                 built.append((index, self._next_entry(self._cached(items[index][0]), *items[index])))
             except Exception as exc:
-                results[index] = self._refusal(items[index][0], items[index][1], exc)
+                results[index] = self._refused(items[index], exc)
         if not built:
             return
         indexes = [index for index, _ in built]
@@ -230,6 +230,20 @@ class Journal:
                 changed[key] = self.fold(self._cached(key), entries[position])
                 results[index] = entries[position]
         self._keep_summaries(changed)
+
+    def _refused(self, item: Append, exc: Exception) -> Result:
+        """`entry_for` refused on this process's summary. Another process may have appended
+        since (credited the balance a debit needs, restocked an item): then it is asked again
+        on the true summary; a refusal stands only if made on that one."""
+        key, guard, _ = item
+        known = self._in_memory(key)
+        true = self.refreshed(key) or self.empty(key)
+        if known is None or true["seq"] == known["seq"]:
+            return self._refusal(key, guard, exc)
+        try:
+            return self._append_one(*item)
+        except Exception as again:
+            return again
 
     def _refusal(self, key: str, guard: str, exc: Exception) -> Result:
         """`entry_for` refused: right, unless this is a redelivery of an entry already made

@@ -130,6 +130,23 @@ def test_stale_summary_is_repaired_by_the_next_posting(settings, ledger_db):
     assert balances(store, "p-2", "pool:c1:0") == [16, -16]
 
 
+def test_a_debit_is_decided_on_the_balance_another_process_credited_since(settings, ledger_db):
+    """Each process keeps the summaries it knows; a refusal is never made on one another
+    process has moved past."""
+    _, name = ledger_db
+    here, there = store_on(settings, name), store_on(settings, name)
+    here.execute(transfer("t-1", 10, to="p-7"))  # here knows p-7 at 10 ...
+    there.execute(transfer("t-2", 50, to="p-7"))  # ... and p-7 has 60
+    spend = domain.Transfer(
+        id="spend-1", kind="test", from_account="p-7", to_account="pool:c1:0", points=40, community_id="c1"
+    )
+    assert here.execute(spend)
+    too_much = spend.model_copy(update={"id": "spend-2", "points": 21})
+    with pytest.raises(domain.Refused):
+        there.execute(too_much)  # there knew 60; the true 20 refuses it
+    assert balances(here, "p-7") == balances(there, "p-7") == [20]
+
+
 def test_reconciliation_finds_and_repairs_a_lost_leg_and_a_stale_summary(settings, ledger_db):
     from services.points import reconcile
 
