@@ -238,6 +238,16 @@ def caps(rule: EarningRule, person_id: str, day: date) -> list[tuple[str, int, s
     return found
 
 
+def released_from_cap(points: int) -> Callable[[Summary], Entry]:
+    """A cap counter's entry giving back what a reversed act had used of the cap, so that the
+    person may earn it again."""
+
+    def entry_for(summary: Summary) -> Entry:
+        return {"kind": "cap_released", "points": -points, "balance_after": summary["balance"] - points}
+
+    return entry_for
+
+
 def grant_within(cap: int, label: str, requested: int) -> Callable[[Summary], Entry]:
     """A cap counter's entry: grants what fits under the cap, records what was asked."""
 
@@ -280,16 +290,16 @@ def volunteer_act_transfer(
     rule: EarningRule,
     points: int,
     capped: dict[str, Any] | None,
+    caps_used: dict[str, int] | None = None,
 ) -> Transfer:
+    """`caps_used`: what the act used of each cap counter, given back if it is reversed."""
+    facts = {"event_id": envelope.id, **act.facts(), "rule": rule_text(rule), "capped": capped}
+    if caps_used:
+        facts["caps_used"] = caps_used
     return earned(
-        act_transfer_id(envelope.id),
-        "volunteer_act",
-        act.person_id,
-        act.community_id,
-        points,
-        reason=rule_text(rule),
-        facts={"event_id": envelope.id, **act.facts(), "rule": rule_text(rule), "capped": capped},
-    )
+        act_transfer_id(envelope.id), "volunteer_act", act.person_id, act.community_id, points,
+        reason=rule_text(rule), facts=facts,
+    )  # fmt: skip
 
 
 def award_transfer(key: str, award: ManualAward) -> Transfer:

@@ -78,7 +78,7 @@ class PointsBank(HealthEntrypoints):
         credit = self.store.leg(domain.act_transfer_id(revoked.recorded_event_id), revoked.person_id)
         if credit is not None:
             reason = f"志愿服务记录撤销：{revoked.reason}"
-            self._apply(domain.reversal_of(credit, revoked.revoked_by, reason), consumed=True)
+            self._reverse(credit, revoked.revoked_by, reason, consumed=True)
             return
         pending = self.store.approval(revoked.act_id)
         if pending is None:
@@ -154,7 +154,7 @@ class PointsBank(HealthEntrypoints):
             raise Conflict(
                 "not_reversible", f"a {legs[0]['kind']} transfer is not reversed; cancel the order"
             )
-        return self._move(domain.reversal_of(legs[0], wanted.actor, wanted.reason))
+        return self._reverse(legs[0], wanted.actor, wanted.reason)
 
     # --- redemptions ---------------------------------------------------------------------------
 
@@ -384,13 +384,13 @@ class PointsBank(HealthEntrypoints):
         self, envelope: Envelope, act: VolunteerActRecorded, rule: EarningRule, consumed: bool = False
     ) -> None:
         requested = points = domain.points_by_rule(rule, act.hours)
-        capped = None
+        capped, used = None, {}
         for key, cap, label in domain.caps(rule, act.person_id, act.occurred_on):
             granted = self.store.count(key, envelope.id, domain.grant_within(cap, label, points))
             if granted["points"] < points:
                 capped = {"requested": requested, "granted": granted["points"], "cap": f"{label} {cap}"}
-            points = granted["points"]
-        self._apply(domain.volunteer_act_transfer(envelope, act, rule, points, capped), consumed)
+            points = used[key] = granted["points"]
+        self._apply(domain.volunteer_act_transfer(envelope, act, rule, points, capped, used), consumed)
 
     def _apply(self, transfer: domain.Transfer, consumed: bool = False) -> bool:
         """Move the points, then tell the others (a retry completes both). A transfer caused by
@@ -403,9 +403,20 @@ class PointsBank(HealthEntrypoints):
             self.relay.publish_soon(self.store.record(transfer))
         return applied
 
-    def _move(self, transfer: domain.Transfer) -> dict[str, Any]:
+    def _reverse(
+        self, leg: domain.Entry, actor: str | None, reason: str, consumed: bool = False
+    ) -> dict[str, Any]:
+        """Reverse the transfer of `leg`; a volunteer act also gives back what it used of its
+        caps (once: a retry finds both done)."""
+        reversal = domain.reversal_of(leg, actor, reason)
+        moved = self._move(reversal, consumed)
+        for key, used in (leg.get("caps_used") or {}).items():
+            self.store.count(key, reversal.id, domain.released_from_cap(used))
+        return moved
+
+    def _move(self, transfer: domain.Transfer, consumed: bool = False) -> dict[str, Any]:
         try:
-            applied = self._apply(transfer)
+            applied = self._apply(transfer, consumed)
         except domain.Refused as exc:
             raise Conflict(exc.code, exc.message) from None
         return {**domain.transfer_view(transfer), "replayed": not applied}

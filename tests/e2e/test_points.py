@@ -231,6 +231,28 @@ def test_a_revoked_act_gives_its_points_back_pointing_at_the_credit(api, stack, 
     assert balance(api, resident) == 0
 
 
+def test_a_revoked_act_gives_back_what_it_used_of_the_daily_cap(api, resident):
+    """An act recorded in error and revoked no longer holds the day's cap: the act recorded
+    instead earns in full."""
+    add_rule(api, act_type="epidemic_duty", points_per_hour="10", daily_cap=25)
+    wrong = api.record_act(
+        {
+            "person_id": resident,
+            "act_type": "epidemic_duty",
+            "hours": "2",
+            "occurred_on": "2026-11-04",
+            "community_id": COMMUNITY,
+        }
+    ).json()["act_id"]
+    eventually(lambda: balance(api, resident) == 20)
+    assert api.post(f"/api/v1/volunteer-acts/{wrong}:revoke", json={"reason": "登记错误"}).status_code == 200
+    eventually(lambda: balance(api, resident) == 0)
+    act(api, resident, "epidemic_duty", "2", occurred_on="2026-11-04")  # the right one, same day
+    eventually(lambda: balance(api, resident) == 20)
+    [credit] = [e for e in api.get(f"/api/v1/points/accounts/{resident}").json()["entries"] if e["seq"] == 3]
+    assert (credit["kind"], credit["points"], credit.get("capped")) == ("volunteer_act", 20, None)
+
+
 def test_the_month_is_published_ranked_and_as_an_excel_list(api, rpc, databases, resident, settings):
     in_grid = {"name": "网格居民", "community_id": COMMUNITY, "household_id": f"{COMMUNITY}-P01-1-1-101"}
     neighbour = registered(rpc, databases, {"person_id": new_id("res"), **in_grid})

@@ -49,6 +49,32 @@ def test_a_volunteer_act_moves_points_from_the_community_pool_naming_act_and_rul
     assert (debit[1], credit[1]) == (f"{transfer.id}@{transfer.from_account}", f"{transfer.id}@p1")
 
 
+def test_a_lost_leg_is_rebuilt_from_the_other_with_every_fact_of_its_transfer():
+    """Reconciliation completes a transfer whose second leg a crash lost: the leg it writes is
+    the one lost, down to what its act used of its caps."""
+    from services.points.reconcile import missing_leg
+
+    act = act_recorded(hours=Decimal("2"), community_id="c1", person_id="p1")
+    envelope = new_event(act, subject=act.act_id)
+    rule = points.default_rule("c1", Decimal(10))
+    capped = {"requested": 20, "granted": 5, "cap": "daily 25"}
+    transfer = points.volunteer_act_transfer(envelope, act, rule, 5, capped, {"cap:p1:default:2026-11-20": 5})
+    at = datetime.now(UTC)
+
+    def written(legs) -> list[tuple]:
+        return [(account, guard, entry_for({"balance": 0})) for account, guard, entry_for in legs]
+
+    debit, credit = written(points.legs(transfer, at))
+    for present, lost in ((debit, credit), (credit, debit)):
+        leg = {"_id": "x#1", "key": present[0], "seq": 1, "guard": present[1], **present[2]}
+        assert lost in written(points.legs(missing_leg(leg), at))
+
+
+def test_a_reversed_act_gives_back_what_it_used_of_its_caps():
+    release = points.released_from_cap(5)({"balance": 25, "seq": 2})
+    assert (release["points"], release["balance_after"]) == (-5, 20)
+
+
 def test_a_person_cannot_spend_points_they_do_not_have():
     spend = points.Transfer(
         id="o1", kind="redemption", from_account="p1", to_account="held:c1:0", points=30, community_id="c1"
