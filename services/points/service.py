@@ -64,6 +64,7 @@ class PointsBank(HealthEntrypoints):
                     "community_id": act.community_id,
                     "person_id": act.person_id,
                     "rule": domain.rule_text(rule),
+                    "held_rule": rule.model_dump(mode="json"),
                     "envelope": envelope.model_dump(mode="json"),
                 },
             )
@@ -376,9 +377,17 @@ class PointsBank(HealthEntrypoints):
         return [{k: v for k, v in r.items() if k != "_id"} for r in self.store.rules_of(community_id)]
 
     def _credit_approved(self, pending: dict[str, Any]) -> None:
+        """Credit an approved act by the rule it was held under, the one its approver saw (a
+        rule added since for its date does not change what was approved). Acts held before
+        the rule was kept with them get the rule of their date."""
         envelope = Envelope.model_validate(pending["envelope"])
         act = VolunteerActRecorded.model_validate(envelope.data)
-        self._credit_act(envelope, act, self._rule_for(act.community_id, act.act_type, act.occurred_on))
+        held = pending.get("held_rule")
+        if held:
+            rule = EarningRule.model_validate(held)
+        else:
+            rule = self._rule_for(act.community_id, act.act_type, act.occurred_on)
+        self._credit_act(envelope, act, rule)
 
     def _credit_act(
         self, envelope: Envelope, act: VolunteerActRecorded, rule: EarningRule, consumed: bool = False

@@ -51,13 +51,17 @@ def test_approvals_whose_call_died_are_finished_an_approved_act_credited(rpc, da
     assert rpc.points_bank.get_account(undecided_person)["balance"] == 0
 
 
-def test_an_approval_unmarks_its_act_once_credited(rpc, databases):
+def test_an_approval_credits_by_the_rule_its_approver_saw_and_unmarks_the_act(rpc, databases):
     community, person_id = new_id("c"), new_id("p")
     rule = {"rule_id": new_id("rule"), "community_id": community, "valid_from": "2026-01-01"}
     rpc.points_bank.add_earning_rule({**rule, "points_per_hour": "10", "approval_above_hours": "4"})
     event = act_recorded_event(person_id=person_id, community_id=community, hours=Decimal(5))
     publish_as_intake(event)
-    eventually(lambda: rpc.points_bank.list_pending_approvals(community)["total"] == 1)
+    [waiting] = eventually(lambda: rpc.points_bank.list_pending_approvals(community)["items"])
+    # A rule for the act's type and date, added while it waits, is not what was approved.
+    later = {**rule, "rule_id": new_id("rule"), "act_type": event.data["act_type"], "points_per_hour": "20"}
+    rpc.points_bank.add_earning_rule(later)
+    assert waiting["rule"] == f"{rule['rule_id']}: 10 points per hour"
     decided = rpc.points_bank.decide_approval(event.data["act_id"], {"approve": True, "approver": "tests"})
     assert decided["approved"] and rpc.points_bank.get_account(person_id)["balance"] == 50
     mark = {"_id": f"approval:{event.data['act_id']}"}
