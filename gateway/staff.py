@@ -146,10 +146,12 @@ class StaffAccounts:
         self.sessions: Collection = database["staff_sessions"]
         self.failures: Collection = database["staff_sign_in_failures"]
         self.settings = settings or get_settings()
-        self._stand_in_hash: str | None = None
         # Each argon2 run holds 64 MiB while it lasts: a burst of sign-ins must not be a burst
         # of memory (tests/bench/bench_sign_in.py measures it).
         self._hashing = threading.BoundedSemaphore(self.settings.password_hashes_at_once)
+        # What an unknown username's password is checked against (see `_verify`), made now: made
+        # on the first such sign-in, it would make that one slower than a known username's.
+        self._stand_in_hash = self._hash(secrets.token_urlsafe(16))
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -326,8 +328,6 @@ class StaffAccounts:
 
     def _verify(self, account: dict[str, Any] | None, password: str) -> bool:
         # An unknown username costs the same argon2 work as a known one, so timing tells nothing.
-        if self._stand_in_hash is None:
-            self._stand_in_hash = self._hash(secrets.token_urlsafe(16))
         stored = account["password_hash"] if account else self._stand_in_hash
         with self._turn():
             return verifies(stored, password) and account is not None
