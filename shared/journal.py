@@ -245,20 +245,22 @@ class Journal:
         except Exception as again:
             return again
 
-    def _refusal(self, key: str, guard: str, exc: Exception) -> Result:
-        """`entry_for` refused: right, unless this is a redelivery of an entry already made
-        (the chain moved on since, so the refusal is about a state after it). The chain's
-        last `WALKED_ON_REFUSAL` entries are looked at by `_id`, newest first, as a redelivery
-        comes soon after its entry; only a longer chain is then queried by guard, which on
-        FerretDB reads every entry of every chain (5,000 entries: 1.3 s)."""
+    def entry_by_guard(self, key: str, guard: str, walked: int = WALKED_ON_REFUSAL) -> Entry | None:
+        """Key's entry of that guard. The chain's last `walked` entries are looked at by `_id`,
+        newest first; only a longer chain is then queried by guard, which on FerretDB reads
+        every entry of every chain (5,000 entries: 1.3 s)."""
         last = (self.summary(key) or self.empty(key))["seq"]
-        for seq in range(last, max(last - WALKED_ON_REFUSAL, 0), -1):
+        for seq in range(last, max(last - walked, 0), -1):
             entry = self.entry(key, seq)
             if entry is not None and entry.get("guard") == guard:
-                return None
-        if last <= WALKED_ON_REFUSAL:
-            return exc
-        return None if self.entries.find_one({"guard": guard}, {"_id": 1}) else exc
+                return entry
+        return None if last <= walked else self.entries.find_one({"guard": guard})
+
+    def _refusal(self, key: str, guard: str, exc: Exception) -> Result:
+        """`entry_for` refused: right, unless this is a redelivery of an entry already made
+        (the chain moved on since, so the refusal is about a state after it). A redelivery
+        comes soon after its entry, so the guard is looked for near the chain's end first."""
+        return None if self.entry_by_guard(key, guard) is not None else exc
 
     def _append_one(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> Result:
         """The slow path, after a refused insert: walk the chain until the guard decides."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pymongo.collection import Collection
 
 from services.cadres import domain
 from services.cadres.store import OLD_POINTS_MOVES, CadreStore
@@ -56,3 +57,28 @@ def test_points_moves_kept_the_old_way_move_into_the_journals_once_also_after_a_
     # A redelivered event of a moved transfer changes nothing.
     store.remember_points_move(move("p-1", "rd:1", -3))
     assert store.points_totals("p-1")["spent"] == 3
+
+
+def test_a_revoked_acts_entry_is_found_along_its_dossier_not_by_a_query_of_all(scratch, monkeypatch):
+    store = CadreStore(scratch)
+    store.ensure_indexes()
+    for n in range(12):
+        store.add_act("p-1", {"act_id": f"va_{n}", "hours": "1"})
+    store.add_act("p-2", {"act_id": "va_3", "hours": "2"})
+    asked = []
+    look_up = Collection.find_one
+
+    def find_one(collection, query, *args, **kwargs):
+        if collection.name == store.journal.entries.name:
+            asked.append(query)
+        return look_up(collection, query, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "find_one", find_one)
+    found = store.act_entry("p-1", "va_3")
+    assert (found["key"], found["act_id"]) == ("p-1", "va_3")
+    assert store.act_entry("p-1", "va_99") is None
+    assert asked and all(set(query) == {"_id"} for query in asked)  # along the chain only
+    # A dossier longer than the walk asks the guard's index for what lies further back.
+    monkeypatch.setattr("services.cadres.store.DOSSIER_WALKED", 5)
+    assert store.act_entry("p-1", "va_3")["act_id"] == "va_3"
+    assert {"guard": "va_3@p-1"} in asked
