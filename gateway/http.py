@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar
@@ -246,11 +247,27 @@ def within_scope(rpc: Any, organisation: str | None, what: str = "organisation")
     return organisation
 
 
+def home_of(resident: Mapping[str, Any]) -> str:
+    """Where a person (or a place) lies, as scopes see it: their grid (a person's is their
+    household's) if they have one, else their community. A grid's key sees its residents; a
+    community's, all of the community's."""
+    return resident.get("grid_id") or resident["community_id"]
+
+
+def household_home(rpc: Any, household_id: str | None, community_id: str | None) -> str | None:
+    """Where a person registered or moved there would live: their household's grid (or
+    community) if the registry knows the household, else the community given."""
+    if household_id:
+        with suppress(NotFound):  # the registry refuses an unknown household, naming the field
+            return home_of(rpc.call(REGISTRY, "get_place", household_id))
+    return community_id
+
+
 def person_within_scope(rpc: Any, person_id: str) -> dict[str, Any]:
     """The person, from the registry: 404 if it does not know them, or they live outside the
     key's scope."""
     person = rpc.call(REGISTRY, "get_person", person_id)
-    if g.key.get("scope") and not in_scope(rpc, person["community_id"]):
+    if g.key.get("scope") and not in_scope(rpc, home_of(person)):
         raise outside_scope(f"person {person_id}")
     return person
 

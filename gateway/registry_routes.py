@@ -20,6 +20,8 @@ from gateway.http import (
     choice_query,
     date_query,
     download,
+    home_of,
+    household_home,
     identifier_query,
     in_scope,
     integer_query,
@@ -281,7 +283,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     )
     def get_place(code: str) -> Any:
         place = call("get_place", code)
-        if not in_scope(rpc, place["community_id"]):
+        if not in_scope(rpc, home_of(place)):
             raise outside_scope(f"place {code}")
         return jsonify(place)
 
@@ -331,7 +333,9 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     )
     def register_person() -> Any:
         new = json_body(NewPerson)
-        registrar(new.community_id)
+        # A scoped key registers people where it reaches: a grid's, in a household of the grid.
+        scoped = g.key.get("scope")
+        registrar(household_home(rpc, new.household_id, new.community_id) if scoped else new.community_id)
         return jsonify(call("register_person", new.model_dump(mode="json", exclude_unset=True))), 201
 
     @route(
@@ -348,7 +352,7 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     def find_people() -> Any:
         page = call("find_people", json_body(PersonSearch).model_dump(mode="json", exclude_none=True))
         if g.key.get("scope"):  # a number may belong to people anywhere: show those in scope only
-            page["items"] = [p for p in page["items"] if in_scope(rpc, p["community_id"])]
+            page["items"] = [p for p in page["items"] if in_scope(rpc, home_of(p))]
             page["total"] = len(page["items"])  # all matches come in one page
         return jsonify(page)
 
@@ -378,10 +382,10 @@ def add_registry_routes(route: Route, rpc: RpcPool, settings: Settings) -> None:
     )
     def update_person(person_id: str) -> Any:
         details = json_body(PersonDetails)
-        # Where the person lives now, and where the change would move them.
-        moving_to = [details.community_id] if details.community_id else []
-        if g.key.get("scope"):
-            registrar(call("get_person", person_id)["community_id"], *moving_to)
+        if g.key.get("scope"):  # where the person lives now, and where the change would move them
+            moving = details.household_id or details.community_id
+            moving_to = [household_home(rpc, details.household_id, details.community_id)] if moving else []
+            registrar(home_of(call("get_person", person_id)), *moving_to)
         else:
             registrar()
         return jsonify(call("update_person", person_id, details.model_dump(mode="json", exclude_unset=True)))

@@ -199,6 +199,7 @@ class Person(BaseModel):
     name: str
     community_id: str
     household_id: str | None = None
+    grid_id: str | None = Field(None, description="the grid (网格) of their household; none without one")
     is_party_member: bool
     party_organisation_id: str | None = None
     is_cadre: bool

@@ -248,25 +248,20 @@ class OrganisationRegistry(HealthEntrypoints):
         in_service_only: bool = False,
         scope: str | None = None,
     ) -> dict[str, Any]:
-        """People of a community, or of the communities `within` an organisation (within a grid
-        or below: its community's). With `scope` (the caller's), only people whose community
-        lies in it: people belong to communities, so a grid's scope holds no one's."""
-        communities: set[str] | None = None
+        """People of a community, and of what lies `within` an organisation: the people of
+        its communities and grids (a grid's are those whose household is in it); within a
+        building's party group or the like, its grid's or community's. With `scope` (the
+        caller's), only people whose community or grid lies in it."""
+        areas = []
         if community_id is not None:
-            communities = {community_id}
+            areas.append({community_id})
         if within is not None:
-            communities = self._communities_within(within)
-            community_of = tree.community_of(self.store.tree(), within)
-            if not communities and community_of:  # within a community: its people
-                communities = {community_of}
-            if community_id is not None:
-                communities &= {community_id}
+            areas.append(self._homes_within(within))
         if scope is not None:
-            allowed = self._communities_within(scope)
-            communities = allowed if communities is None else communities & allowed
+            areas.append(set(self._subtree_nodes(scope)))
         shown = people.listing(
             self.store.people().values(),
-            communities,
+            areas,
             party_members_only=party_members_only,
             in_service_only=in_service_only,
         )
@@ -363,7 +358,7 @@ class OrganisationRegistry(HealthEntrypoints):
         if community is None or community["classification"] != Classification.COMMUNITY:
             raise NotFound("community", community_id)
         reports = self.store.all(DUAL_REPORTS, {"community_id": community_id})
-        residents = people.listing(self.store.people().values(), {community_id})
+        residents = people.listing(self.store.people().values(), [{community_id}])
         reported_units = {r["unit_id"] for r in reports.values() if r.get("unit_id")}
         units = [
             n
@@ -470,12 +465,15 @@ class OrganisationRegistry(HealthEntrypoints):
         chains = {t["chain"] for t in self.store.tenures(query)}
         return posts.all_effective(self.store.tenures({"chain": {"$in": sorted(chains)}}))
 
-    def _communities_within(self, organisation: str) -> set[str]:
-        return {
-            n["_id"]
-            for n in self._subtree_nodes(organisation).values()
-            if n["classification"] == Classification.COMMUNITY
-        }
+    def _homes_within(self, organisation: str) -> set[str]:
+        """The organisations people of `organisation` live in (`people.lives_in`): those of its
+        subtree if it holds a community or a grid, else the nearest grid or community above."""
+        homes = (Classification.GRID, Classification.COMMUNITY)
+        nodes = self._subtree_nodes(organisation)
+        if any(n["classification"] in homes for n in nodes.values()):
+            return set(nodes)
+        home = tree.nearest(self.store.tree(), organisation, homes)
+        return {home} if home else set()
 
     def _subtree_nodes(self, within: str | None) -> dict[str, dict[str, Any]]:
         nodes = self.store.tree()

@@ -1003,13 +1003,45 @@ def test_a_scoped_key_reads_only_its_subtree_and_its_lists_never_cross(stack, ap
     assert api.get(f"/api/v1/people/{theirs.id}").status_code == 200
     assert api.post("/api/v1/people:search", json={"phone": phone}).json()["total"] == 1
 
-    # People belong to communities: a grid's key reads none of them, as it may open none of them
-    # one at a time, rather than its whole community's list.
-    grid = staff(stack, scope=f"{COMMUNITY}-01")
-    assert grid.get(f"/api/v1/people/{mine.id}").status_code == 404
-    for params in ({}, {"within": f"{COMMUNITY}-01"}):
-        listed = grid.get("/api/v1/people", params=params)
-        assert listed.status_code == 200 and (listed.json()["items"], listed.json()["total"]) == ([], 0)
+
+def test_a_grids_key_reads_and_registers_the_residents_of_its_grid_only(stack, api):
+    """网格: a grid's people are those whose household is in it. Its key lists, opens, finds and
+    changes them, registers people into its households, and reaches no one else."""
+    from tests.e2e.test_points import staff
+
+    one, two = f"{COMMUNITY}-01", f"{COMMUNITY}-02"
+    in_one, in_two = f"{COMMUNITY}-P01-1-1-101", f"{COMMUNITY}-P01-2-1-101"  # demo households
+    phone, id_number = unique_numbers()
+    resident = register_person(api, COMMUNITY, household_id=in_one, phone=phone, id_number=id_number)
+    neighbour = register_person(api, COMMUNITY, household_id=in_two)
+    no_household = register_person(api, COMMUNITY)
+    assert (resident.grid_id, neighbour.grid_id, no_household.grid_id) == (one, two, None)
+    grid = staff(stack, "registrar", scope=one)
+
+    for params in ({}, {"within": one}):
+        listed = {p.id: p for p in all_people(grid, **params)}
+        assert resident.id in listed and {p.grid_id for p in listed.values()} == {one}, params
+    assert grid.get("/api/v1/people", params={"within": two}).status_code == 404
+    assert grid.get(f"/api/v1/people/{resident.id}").status_code == 200
+    assert grid.get(f"/api/v1/points/accounts/{resident.id}").status_code == 200
+    for outside in (neighbour.id, no_household.id):
+        assert grid.get(f"/api/v1/people/{outside}").status_code == 404
+    assert [p["id"] for p in grid.post("/api/v1/people:search", json={"phone": phone}).json()["items"]] == [
+        resident.id
+    ]
+    # The community's key lists the grid's residents with everyone else's; the list `within`
+    # a grid is that grid's residents.
+    community_wide = {p.id for p in all_people(staff(stack, scope=COMMUNITY), within=one)}
+    assert resident.id in community_wide and not {neighbour.id, no_household.id} & community_wide
+
+    assert patch_person(grid, resident.id, {"name": "网格居民"}).status_code == 200
+    assert patch_person(grid, resident.id, {"household_id": in_two}).status_code == 403  # out of the grid
+    assert patch_person(grid, neighbour.id, {"name": "越权"}).status_code == 403
+    assert api.get(f"/api/v1/people/{resident.id}").json()["grid_id"] == one
+    assert register_person(grid, COMMUNITY, household_id=in_one).grid_id == one
+    for household in ({"household_id": in_two}, {}):
+        body = {"person_id": new_id("p"), "name": "外网格居民", "community_id": COMMUNITY, **household}
+        assert grid.post("/api/v1/people", json=body).status_code == 403
 
 
 def test_a_scoped_registrar_adds_units_under_its_own_buildings_and_sees_only_its_places(stack, api):

@@ -409,22 +409,24 @@ def test_percent_rounds_half_up_and_knows_nothing_of_empty_sets():
     assert statistics.percent(0, 0) is None
 
 
-def test_a_listing_filters_by_community_and_party_status_in_id_order():
+def test_a_listing_filters_by_community_grid_and_party_status_in_id_order():
     everyone = [
-        {"_id": "p3", "community_id": "c1", "is_party_member": True, "employer": "十堰经开区测试局"},
-        {"_id": "p1", "community_id": "c1", "is_party_member": True, "employer": ""},
+        {"_id": "p3", "community_id": "c1", "grid_id": "c1-01", "is_party_member": True, "employer": "局"},
+        {"_id": "p1", "community_id": "c1", "grid_id": "c1-02", "is_party_member": True, "employer": ""},
         {"_id": "p2", "community_id": "c2", "is_party_member": False, "employer_unit_id": "u1"},
-        {"_id": "p4", "community_id": "c1", "is_party_member": False},
+        {"_id": "p4", "community_id": "c1", "is_party_member": False},  # no household: no grid
     ]
 
-    def ids(communities, **only) -> list[str]:
-        return [p["_id"] for p in people.listing(everyone, communities, **only)]
+    def ids(*areas, **only) -> list[str]:
+        return [p["_id"] for p in people.listing(everyone, areas, **only)]
 
-    assert ids(None) == ["p1", "p2", "p3", "p4"]
+    assert ids() == ["p1", "p2", "p3", "p4"]
     assert ids({"c1"}) == ["p1", "p3", "p4"]
+    assert ids({"c1-01"}) == ["p3"]  # a grid's people: those whose household is in it
+    assert ids({"c1"}, {"c1-02", "c2"}) == ["p1"]  # in every area
     assert ids(set()) == []
     assert ids({"c1", "c2"}, party_members_only=True) == ["p1", "p3"]
-    assert ids(None, in_service_only=True) == ["p3"]  # p2 works for a unit but is no member
+    assert ids(in_service_only=True) == ["p3"]  # p2 works for a unit but is no member
 
 
 def test_people_are_found_by_the_search_index_of_a_number():

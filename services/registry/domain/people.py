@@ -136,19 +136,26 @@ def is_in_service(person: Mapping[str, Any]) -> bool:
     return bool(person.get("is_party_member") and (person.get("employer") or person.get("employer_unit_id")))
 
 
+def lives_in(person: Mapping[str, Any], organisations: Collection[str]) -> bool:
+    """Whether the person's community, or their grid (网格, from their household), is one of
+    those organisations."""
+    return person.get("community_id") in organisations or person.get("grid_id") in organisations
+
+
 def listing(
     everyone: Iterable[Document],
-    communities: Collection[str] | None,
+    areas: Iterable[Collection[str]] = (),
     *,
     party_members_only: bool = False,
     in_service_only: bool = False,
 ) -> list[Document]:
-    """The people a listing shows, ordered by id: of those communities (None: of any),
-    party members only, or in-service party members only."""
+    """The people a listing shows, ordered by id: those who live in each of the `areas` (sets
+    of organisations, see `lives_in`), party members only, or in-service party members only."""
+    areas = list(areas)
     shown = (
         p
         for p in everyone
-        if (communities is None or p.get("community_id") in communities)
+        if all(lives_in(p, area) for area in areas)
         and (not party_members_only or p.get("is_party_member"))
         and (not in_service_only or is_in_service(p))
     )
@@ -165,4 +172,5 @@ def person_view(document: Mapping[str, Any]) -> Document:
     for kind in NUMBERS:
         view[kind] = document[kind]["masked"] if document.get(kind) else None
     view["is_in_service"] = is_in_service(document)
+    view["grid_id"] = document.get("grid_id")
     return view

@@ -13,7 +13,7 @@ the community and grid it belongs to, copied down from its parent.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -229,9 +229,15 @@ def ancestors(tree: Mapping[str, Document], code: str) -> list[Document]:
 
 def community_of(tree: Mapping[str, Document], code: str) -> str | None:
     """The community an organisation lies in (itself if it is one)."""
-    if tree.get(code, {}).get("classification") == C.COMMUNITY:
+    return nearest(tree, code, (C.COMMUNITY,))
+
+
+def nearest(tree: Mapping[str, Document], code: str, classifications: Collection[str]) -> str | None:
+    """The organisation itself if it is of one of those classifications, else its nearest
+    ancestor that is."""
+    if tree.get(code, {}).get("classification") in classifications:
         return code
-    return next((a["_id"] for a in ancestors(tree, code) if a["classification"] == C.COMMUNITY), None)
+    return next((a["_id"] for a in ancestors(tree, code) if a["classification"] in classifications), None)
 
 
 def in_order(tree: Mapping[str, Document]) -> list[Document]:
