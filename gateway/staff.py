@@ -33,6 +33,7 @@ Signing in follows OWASP's authentication advice:
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import hashlib
 import json
@@ -149,9 +150,9 @@ class StaffAccounts:
         # Each argon2 run holds 64 MiB while it lasts: a burst of sign-ins must not be a burst
         # of memory (tests/bench/bench_sign_in.py measures it).
         self._hashing = threading.BoundedSemaphore(self.settings.password_hashes_at_once)
-        # What an unknown username's password is checked against (see `_verify`), made now: made
-        # on the first such sign-in, it would make that one slower than a known username's.
-        self._stand_in_hash = self._hash(secrets.token_urlsafe(16))
+        # Made now: made on the first sign-in of an unknown username, it would make that one
+        # slower than a known username's (see `_verify`).
+        self._stand_in_hash = stand_in_hash()
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -389,6 +390,13 @@ def shown(account: dict[str, Any]) -> dict[str, Any]:
         "created_at": aware(account["created_at"]).isoformat(),
         "password_changed_at": aware(account["password_changed_at"]).isoformat(),
     }
+
+
+@functools.cache
+def stand_in_hash() -> str:
+    """What an unknown username's password is checked against: the hash of a password nobody
+    knows, made once per process (an argon2 run: 64 MiB for a moment)."""
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def verifies(stored_hash: str, password: str) -> bool:

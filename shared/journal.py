@@ -62,9 +62,12 @@ class Journal:
         reads: Database | None = None,
         cache_size: int = 10_000,
         summary_write_seconds: float = SUMMARY_WRITE_SECONDS,
+        nothing_to_append: tuple[type[Exception], ...] = (),
     ) -> None:
         """Entries in the collection `entries`, summaries partitioned under `summaries`; reads
-        go to `reads`, the same database on read-only connections."""
+        go to `reads`, the same database on read-only connections. What `entry_for` raises
+        is a refusal, checked against a redelivery's guard and a newer summary, unless it is
+        one of `nothing_to_append` (an answer, not a refusal), which the caller gets as is."""
         self.entries = db[entries]
         self.summaries = Partitioned(db, summaries, partitions)
         reads = db if reads is None else reads
@@ -74,6 +77,7 @@ class Journal:
         self._cache: OrderedDict[str, Summary] = OrderedDict()
         self._cache_size = cache_size
         self._summary_write_seconds = summary_write_seconds
+        self._answers = nothing_to_append
         # Appends of a process go through one flusher, in batches: no two run at once here.
         self._append = GroupCommit(self._append_batch)
         self._unwritten: dict[str, Summary] = {}  # summaries newer than the stored ones
@@ -139,7 +143,7 @@ class Journal:
         entry = self._append((key, guard, entry_for))
         if entry is not None:
             return entry, True
-        return self.entries.find_one({"guard": guard}), False
+        return self.entry_by_guard(key, guard), False
 
     def append_together(self, appends: Sequence[Append]) -> list[Result]:
         """Several appends to different keys submitted together (both legs of a transfer), so
@@ -212,7 +216,7 @@ class Journal:
             try:
                 built.append((index, self._next_entry(self._cached(items[index][0]), *items[index])))
             except Exception as exc:
-                results[index] = self._refused(items[index], exc)
+                results[index] = exc if isinstance(exc, self._answers) else self._refused(items[index], exc)
         if not built:
             return
         indexes = [index for index, _ in built]
@@ -236,14 +240,13 @@ class Journal:
         since (credited the balance a debit needs, restocked an item): then it is asked again
         on the true summary; a refusal stands only if made on that one."""
         key, guard, _ = item
-        known = self._in_memory(key)
-        true = self.refreshed(key) or self.empty(key)
-        if known is None or true["seq"] == known["seq"]:
-            return self._refusal(key, guard, exc)
+        known = self._in_memory(key) or self.empty(key)
         try:
+            if (self.refreshed(key) or self.empty(key))["seq"] == known["seq"]:
+                return self._refusal(key, guard, exc)
             return self._append_one(*item)
-        except Exception as again:
-            return again
+        except Exception as failure:  # the database, not the entry: the caller gets that
+            return failure
 
     def entry_by_guard(self, key: str, guard: str, walked: int = WALKED_ON_REFUSAL) -> Entry | None:
         """Key's entry of that guard. The chain's last `walked` entries are looked at by `_id`,
@@ -270,7 +273,7 @@ class Journal:
             try:
                 entry = self._next_entry(summary, key, guard, entry_for)
             except Exception as exc:
-                appended = self._refusal(key, guard, exc)
+                appended = exc if isinstance(exc, self._answers) else self._refusal(key, guard, exc)
                 break
             try:
                 self.entries.insert_one(entry)

@@ -80,8 +80,10 @@ class Settings(BaseSettings):
     consumer_wait_seconds: float = Field(3600.0, alias="GRIDLINK_CONSUMER_WAIT_SECONDS", gt=0)
 
     # Seconds between the points bank's checks for calls that died midway (an approval before
-    # its credit, an order before it was recorded); one is finished once under way this long.
+    # its credit, an order before it was recorded), and how long a call may be under way before
+    # it counts as dead (well beyond the time a call takes) and is finished by the check.
     recovery_seconds: float = Field(60.0, alias="GRIDLINK_RECOVERY_SECONDS", gt=0)
+    recovery_grace_seconds: float = Field(120.0, alias="GRIDLINK_RECOVERY_GRACE_SECONDS", gt=0)
 
     # Points per hour of a volunteer act where no community rule of the points bank applies.
     points_per_hour: Decimal = Field(Decimal(10), alias="GRIDLINK_POINTS_PER_HOUR")

@@ -27,8 +27,9 @@ from shared.read_models import remember_newer
 OLD_POINTS_MOVES = "points_moves"
 POINTS_TOTALS_WRITE_SECONDS = 10.0
 # Entries of a dossier a revocation looks along for its act (a lookup by `_id` each, about a
-# millisecond) before it asks the guard's index; a cadre's dossier rarely holds this many.
-DOSSIER_WALKED = 1_000
+# millisecond) before it asks the guard's index: about a year of a cadre's acts. A revocation
+# that overtakes its act walks them all on each of its tries until the act is there.
+DOSSIER_WALKED = 200
 
 
 class CadreStore(BaseStore):
@@ -132,7 +133,7 @@ class CadreStore(BaseStore):
     def act_entry(self, person_id: str, act_id: str) -> dict[str, Any] | None:
         """The act's entry in the person's dossier, found along the dossier's chain by `_id`
         (a query by guard reads every dossier's entries on FerretDB); only a dossier longer
-        than `DOSSIER_WALKED` entries is queried."""
+        than `DOSSIER_WALKED` entries is then queried."""
         return self.journal.entry_by_guard(person_id, _act_guard(act_id, person_id), DOSSIER_WALKED)
 
     def add_revocation(self, person_id: str, revocation: dict[str, Any]) -> bool:

@@ -116,6 +116,14 @@ class Transfer(BaseModel):
         return self
 
 
+# What a leg holds of its own, besides the transfer's facts (the same in both legs): its place
+# in its chain (the journal's fields) and what `legs` writes.
+LEG_FIELDS = frozenset(
+    {"_id", "key", "seq", "guard", "kind", "transfer_id", "counterparty", "community_id", "points",
+     "balance_after", "reason", "actor", "reverses", "applied_at"}
+)  # fmt: skip
+
+
 def legs(transfer: Transfer, applied_at: datetime) -> list[tuple[str, str, Callable[[Summary], Entry]]]:
     """(account, guard, entry_for) for the debit and the credit leg, debit first."""
 

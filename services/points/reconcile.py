@@ -77,21 +77,13 @@ def check(
     return report
 
 
-# What a leg holds of its own (its place in its chain, its side of the transfer); the rest are
-# the transfer's facts, the same in both legs.
-LEG_FIELDS = frozenset(
-    {"_id", "key", "seq", "guard", "kind", "transfer_id", "counterparty", "community_id", "points",
-     "balance_after", "reason", "actor", "reverses", "applied_at"}
-)  # fmt: skip
-
-
 def missing_leg(present: dict[str, Any]) -> domain.Transfer:
     """The transfer a lone leg belongs to, rebuilt from the leg with all its facts, to apply
     again (the present leg's guard makes that a no-op for it)."""
     sender, receiver = present["key"], present["counterparty"]
     if present["points"] > 0:
         sender, receiver = receiver, sender
-    facts = {k: v for k, v in present.items() if k not in LEG_FIELDS}
+    facts = {k: v for k, v in present.items() if k not in domain.LEG_FIELDS}
     return domain.Transfer(
         id=present["transfer_id"],
         kind=present["kind"],

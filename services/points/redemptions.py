@@ -4,7 +4,9 @@ Plain functions, no I/O.
 An order reserves stock, the buyer's quota and the points, in that order, each an append to
 a chain that refuses a bound broken (stock below zero, quota above the limit, a balance below
 zero), so none of them can be oversold however many orders arrive at once. A later step that
-is refused releases the earlier ones. A reserved order is then fulfilled (the points go to
+is refused releases the earlier ones. An order's fate, placed or refused, is recorded once
+(the first stands), so runs of one order that meet (a retry, the points bank's recovery check)
+agree on it. A reserved order is then fulfilled (the points go to
 the community's pool) or cancelled (points, stock and quota come back, each entry pointing
 at the reservation it compensates).
 """
@@ -17,7 +19,7 @@ from datetime import date
 from typing import Any
 
 from services.points.domain import Refused, Summary, Transfer, held_account, pool_account
-from shared.errors import InvalidInput
+from shared.errors import Conflict, InvalidInput
 from shared.schemas.points import NewCatalogueItem, NewOrder
 
 Entry = dict[str, Any]
@@ -70,6 +72,39 @@ def take_quota(quantity: int, limit: int | None) -> Callable[[Summary], Entry]:
 def give_back(quantity: int) -> Callable[[Summary], Entry]:
     """Stock added, or stock and quota returned: never refused."""
     return counter_change(quantity, ceiling=None, refusal=("", ""))
+
+
+def counter_steps(
+    order: dict[str, Any], item: dict[str, Any] | None = None
+) -> list[tuple[str, Callable[[Summary], Entry], Callable[[Summary], Entry]]]:
+    """(counter, take, give back) for what an order holds: its stock, then the buyer's quota
+    (`item`: for the item's limit per person)."""
+    quantity, item_id = order["quantity"], order["item_id"]
+    limit = item.get("per_person_limit") if item else None
+    return [
+        (stock_key(item_id), take_stock(quantity, item_id), give_back(quantity)),
+        (quota_key(item_id, order["person_id"]), take_quota(quantity, limit), give_back(-quantity)),
+    ]
+
+
+def check_same_order(order: dict[str, Any], wanted: NewOrder) -> None:
+    """An idempotency key names one order: reused for another, it is refused."""
+    if (order["person_id"], order["item_id"], order["quantity"]) != (
+        wanted.person_id,
+        wanted.item_id,
+        wanted.quantity,
+    ):
+        raise Conflict("idempotency_key_reused", "this Idempotency-Key was used for another order")
+
+
+def refused_fate(order: dict[str, Any], refusal: Refused) -> dict[str, Any]:
+    return {"_id": order["_id"], "fate": "refused", "code": refusal.code, "reason": refusal.message}
+
+
+def refused_outcome(fate: dict[str, Any]) -> dict[str, Any]:
+    """How a refused order ended, which its key answers from then on."""
+    reason = {"code": fate["code"], "reason": fate["reason"]}
+    return {"_id": fate["_id"], "status": "refused", "actor": "system", **reason}
 
 
 def new_item(item: NewCatalogueItem) -> dict[str, Any]:

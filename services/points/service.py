@@ -43,6 +43,8 @@ from shared.settings import get_settings, local_today, local_zone
 # Rules change rarely and take effect from a date: a community's list is reused this long.
 RULES_SECONDS = 10.0
 _rules = RecentlyFound(seconds=RULES_SECONDS)
+# An approval marked under way but never decided is let go after this (its act still waits).
+ABANDONED = timedelta(days=1)
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +123,7 @@ class PointsBank(HealthEntrypoints):
             self.store.under_way("approval", act_id)
         standing = self.store.decide(domain.decision(act_id, pending, wanted))
         if standing["approved"] != wanted.approve:
+            self.store.done("approval", act_id)
             raise Conflict(
                 "already_decided", f"{act_id} was {'approved' if standing['approved'] else 'rejected'}"
             )
@@ -195,25 +198,52 @@ class PointsBank(HealthEntrypoints):
         identifier = redemptions.order_id(client_id, key)
         earlier, outcome = self.store.order(identifier), self.store.outcome(identifier)
         if earlier is not None:
+            redemptions.check_same_order(earlier, wanted)
             return {**redemptions.order_view(earlier, outcome), "replayed": True}
         if outcome is not None:  # refused before: the key stays refused
             raise Conflict(outcome["code"], outcome["reason"])
         item = self.store.item(wanted.item_id)
         redemptions.check_orderable(item, wanted, local_today())
         document = redemptions.new_order(identifier, item, wanted, client_id)
-        self.store.under_way("order", identifier, order=document)
-        self._place(document, item)
-        return {**redemptions.order_view(document, None), "replayed": False}
+        standing = self.store.under_way("order", identifier, order=document)
+        redemptions.check_same_order(standing["order"], wanted)  # a run of this key is under way
+        self._place(standing["order"], item)
+        return {**redemptions.order_view(standing["order"], None), "replayed": False}
 
     def _place(self, order: dict[str, Any], item: dict[str, Any]) -> None:
-        """Reserve, then record the order; either way it is done. Raises Conflict if refused."""
+        """Take stock, quota and points for the order, then settle its fate, placed or refused:
+        the first fate recorded stands (a unique insert). Several runs of one order may meet
+        (a retry, the recovery check, in any process); each take is made once whoever makes
+        it, and a run whose fate loses gives back what it took. Raises Conflict if refused."""
+        taken = []
         try:
-            self._reserve(order, item)
-        except Conflict:
-            self.store.done("order", order["_id"])
-            raise
+            for key, take, give_back in redemptions.counter_steps(order, item):
+                self.store.count(key, f"order:{order['_id']}", take)
+                taken.append((key, give_back))
+            self._apply(redemptions.reservation(order))
+        except domain.Refused as exc:
+            fate = self.store.settle_fate(redemptions.refused_fate(order, exc))
+            if fate["fate"] == "refused":
+                self._refuse(order, fate, taken, reserved=False)
+            # else another run placed it meanwhile, and what this one took counts for that run
+        else:
+            fate = self.store.settle_fate({"_id": order["_id"], "fate": "placed"})
+            if fate["fate"] == "refused":
+                self._refuse(order, fate, taken, reserved=True)
         self.store.add_order(order)
         self.store.done("order", order["_id"])
+
+    def _refuse(self, order: dict[str, Any], fate: dict[str, Any], taken: list, reserved: bool) -> None:
+        """Give back what this run took (each once: another run giving it back too is
+        absorbed by the guard), record the refusal for replays, and raise it."""
+        guard = f"order:{order['_id']}:refused"
+        for key, give_back in taken:
+            self.store.count(key, guard, give_back)
+        if reserved:
+            self._apply(redemptions.cancellation(order, "system", "订单未成立，积分退回"))
+        self.store.settle(redemptions.refused_outcome(fate))
+        self.store.done("order", order["_id"])
+        raise Conflict(fate["code"], fate["reason"])
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def fulfil_order(self, order_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -247,20 +277,24 @@ class PointsBank(HealthEntrypoints):
         """Finish the calls that died midway (a crash, a lost connection), which would leave:
         - an approval decided but its act never credited, and gone from the waiting list;
         - an order's stock, quota or points reserved but no order to fulfil or cancel.
-        Each marks itself under way first and unmarks itself when done; a mark left an
-        interval is finished here as the call would have finished (every step is once per
-        cause, so a call still under way does no harm)."""
-        interval = timedelta(seconds=get_settings().recovery_seconds)
-        finish = {"approval": self._finish_approval, "order": self._finish_order}
-        for mark in self.store.left_under_way(datetime.now(UTC) - interval):
+        Each marks itself under way first and unmarks itself when done; a mark older than
+        GRIDLINK_RECOVERY_GRACE_SECONDS (its call is over by then) is finished here as the call
+        would have finished. Runs that meet all the same (a call slower than that, the check
+        of another process) agree: each step is made once whoever makes it, and an order's
+        fate and an approval's decision are each recorded once."""
+        grace = timedelta(seconds=get_settings().recovery_grace_seconds)
+        finishers = {"approval": self._finish_approval, "order": self._finish_order}
+        for mark in self.store.left_under_way(datetime.now(UTC) - grace):
             try:
-                finish[mark["kind"]](mark)
+                finishers[mark["kind"]](mark)
             except Exception:  # the mark stays: tried again next time, the others meanwhile
-                log.exception("could not finish the %s %s", mark["kind"], mark["identifier"])
+                log.exception("could not finish the call under way %s", mark.get("_id"))
 
     def _finish_approval(self, mark: dict[str, Any]) -> None:
         act_id = mark["identifier"]
         decided = self.store.decision(act_id)
+        if decided is None and datetime.now(UTC) - mark["since"] < ABANDONED:
+            return  # not decided: the call died before deciding, or is slow; the act still waits
         if decided is not None and decided["approved"]:  # else it still waits, or was rejected
             log.warning("the approval of act %s died before its credit; crediting it now", act_id)
             self._credit_approved(self.store.approval(act_id))
@@ -274,42 +308,9 @@ class PointsBank(HealthEntrypoints):
                 self._place(order, self.store.item(order["item_id"]))
         self.store.done("order", order["_id"])
 
-    def _reserve(self, order: dict[str, Any], item: dict[str, Any]) -> None:
-        """Stock, then quota, then points; a refusal gives back what was taken."""
-        guard, quantity = f"order:{order['_id']}", order["quantity"]
-        stock = redemptions.stock_key(item["_id"])
-        quota = redemptions.quota_key(item["_id"], order["person_id"])
-        steps = [
-            (stock, redemptions.take_stock(quantity, item["_id"]), redemptions.give_back(quantity)),
-            (
-                quota,
-                redemptions.take_quota(quantity, item.get("per_person_limit")),
-                redemptions.give_back(-quantity),
-            ),
-        ]
-        taken = []
-        try:
-            for key, take, undo in steps:
-                self.store.count(key, guard, take)
-                taken.append((key, undo))
-            self._apply(redemptions.reservation(order))
-        except domain.Refused as exc:
-            for key, undo in taken:
-                self.store.count(key, f"{guard}:refused", undo)
-            # The key is spent: a retry answers the same refusal instead of reusing the guards
-            # of stock and quota already given back.
-            refusal = {"_id": order["_id"], "status": "refused", "code": exc.code, "reason": exc.message}
-            self.store.settle({**refusal, "actor": "system"})
-            raise Conflict(exc.code, exc.message) from None
-
     def _release(self, order: dict[str, Any], guard: str) -> None:
-        quantity = order["quantity"]
-        self.store.count(redemptions.stock_key(order["item_id"]), guard, redemptions.give_back(quantity))
-        self.store.count(
-            redemptions.quota_key(order["item_id"], order["person_id"]),
-            guard,
-            redemptions.give_back(-quantity),
-        )
+        for key, _, give_back in redemptions.counter_steps(order):
+            self.store.count(key, guard, give_back)
 
     def _settle(
         self, order_id: str, status: str, wanted: OrderOutcome
@@ -420,7 +421,8 @@ class PointsBank(HealthEntrypoints):
         reversal = domain.reversal_of(leg, actor, reason)
         moved = self._move(reversal, consumed)
         for key, used in (leg.get("caps_used") or {}).items():
-            self.store.count(key, reversal.id, domain.released_from_cap(used))
+            if used:
+                self.store.count(key, reversal.id, domain.released_from_cap(used))
         return moved
 
     def _move(self, transfer: domain.Transfer, consumed: bool = False) -> dict[str, Any]:

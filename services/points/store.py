@@ -52,6 +52,7 @@ class PointsStore(BaseStore):
         self.items = db["catalogue_items"]
         self.orders = db["orders"]
         self.outcomes = db["order_outcomes"]
+        self.fates = db["order_fates"]
 
     def ensure_indexes(self) -> None:
         self.ledger.ensure_indexes()
@@ -180,9 +181,18 @@ class PointsStore(BaseStore):
 
     def settle(self, outcome: dict[str, Any]) -> dict[str, Any]:
         """Record how an order ended, once: the first outcome stands; returns it."""
-        if self._insert_once(self.outcomes, outcome):
-            return outcome
-        return self.outcomes.find_one({"_id": outcome["_id"]})
+        return self._standing(self.outcomes, outcome)
+
+    def settle_fate(self, fate: dict[str, Any]) -> dict[str, Any]:
+        """Record whether an order was placed or refused, once: the first fate stands; returns it."""
+        return self._standing(self.fates, fate)
+
+    @classmethod
+    def _standing(cls, collection: Any, document: dict[str, Any]) -> dict[str, Any]:
+        """Insert the document unless one of its `_id` is there; the one that stands."""
+        if cls._insert_once(collection, document):
+            return document
+        return collection.find_one({"_id": document["_id"]})
 
     @staticmethod
     def _insert_once(collection: Any, document: dict[str, Any]) -> bool:
@@ -218,13 +228,13 @@ class PointsStore(BaseStore):
 
     # --- calls under way ---
 
-    def under_way(self, kind: str, identifier: str, **details: Any) -> None:
+    def under_way(self, kind: str, identifier: str, **details: Any) -> dict[str, Any]:
         """Mark a call that changes several documents (an approval, an order) as under way,
         with what it needs to be finished, until `done`: a call that dies midway leaves its
-        mark (see `PointsBank.finish_interrupted_calls`)."""
+        mark (see `PointsBank.finish_interrupted_calls`). The mark that stands: an earlier
+        call's, if one died or runs."""
         mark = {"_id": f"{kind}:{identifier}", "kind": kind, "identifier": identifier, **details}
-        with suppress(DuplicateKeyError):  # a call for it died, or runs: its mark will do
-            self.calls_under_way.insert_one({**mark, "since": datetime.now(UTC)})
+        return self._standing(self.calls_under_way, {**mark, "since": datetime.now(UTC)})
 
     def done(self, kind: str, identifier: str) -> None:
         self.calls_under_way.delete_one({"_id": f"{kind}:{identifier}"})
@@ -239,11 +249,7 @@ class PointsStore(BaseStore):
 
     def decide(self, decision: dict[str, Any]) -> dict[str, Any]:
         """Record a decision once: the first one stands; returns the one that stands."""
-        try:
-            self.decisions.insert_one(decision)
-        except DuplicateKeyError:
-            return self.decisions.find_one({"_id": decision["_id"]})
-        return decision
+        return self._standing(self.decisions, decision)
 
     # --- reports ---
 
@@ -337,6 +343,7 @@ class LedgerFiles:
             empty=reports.empty_month_file,
             fold=reports.with_filing,
             summary_write_seconds=self.MONTH_SUMMARY_WRITE_SECONDS,
+            nothing_to_append=(reports.NothingToFile,),
         )
         self.filed = db["pool_filed"]
         self.transfers = db["transfer_legs"]

@@ -231,7 +231,7 @@ def test_a_revoked_act_gives_its_points_back_pointing_at_the_credit(api, stack, 
     assert balance(api, resident) == 0
 
 
-def test_a_revoked_act_gives_back_what_it_used_of_the_daily_cap(api, resident):
+def test_a_revoked_act_gives_back_what_it_used_of_the_daily_cap(api, databases, resident):
     """An act recorded in error and revoked no longer holds the day's cap: the act recorded
     instead earns in full."""
     add_rule(api, act_type="epidemic_duty", points_per_hour="10", daily_cap=25)
@@ -247,6 +247,9 @@ def test_a_revoked_act_gives_back_what_it_used_of_the_daily_cap(api, resident):
     eventually(lambda: balance(api, resident) == 20)
     assert api.post(f"/api/v1/volunteer-acts/{wrong}:revoke", json={"reason": "登记错误"}).status_code == 200
     eventually(lambda: balance(api, resident) == 0)
+    # The cap is given back just after the points.
+    released = {"key": {"$regex": f"^cap:{resident}:"}, "kind": "cap_released"}
+    eventually(lambda: databases["points_bank"].counter_entries.find_one(released))
     act(api, resident, "epidemic_duty", "2", occurred_on="2026-11-04")  # the right one, same day
     eventually(lambda: balance(api, resident) == 20)
     [credit] = [e for e in api.get(f"/api/v1/points/accounts/{resident}").json()["entries"] if e["seq"] == 3]

@@ -9,6 +9,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.points import redemptions
+from services.points.domain import Refused
 from shared.errors import Conflict
 from shared.schemas.points import NewOrder
 from tests.conftest import COMMUNITY, TEST_ENV, new_id
@@ -135,46 +136,86 @@ def test_cancel_gives_back_and_fulfil_pays_the_community(rpc, databases, stack):
     assert len(legs) == 2 * len(transfers) and sum(e["points"] for e in legs) == 0  # double entry
 
 
-def order_left_midway(buyer: str, item_id: str, key: str, reserved: bool) -> str:
-    """What `place_order` leaves when its process dies midway: its mark, and (`reserved`) the
-    stock, quota and points it reserved, but no order. Its id."""
-    store = points_bank_store()
-    identifier = redemptions.order_id(CLIENT, key)
-    item = store.item(item_id)
-    document = redemptions.new_order(identifier, item, NewOrder(person_id=buyer, item_id=item_id), CLIENT)
-    store.under_way("order", identifier, order=document)
-    if reserved:
-        cause = f"order:{identifier}"
-        store.count(redemptions.stock_key(item_id), cause, redemptions.take_stock(1, item_id))
-        store.count(redemptions.quota_key(item_id, buyer), cause, redemptions.take_quota(1, None))
-        store.execute(redemptions.reservation(document))
-    return identifier
+class DeadCall:
+    """A `place_order` whose process died midway, and what it left (see each step). The mark
+    goes last in the tests, so the recovery check starts on what the test set up."""
+
+    def __init__(self, buyer: str, item_id: str, key: str) -> None:
+        self.store = points_bank_store()
+        self.order_id = redemptions.order_id(CLIENT, key)
+        wanted = NewOrder(person_id=buyer, item_id=item_id)
+        self.order = redemptions.new_order(self.order_id, self.store.item(item_id), wanted, CLIENT)
+
+    def reserved(self) -> None:
+        """It took the stock, the quota and the points."""
+        for key, take, _ in redemptions.counter_steps(self.order):
+            self.store.count(key, f"order:{self.order_id}", take)
+        self.store.execute(redemptions.reservation(self.order))
+
+    def refused(self, code: str) -> None:
+        """It was refused, and recorded the refusal as the order's fate (nothing else yet)."""
+        self.store.settle_fate(redemptions.refused_fate(self.order, Refused(code, "refused before")))
+
+    def marked(self, databases) -> None:
+        """Its mark, which the recovery check finishes once it is a grace period old."""
+        self.store.under_way("order", self.order_id, order=self.order)
+        marks = databases["points_bank"].calls_under_way
+        eventually(lambda: marks.find_one({"_id": f"order:{self.order_id}"}) is None, timeout=30)
 
 
 def test_an_order_whose_call_died_after_reserving_is_placed_once_and_can_be_cancelled(rpc, databases):
     item, buyer, key = add_item(rpc, price=30, stock=5), new_id("buyer"), new_id("order")
     fund(rpc, buyer, 100)
-    order_id = order_left_midway(buyer, item, key, reserved=True)
+    dead = DeadCall(buyer, item, key)
+    dead.reserved()
     assert (balance(rpc, buyer), stock(rpc, item)) == (70, 4)
     assert rpc.points_bank.list_orders(person_id=buyer)["total"] == 0  # reserved, but no order
-    marks = databases["points_bank"].calls_under_way
-    eventually(lambda: marks.find_one({"_id": f"order:{order_id}"}) is None, timeout=30)
+    dead.marked(databases)
     [placed] = rpc.points_bank.list_orders(person_id=buyer)["items"]
-    assert (placed["order_id"], placed["status"], placed["points"]) == (order_id, "reserved", 30)
+    assert (placed["order_id"], placed["status"], placed["points"]) == (dead.order_id, "reserved", 30)
     assert (balance(rpc, buyer), stock(rpc, item)) == (70, 4)  # reserved once
     assert order(rpc, buyer, item, key=key)["replayed"] is True  # the buyer's retry finds it
-    rpc.points_bank.cancel_order(order_id, {"actor": "staff-1", "reason": "中断后取消"})
+    rpc.points_bank.cancel_order(dead.order_id, {"actor": "staff-1", "reason": "中断后取消"})
     assert (balance(rpc, buyer), stock(rpc, item)) == (100, 5)
 
 
 def test_an_order_whose_call_died_before_reserving_is_refused_if_it_cannot_be_paid_now(rpc, databases):
     item, buyer, key = add_item(rpc, price=30, stock=5), new_id("buyer"), new_id("order")
     fund(rpc, buyer, 10)
-    order_id = order_left_midway(buyer, item, key, reserved=False)
-    marks = databases["points_bank"].calls_under_way
-    eventually(lambda: marks.find_one({"_id": f"order:{order_id}"}) is None, timeout=30)
+    DeadCall(buyer, item, key).marked(databases)
     assert rpc.points_bank.list_orders(person_id=buyer)["total"] == 0
     with pytest.raises(Conflict) as caught:
         order(rpc, buyer, item, key=key)  # the key stays refused
     assert caught.value.code == "insufficient_points"
     assert (balance(rpc, buyer), stock(rpc, item)) == (10, 5)  # what it took is given back
+
+
+def test_an_order_refused_by_one_run_is_not_placed_by_another_that_could_pay(rpc, databases):
+    """A run refused for want of stock meets another (a retry, the recovery check) that finds
+    the item restocked meanwhile: the first fate stands, and the second gives back all it took."""
+    item, buyer, key = add_item(rpc, price=30, stock=1), new_id("buyer"), new_id("order")
+    fund(rpc, buyer, 100)
+    first = new_id("buyer")
+    fund(rpc, first, 30)
+    order(rpc, first, item)  # the last one
+    dead = DeadCall(buyer, item, key)
+    dead.refused("out_of_stock")
+    rpc.points_bank.restock_item(item, new_id("delivery"), {"quantity": 5, "actor": "staff-1"})
+    dead.marked(databases)
+    assert rpc.points_bank.list_orders(person_id=buyer)["total"] == 0
+    assert (balance(rpc, buyer), stock(rpc, item)) == (100, 5)
+    with pytest.raises(Conflict) as caught:
+        order(rpc, buyer, item, key=key)
+    assert caught.value.code == "out_of_stock"
+    assert order(rpc, buyer, item)["replayed"] is False  # a new key orders anew
+
+
+def test_an_idempotency_key_used_for_another_order_is_refused(rpc):
+    item, other, buyer, key = add_item(rpc, 10, 5), add_item(rpc, 10, 5), new_id("buyer"), new_id("order")
+    fund(rpc, buyer, 100)
+    order(rpc, buyer, item, key=key)
+    for reused in ({"item_id": other}, {"quantity": 2}):
+        with pytest.raises(Conflict) as caught:
+            rpc.points_bank.place_order(CLIENT, key, {"person_id": buyer, "item_id": item, **reused})
+        assert caught.value.code == "idempotency_key_reused"
+    assert balance(rpc, buyer) == 90
