@@ -74,6 +74,9 @@ def give_back(quantity: int) -> Callable[[Summary], Entry]:
     return counter_change(quantity, ceiling=None, refusal=("", ""))
 
 
+NOT_PLACED = "订单未成立，积分退回"  # why a refused order's reserved points went back
+
+
 def counter_steps(
     order: dict[str, Any], item: dict[str, Any] | None = None
 ) -> list[tuple[str, Callable[[Summary], Entry], Callable[[Summary], Entry]]]:

@@ -119,17 +119,16 @@ class PointsBank(HealthEntrypoints):
         pending = self.store.approval(act_id)
         if pending is None:
             raise NotFound("act awaiting approval", act_id)
-        if wanted.approve:
-            self.store.under_way("approval", act_id)
+        mark = self.store.under_way("approval", act_id) if wanted.approve else None
         standing = self.store.decide(domain.decision(act_id, pending, wanted))
+        if standing["approved"]:
+            self._credit_approved(pending)  # also for a refusal that came late: it credits once
+        if mark:
+            self.store.done(mark)
         if standing["approved"] != wanted.approve:
-            self.store.done("approval", act_id)
             raise Conflict(
                 "already_decided", f"{act_id} was {'approved' if standing['approved'] else 'rejected'}"
             )
-        if standing["approved"]:
-            self._credit_approved(pending)
-            self.store.done("approval", act_id)
         return domain.decision_view(standing)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
@@ -203,47 +202,53 @@ class PointsBank(HealthEntrypoints):
         if outcome is not None:  # refused before: the key stays refused
             raise Conflict(outcome["code"], outcome["reason"])
         item = self.store.item(wanted.item_id)
-        redemptions.check_orderable(item, wanted, local_today())
-        document = redemptions.new_order(identifier, item, wanted, client_id)
-        standing = self.store.under_way("order", identifier, order=document)
-        redemptions.check_same_order(standing["order"], wanted)  # a run of this key is under way
-        self._place(standing["order"], item)
-        return {**redemptions.order_view(standing["order"], None), "replayed": False}
+        intended = self.store.intended_order(identifier)  # a call of this key ran before
+        if intended is None:
+            redemptions.check_orderable(item, wanted, local_today())
+            intended = self.store.intend(redemptions.new_order(identifier, item, wanted, client_id))
+        redemptions.check_same_order(intended, wanted)
+        self._place(intended, item, self.store.under_way("order", identifier, order=intended))
+        return {**redemptions.order_view(intended, None), "replayed": False}
 
-    def _place(self, order: dict[str, Any], item: dict[str, Any]) -> None:
+    def _place(self, order: dict[str, Any], item: dict[str, Any], mark: str) -> None:
         """Take stock, quota and points for the order, then settle its fate, placed or refused:
         the first fate recorded stands (a unique insert). Several runs of one order may meet
         (a retry, the recovery check, in any process); each take is made once whoever makes
-        it, and a run whose fate loses gives back what it took. Raises Conflict if refused."""
-        taken = []
+        it, and once the fate is refused every take is closed (`_close`), so nothing a run
+        takes stays taken. Raises Conflict if refused."""
         try:
-            for key, take, give_back in redemptions.counter_steps(order, item):
+            for key, take, _ in redemptions.counter_steps(order, item):
                 self.store.count(key, f"order:{order['_id']}", take)
-                taken.append((key, give_back))
             self._apply(redemptions.reservation(order))
         except domain.Refused as exc:
             fate = self.store.settle_fate(redemptions.refused_fate(order, exc))
             if fate["fate"] == "refused":
-                self._refuse(order, fate, taken, reserved=False)
+                self._refuse(order, fate, mark, reserved=False)
             # else another run placed it meanwhile, and what this one took counts for that run
         else:
             fate = self.store.settle_fate({"_id": order["_id"], "fate": "placed"})
             if fate["fate"] == "refused":
-                self._refuse(order, fate, taken, reserved=True)
+                self._refuse(order, fate, mark, reserved=True)
         self.store.add_order(order)
-        self.store.done("order", order["_id"])
+        self.store.done(mark)
 
-    def _refuse(self, order: dict[str, Any], fate: dict[str, Any], taken: list, reserved: bool) -> None:
-        """Give back what this run took (each once: another run giving it back too is
-        absorbed by the guard), record the refusal for replays, and raise it."""
-        guard = f"order:{order['_id']}:refused"
-        for key, give_back in taken:
-            self.store.count(key, guard, give_back)
+    def _refuse(self, order: dict[str, Any], fate: dict[str, Any], mark: str, reserved: bool) -> None:
+        """Close the refused order's takes, give back its points if this run reserved them,
+        record the refusal for replays, and raise it."""
+        self._close(order)
         if reserved:
-            self._apply(redemptions.cancellation(order, "system", "订单未成立，积分退回"))
+            self._apply(redemptions.cancellation(order, "system", redemptions.NOT_PLACED))
         self.store.settle(redemptions.refused_outcome(fate))
-        self.store.done("order", order["_id"])
+        self.store.done(mark)
         raise Conflict(fate["code"], fate["reason"])
+
+    def _close(self, order: dict[str, Any]) -> None:
+        """Close each counter step of a refused order: its take, if a run made one, is given
+        back (once); if none did, an empty take is made in its place, so that none can now."""
+        guard = f"order:{order['_id']}"
+        for key, _, give_back in redemptions.counter_steps(order):
+            if self.store.count(key, guard, redemptions.give_back(0))["points"]:
+                self.store.count(key, f"{guard}:refused", give_back)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def fulfil_order(self, order_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -298,15 +303,24 @@ class PointsBank(HealthEntrypoints):
         if decided is not None and decided["approved"]:  # else it still waits, or was rejected
             log.warning("the approval of act %s died before its credit; crediting it now", act_id)
             self._credit_approved(self.store.approval(act_id))
-        self.store.done("approval", act_id)
+        self.store.done(mark["_id"])
 
     def _finish_order(self, mark: dict[str, Any]) -> None:
-        order = mark["order"]
-        if self.store.order(order["_id"]) is None and self.store.outcome(order["_id"]) is None:
-            log.warning("order %s died before it was recorded; placing it now", order["_id"])
-            with suppress(Conflict):  # refused now: settled so, as the call would have
-                self._place(order, self.store.item(order["item_id"]))
-        self.store.done("order", order["_id"])
+        order, fate = mark["order"], self.store.fate(mark["identifier"])
+        if self.store.order(order["_id"]) is None:
+            log.warning("a call placing order %s died; finishing it", order["_id"])
+            if fate is None:
+                with suppress(Conflict):  # refused now: settled so, as the call would have
+                    self._place(order, self.store.item(order["item_id"]), mark["_id"])
+                return
+            if fate["fate"] == "placed":
+                self.store.add_order(order)
+            else:  # the call may have reserved the points before it died
+                self._close(order)
+                if self.store.leg(f"order:{order['_id']}", order["person_id"]) is not None:
+                    self._apply(redemptions.cancellation(order, "system", redemptions.NOT_PLACED))
+                self.store.settle(redemptions.refused_outcome(fate))
+        self.store.done(mark["_id"])
 
     def _release(self, order: dict[str, Any], guard: str) -> None:
         for key, _, give_back in redemptions.counter_steps(order):

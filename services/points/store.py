@@ -53,6 +53,7 @@ class PointsStore(BaseStore):
         self.orders = db["orders"]
         self.outcomes = db["order_outcomes"]
         self.fates = db["order_fates"]
+        self.intents = db["order_intents"]
 
     def ensure_indexes(self) -> None:
         self.ledger.ensure_indexes()
@@ -183,6 +184,16 @@ class PointsStore(BaseStore):
         """Record how an order ended, once: the first outcome stands; returns it."""
         return self._standing(self.outcomes, outcome)
 
+    def intended_order(self, order_id: str) -> dict[str, Any] | None:
+        return self.intents.find_one({"_id": order_id})
+
+    def intend(self, order: dict[str, Any]) -> dict[str, Any]:
+        """Record the order an idempotency key stands for, once: the first stands; returns it."""
+        return self._standing(self.intents, order)
+
+    def fate(self, order_id: str) -> dict[str, Any] | None:
+        return self.fates.find_one({"_id": order_id})
+
     def settle_fate(self, fate: dict[str, Any]) -> dict[str, Any]:
         """Record whether an order was placed or refused, once: the first fate stands; returns it."""
         return self._standing(self.fates, fate)
@@ -228,16 +239,17 @@ class PointsStore(BaseStore):
 
     # --- calls under way ---
 
-    def under_way(self, kind: str, identifier: str, **details: Any) -> dict[str, Any]:
+    def under_way(self, kind: str, identifier: str, **details: Any) -> str:
         """Mark a call that changes several documents (an approval, an order) as under way,
-        with what it needs to be finished, until `done`: a call that dies midway leaves its
-        mark (see `PointsBank.finish_interrupted_calls`). The mark that stands: an earlier
-        call's, if one died or runs."""
-        mark = {"_id": f"{kind}:{identifier}", "kind": kind, "identifier": identifier, **details}
-        return self._standing(self.calls_under_way, {**mark, "since": datetime.now(UTC)})
+        with what it needs to be finished, until it is `done`: a call that dies midway leaves
+        its mark (see `PointsBank.finish_interrupted_calls`). Each call has its own mark (two
+        calls of one order may run at once, and one ending must not unmark the other); its id."""
+        mark = {"_id": f"{kind}:{identifier}:{uuid.uuid4().hex}", "kind": kind, "identifier": identifier}
+        self.calls_under_way.insert_one({**mark, **details, "since": datetime.now(UTC)})
+        return mark["_id"]
 
-    def done(self, kind: str, identifier: str) -> None:
-        self.calls_under_way.delete_one({"_id": f"{kind}:{identifier}"})
+    def done(self, mark_id: str) -> None:
+        self.calls_under_way.delete_one({"_id": mark_id})
 
     def left_under_way(self, before: datetime) -> list[dict[str, Any]]:
         """The marks made before then and not done. A query of the whole collection, which

@@ -141,10 +141,13 @@ class DeadCall:
     goes last in the tests, so the recovery check starts on what the test set up."""
 
     def __init__(self, buyer: str, item_id: str, key: str) -> None:
+        """It recorded the order its key stands for."""
         self.store = points_bank_store()
         self.order_id = redemptions.order_id(CLIENT, key)
         wanted = NewOrder(person_id=buyer, item_id=item_id)
-        self.order = redemptions.new_order(self.order_id, self.store.item(item_id), wanted, CLIENT)
+        self.order = self.store.intend(
+            redemptions.new_order(self.order_id, self.store.item(item_id), wanted, CLIENT)
+        )
 
     def reserved(self) -> None:
         """It took the stock, the quota and the points."""
@@ -152,15 +155,18 @@ class DeadCall:
             self.store.count(key, f"order:{self.order_id}", take)
         self.store.execute(redemptions.reservation(self.order))
 
-    def refused(self, code: str) -> None:
-        """It was refused, and recorded the refusal as the order's fate (nothing else yet)."""
-        self.store.settle_fate(redemptions.refused_fate(self.order, Refused(code, "refused before")))
+    def refused(self, code: str, settled: bool = False) -> None:
+        """It was refused, and recorded the refusal as the order's fate (`settled`: and as its
+        outcome, as a call that finished its refusal does)."""
+        fate = self.store.settle_fate(redemptions.refused_fate(self.order, Refused(code, "refused before")))
+        if settled:
+            self.store.settle(redemptions.refused_outcome(fate))
 
     def marked(self, databases) -> None:
         """Its mark, which the recovery check finishes once it is a grace period old."""
-        self.store.under_way("order", self.order_id, order=self.order)
+        mark = self.store.under_way("order", self.order_id, order=self.order)
         marks = databases["points_bank"].calls_under_way
-        eventually(lambda: marks.find_one({"_id": f"order:{self.order_id}"}) is None, timeout=30)
+        eventually(lambda: marks.find_one({"_id": mark}) is None, timeout=30)
 
 
 def test_an_order_whose_call_died_after_reserving_is_placed_once_and_can_be_cancelled(rpc, databases):
@@ -210,12 +216,28 @@ def test_an_order_refused_by_one_run_is_not_placed_by_another_that_could_pay(rpc
     assert order(rpc, buyer, item)["replayed"] is False  # a new key orders anew
 
 
+def test_a_run_that_reserved_after_its_order_was_refused_and_died_gives_everything_back(rpc, databases):
+    """One run was refused and finished its refusal; another, slower, had taken the stock,
+    the quota and the points before it died. Nothing of it stays taken."""
+    item, buyer, key = add_item(rpc, price=30, stock=5, limit=1), new_id("buyer"), new_id("order")
+    fund(rpc, buyer, 100)
+    dead = DeadCall(buyer, item, key)
+    dead.refused("out_of_stock", settled=True)
+    dead.reserved()
+    assert (balance(rpc, buyer), stock(rpc, item)) == (70, 4)
+    dead.marked(databases)
+    assert (balance(rpc, buyer), stock(rpc, item)) == (100, 5)
+    assert rpc.points_bank.list_orders(person_id=buyer)["total"] == 0
+    assert order(rpc, buyer, item)["replayed"] is False  # the quota is back: one may be bought
+
+
 def test_an_idempotency_key_used_for_another_order_is_refused(rpc):
     item, other, buyer, key = add_item(rpc, 10, 5), add_item(rpc, 10, 5), new_id("buyer"), new_id("order")
     fund(rpc, buyer, 100)
     order(rpc, buyer, item, key=key)
-    for reused in ({"item_id": other}, {"quantity": 2}):
+    DeadCall(buyer, item, unfinished := new_id("order"))  # a call of this key died before its takes
+    for used, reused in ((key, {"item_id": other}), (key, {"quantity": 2}), (unfinished, {"item_id": other})):
         with pytest.raises(Conflict) as caught:
-            rpc.points_bank.place_order(CLIENT, key, {"person_id": buyer, "item_id": item, **reused})
+            rpc.points_bank.place_order(CLIENT, used, {"person_id": buyer, "item_id": item, **reused})
         assert caught.value.code == "idempotency_key_reused"
     assert balance(rpc, buyer) == 90
