@@ -8,7 +8,8 @@ its legs, that all accounts together sum to zero, and that the month files the r
 (`LedgerFiles`) count exactly what their pool's entries earned. `--repair` rewrites summaries
 that are behind their chain (a crash between an entry and its summary write), completes
 transfers that lost their second leg and corrects month files by a correcting filing; all are
-safe to run at any time, the services running or not. Exit status 1 if anything is off.
+safe to run at any time, the services running or not. Exit status 1 if anything is off
+(with `--repair`: still off once repaired).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.points import domain
+
+if TYPE_CHECKING:
+    from services.points.store import PointsStore
 
 
 @dataclass
@@ -113,33 +117,47 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     store = PointsStore(connect(POINTS_BANK))
     started = datetime.now(UTC)
+    report = examined(store)
+    # Months are the services' local ones: checked in another zone, entries near midnight
+    # would seem filed in the wrong month.
+    print(f"months in {local_zone()} (GRIDLINK_TIMEZONE): the services' own, or files seem off")
+    if options.repair and not report.exact:
+        repair(store, report)
+        print("after the repairs:")
+        report = examined(store)
+    print(f"checked in {(datetime.now(UTC) - started).total_seconds():.1f}s")
+    return 0 if report.exact else 1
+
+
+def examined(store: PointsStore) -> Report:
+    """The points bank checked, and the report printed."""
     chains = store.chain_totals()
     summaries = store.stored_summaries_of([c["_id"] for c in chains])
     files = store.ledger_files
     report = check(chains, summaries, store.one_legged_transfers(), files.audit(files.read_pools()))
     for line in report.lines():
         print(line)
-    # Months are the services' local ones: checked in another zone, entries near midnight
-    # would seem filed in the wrong month.
-    print(f"months in {local_zone()} (GRIDLINK_TIMEZONE): the services' own, or files seem off")
-    if options.repair and not report.exact:
-        for transfer_id in report.one_legged:
-            legs = store.legs_of(transfer_id)
-            if len(legs) == 1:
-                store.execute(missing_leg(legs[0]))
-        for account in report.stale_summaries:
-            store.ledger.heal(account)
-        store.write_behind()  # this process stops now: store the summaries of the new legs
-        # After the legs: a completed transfer's pool leg counts in its month.
-        pools = files.read_pools()
-        corrected = [key for key in files.audit(pools) if files.correct(key, pools)]
-        files.months.write_summaries()
-        print(
-            f"repaired {len(report.one_legged)} transfers, {len(report.stale_summaries)} summaries"
-            f" and {len(corrected)} month files"
-        )
-    print(f"checked in {(datetime.now(UTC) - started).total_seconds():.1f}s")
-    return 0 if report.exact else 1
+    return report
+
+
+def repair(store: PointsStore, report: Report) -> None:
+    """Complete what a crash left half-done, then correct the month files."""
+    for transfer_id in report.one_legged:
+        legs = store.legs_of(transfer_id)
+        if len(legs) == 1:
+            store.execute(missing_leg(legs[0]))
+    for account in report.stale_summaries:
+        store.ledger.heal(account)
+    store.write_behind()  # this process stops now: store the summaries of the new legs
+    # After the legs: a completed transfer's pool leg counts in its month.
+    files = store.ledger_files
+    pools = files.read_pools()
+    corrected = [key for key in files.audit(pools) if files.correct(key, pools)]
+    files.months.write_summaries()
+    print(
+        f"repaired {len(report.one_legged)} transfers, {len(report.stale_summaries)} summaries"
+        f" and {len(corrected)} month files"
+    )
 
 
 if __name__ == "__main__":

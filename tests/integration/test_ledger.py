@@ -210,6 +210,8 @@ def test_make_reconcile_finds_a_lost_leg_and_a_month_file_off_and_repair_makes_b
         assert f"month files off their pool's entries (1): {month_file}" in found.stdout
         repaired = reconcile_command(name, "--repair")
         assert "repaired 1 transfers, 0 summaries and 1 month files" in repaired.stdout, repaired.stderr
+        after = repaired.stdout.split("after the repairs:")[1]
+        assert repaired.returncode == 0 and ": exact" in after  # checked again once repaired
         checked = reconcile_command(name)
         assert checked.returncode == 0 and ": exact" in checked.stdout, checked.stdout + checked.stderr
         fresh = store_on(settings, name)
