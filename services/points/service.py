@@ -233,14 +233,18 @@ class PointsBank(HealthEntrypoints):
         self.store.done(mark)
 
     def _refuse(self, order: dict[str, Any], fate: dict[str, Any], mark: str, reserved: bool) -> None:
-        """Close the refused order's takes, give back its points if this run reserved them,
-        record the refusal for replays, and raise it."""
+        """Settle the refusal (`reserved`: this run reserved the points) and raise it."""
+        self._settle_refusal(order, fate, reserved)
+        self.store.done(mark)
+        raise Conflict(fate["code"], fate["reason"])
+
+    def _settle_refusal(self, order: dict[str, Any], fate: dict[str, Any], reserved: bool) -> None:
+        """Close the refused order's takes, give back its points if they were reserved, and
+        record the refusal for replays."""
         self._close(order)
         if reserved:
             self._apply(redemptions.cancellation(order, "system", redemptions.NOT_PLACED))
         self.store.settle(redemptions.refused_outcome(fate))
-        self.store.done(mark)
-        raise Conflict(fate["code"], fate["reason"])
 
     def _close(self, order: dict[str, Any]) -> None:
         """Close each counter step of a refused order: its take, if a run made one, is given
@@ -306,9 +310,10 @@ class PointsBank(HealthEntrypoints):
         self.store.done(mark["_id"])
 
     def _finish_order(self, mark: dict[str, Any]) -> None:
-        order, fate = mark["order"], self.store.fate(mark["identifier"])
+        order = mark["order"]
         if self.store.order(order["_id"]) is None:
             log.warning("a call placing order %s died; finishing it", order["_id"])
+            fate = self.store.fate(order["_id"])
             if fate is None:
                 with suppress(Conflict):  # refused now: settled so, as the call would have
                     self._place(order, self.store.item(order["item_id"]), mark["_id"])
@@ -316,10 +321,9 @@ class PointsBank(HealthEntrypoints):
             if fate["fate"] == "placed":
                 self.store.add_order(order)
             else:  # the call may have reserved the points before it died
-                self._close(order)
-                if self.store.leg(f"order:{order['_id']}", order["person_id"]) is not None:
-                    self._apply(redemptions.cancellation(order, "system", redemptions.NOT_PLACED))
-                self.store.settle(redemptions.refused_outcome(fate))
+                reservation = redemptions.reservation(order).id
+                reserved = self.store.leg(reservation, order["person_id"]) is not None
+                self._settle_refusal(order, fate, reserved)
         self.store.done(mark["_id"])
 
     def _release(self, order: dict[str, Any], guard: str) -> None:

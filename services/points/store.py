@@ -216,11 +216,7 @@ class PointsStore(BaseStore):
     # --- earning rules and approvals -----------------------------------------------------
 
     def add_rule(self, rule: dict[str, Any]) -> bool:
-        try:
-            self.rules.insert_one({"_id": rule["rule_id"], **rule})
-        except DuplicateKeyError:
-            return False
-        return True
+        return self._insert_once(self.rules, {"_id": rule["rule_id"], **rule})
 
     def rules_of(self, community_id: str) -> list[dict[str, Any]]:
         return list(self.reads[self.rules.name].find({"community_id": community_id}))
