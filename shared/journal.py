@@ -19,10 +19,18 @@ appends); it is never wrong, only early:
 - a read folds in the entries after it (`summary`, `summaries_of`: one lookup by `_id` for
   a summary that is current), so what callers see is exact;
 - an append finds its slot taken, folds the entry there and moves on, so it heals itself.
+
+A refusal must tell a first attempt from a redelivery of an entry appended long ago (the
+chain has moved on since, so `entry_for` refuses a state after it). On FerretDB a query by
+guard reads every entry of every chain, so the guards of entries that could have been
+refused (a debit, a take) are recorded by `_id`, with the slot tried, before those entries
+are inserted: no record, never appended; with one, the entry lies at or after that slot
+(the chain had reached it when the record was written).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -41,7 +49,8 @@ Entry = dict[str, Any]
 Append = tuple[str, str, Callable[[Summary], Entry]]
 Result = Entry | None | Exception  # the entry appended; None: appended before; or why not
 SUMMARY_WRITE_SECONDS = 1.0
-WALKED_ON_REFUSAL = 32  # entries looked at by `_id` before a refusal asks the guard's index
+WALKED = 32  # entries looked at by `_id` before the guard's index is asked
+BACKFILLED = "#backfilled"  # in a journal's guard records: the entries before them are recorded
 log = logging.getLogger(__name__)
 
 
@@ -63,11 +72,15 @@ class Journal:
         cache_size: int = 10_000,
         summary_write_seconds: float = SUMMARY_WRITE_SECONDS,
         nothing_to_append: tuple[type[Exception], ...] = (),
+        refusable: Callable[[Entry], bool] | None = None,
     ) -> None:
         """Entries in the collection `entries`, summaries partitioned under `summaries`; reads
         go to `reads`, the same database on read-only connections. What `entry_for` raises
         is a refusal, checked against a redelivery's guard and a newer summary, unless it is
-        one of `nothing_to_append` (an answer, not a refusal), which the caller gets as is."""
+        one of `nothing_to_append` (an answer, not a refusal), which the caller gets as is.
+        `refusable` tells the entries whose `entry_for` could refuse: their guards are
+        recorded in `<entries>_guards` (see the module doc). It must hold for every entry
+        appended by an `entry_for` that may raise."""
         self.entries = db[entries]
         self.summaries = Partitioned(db, summaries, partitions)
         reads = db if reads is None else reads
@@ -78,6 +91,9 @@ class Journal:
         self._cache_size = cache_size
         self._summary_write_seconds = summary_write_seconds
         self._answers = nothing_to_append
+        self._refusable = refusable
+        self.guards = db[f"{entries}_guards"]
+        self._every_guard_recorded = False  # known once `ensure_indexes` has seen the backfill
         # Appends of a process go through one flusher, in batches: no two run at once here.
         self._append = GroupCommit(self._append_batch)
         self._unwritten: dict[str, Summary] = {}  # summaries newer than the stored ones
@@ -85,6 +101,16 @@ class Journal:
 
     def ensure_indexes(self) -> None:
         self.entries.create_index("guard", unique=True, name="one_entry_per_guard")
+        if self._refusable is None:
+            return
+        if self.guards.find_one({"_id": BACKFILLED}) is None:
+            # Entries from before guards were recorded (an upgrade, with every process of the
+            # old version stopped): read once, here.
+            entries = self.entries.find()
+            while batch := list(itertools.islice(entries, 1000)):
+                self._record_guards(batch)
+            insert_new(self.guards, [{"_id": BACKFILLED}])
+        self._every_guard_recorded = True
 
     def summary(self, key: str) -> Summary | None:
         """Key's summary, exact: None if its chain is empty."""
@@ -221,6 +247,7 @@ class Journal:
             return
         indexes = [index for index, _ in built]
         entries = [entry for _, entry in built]
+        self._record_guards(entries)
         refused = insert_new(self.entries, entries)
         changed: dict[str, Summary] = {}
         for position, index in enumerate(indexes):
@@ -248,22 +275,36 @@ class Journal:
         except Exception as failure:  # the database, not the entry: the caller gets that
             return failure
 
-    def entry_by_guard(self, key: str, guard: str, walked: int = WALKED_ON_REFUSAL) -> Entry | None:
-        """Key's entry of that guard. The chain's last `walked` entries are looked at by `_id`,
-        newest first; only a longer chain is then queried by guard, which on FerretDB reads
-        every entry of every chain (5,000 entries: 1.3 s)."""
+    def entry_by_guard(self, key: str, guard: str, walked: int = WALKED) -> Entry | None:
+        """Key's entry of that guard."""
+        return self._entry_of(key, guard, self._record_of(guard), walked)
+
+    def _record_of(self, guard: str) -> dict[str, Any] | None:
+        return self.guards.find_one({"_id": guard}) if self._refusable is not None else None
+
+    def _entry_of(self, key: str, guard: str, record: dict[str, Any] | None, walked: int) -> Entry | None:
+        """Key's entry of that guard, looked up by `_id`: among the chain's last `walked`
+        entries and, for a recorded guard, the `walked` from its record's slot on (where the
+        entry is unless another process took that slot first). Only a stretch neither
+        covers is then queried by guard, which on FerretDB reads every entry of every chain
+        (5,000 entries: 1.3 s)."""
         last = (self.summary(key) or self.empty(key))["seq"]
-        for seq in range(last, max(last - walked, 0), -1):
+        where = range(last, (record["seq"] if record else 1) - 1, -1)  # if anywhere, newest first
+        looked = [*where[:walked], *(where[walked:][-walked:] if record else [])]
+        for seq in looked:
             entry = self.entry(key, seq)
             if entry is not None and entry.get("guard") == guard:
                 return entry
-        return None if last <= walked else self.entries.find_one({"guard": guard})
+        return None if len(looked) == len(where) else self.entries.find_one({"guard": guard})
 
     def _refusal(self, key: str, guard: str, exc: Exception) -> Result:
         """`entry_for` refused: right, unless this is a redelivery of an entry already made
-        (the chain moved on since, so the refusal is about a state after it). A redelivery
-        comes soon after its entry, so the guard is looked for near the chain's end first."""
-        return None if self.entry_by_guard(key, guard) is not None else exc
+        (the chain moved on since, so the refusal is about a state after it). An entry that
+        could be refused had its guard recorded first, so without a record it never was."""
+        record = self._record_of(guard)
+        if record is None and self._every_guard_recorded:
+            return exc
+        return None if self._entry_of(key, guard, record, WALKED) is not None else exc
 
     def _append_one(self, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> Result:
         """The slow path, after a refused insert: walk the chain until the guard decides."""
@@ -276,6 +317,7 @@ class Journal:
                 appended = exc if isinstance(exc, self._answers) else self._refusal(key, guard, exc)
                 break
             try:
+                self._record_guards([entry])
                 self.entries.insert_one(entry)
             except DuplicateKeyError:
                 taken = self.entries.find_one({"_id": entry["_id"]})
@@ -289,6 +331,14 @@ class Journal:
         if summary is not known:
             self._keep_summaries({key: summary})
         return appended
+
+    def _record_guards(self, entries: Sequence[Entry]) -> None:
+        """Record the guards of the refusable entries about to be inserted (an existing record,
+        from an earlier attempt, stays)."""
+        if self._refusable is not None:
+            records = [{"_id": e["guard"], "seq": e["seq"]} for e in entries if self._refusable(e)]
+            if records:
+                insert_new(self.guards, records)
 
     @staticmethod
     def _next_entry(summary: Summary, key: str, guard: str, entry_for: Callable[[Summary], Entry]) -> Entry:

@@ -89,6 +89,13 @@ def may_go_negative(account_id: str) -> bool:
     return account_id.startswith("pool:")
 
 
+def may_be_refused(entry: Entry) -> bool:
+    """A debit of an account that cannot go negative: the only leg `legs` can refuse (its
+    balance is never below zero, so a credit always fits). The ledger records the guards of
+    these before appending them (shared/journal.py): keep the two in step."""
+    return entry.get("points", 0) < 0 and not may_go_negative(entry["key"])
+
+
 # --- transfers --------------------------------------------------------------------------------
 
 
@@ -130,7 +137,7 @@ def legs(transfer: Transfer, applied_at: datetime) -> list[tuple[str, str, Calla
     def leg(account: str, counterparty: str, points: int) -> Callable[[Summary], Entry]:
         def entry_for(summary: Summary) -> Entry:
             balance_after = summary["balance"] + points
-            if balance_after < 0 and not may_go_negative(account):
+            if balance_after < 0 and not may_go_negative(account):  # see `may_be_refused`
                 raise Refused(
                     "insufficient_points", f"{account} has {summary['balance']} points, {-points} needed"
                 )

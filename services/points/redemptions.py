@@ -69,6 +69,13 @@ def take_quota(quantity: int, limit: int | None) -> Callable[[Summary], Entry]:
     return counter_change(quantity, ceiling=limit, refusal=refusal)
 
 
+def is_counter_change(entry: Entry) -> bool:
+    """An entry `counter_change` built: one that may have been refused. The counters
+    journal records their guards before appending them (shared/journal.py); a cap's entries
+    are never refused."""
+    return entry.get("kind") == "counter"
+
+
 def give_back(quantity: int) -> Callable[[Summary], Entry]:
     """Stock added, or stock and quota returned: never refused."""
     return counter_change(quantity, ceiling=None, refusal=("", ""))

@@ -15,7 +15,7 @@ import eventlet
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from services.points import domain, reports
+from services.points import domain, redemptions, reports
 from shared.cache import RecentlyFound
 from shared.group_commit import GroupCommit
 from shared.journal import Journal
@@ -36,12 +36,16 @@ class PointsStore(BaseStore):
         super().__init__(db, reads)
         # Counters (stock, purchases, caps) are chains like accounts, with the same summaries.
         empty, fold = domain.empty_account, domain.with_entry
-        self.ledger = Journal(db, "ledger_entries", "accounts", empty=empty, fold=fold, reads=self.reads)
+        self.ledger = Journal(
+            db, "ledger_entries", "accounts", empty=empty, fold=fold, reads=self.reads,
+            refusable=domain.may_be_refused,
+        )  # fmt: skip
         self._known_people = RecentlyFound(seconds=PEOPLE_SECONDS, size=PEOPLE_KEPT)
         self.ledger_files = LedgerFiles(db, self.ledger, filed_earners=self.people_by_id)
         self.counters = Journal(
-            db, "counter_entries", "counters", partitions=2, empty=empty, fold=fold, reads=self.reads
-        )
+            db, "counter_entries", "counters", partitions=2, empty=empty, fold=fold, reads=self.reads,
+            refusable=redemptions.is_counter_change,
+        )  # fmt: skip
         # The events of applied transfers are recorded in batches: one outbox insert for all
         # the transfers that finish together.
         self._record = GroupCommit(self._record_batch)

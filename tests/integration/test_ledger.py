@@ -14,9 +14,9 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
-from services.points import domain
+from services.points import domain, redemptions
 from services.points.store import PointsStore
 from shared.journal import slot_id
 from shared.settings import local_today
@@ -295,3 +295,99 @@ def test_a_refused_debit_made_before_counts_as_made_a_new_one_is_refused(setting
     with pytest.raises(domain.Refused):
         again.execute(transfer("order-2", 40, to="held:c1:0", source="p-1"))
     assert balances(again, "p-1", "held:c1:0") == [0, 40]
+
+
+class GuardQueries(monitoring.CommandListener):
+    """Counts the queries by guard, each of which reads every entry on FerretDB."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and "guard" in event.command.get("filter", {}):
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def watched_store_on(settings, name: str) -> tuple[PointsStore, GuardQueries]:
+    queries = GuardQueries()
+    client = MongoClient(settings.mongo_url, tz_aware=True, maxPoolSize=1, event_listeners=[queries])
+    store = PointsStore(client[name])
+    store.ensure_indexes()
+    return store, queries
+
+
+def spent_long_ago(settings, name: str) -> domain.Transfer:
+    """p-1 spent its 40 points, then 40 entries came after: a chain longer than any walk."""
+    store = store_on(settings, name)
+    store.execute(transfer("fund", 40))
+    spend = transfer("order-1", 40, to="held:c1:0", source="p-1")
+    store.execute(spend)
+    for n in range(40):
+        store.execute(transfer(f"credit-{n}", 0))
+    return spend
+
+
+def test_refusals_on_a_long_chain_ask_the_guard_records_not_every_entry(settings, ledger_db):
+    """A sold-out rush refuses many new takes on a long chain. Each refusal learns from the
+    guard records, by `_id`, that it is no redelivery; a redelivery finds its entry by the slot
+    its record names. Neither queries by guard."""
+    _, name = ledger_db
+    spend = spent_long_ago(settings, name)
+    store, queries = watched_store_on(settings, name)
+    for n in range(3):
+        with pytest.raises(domain.Refused):
+            store.execute(transfer(f"order-new-{n}", 40, to="held:c1:0", source="p-1"))
+    assert store.execute(spend) is False
+    store.count("stock:tea", "restock:1", redemptions.give_back(40))
+    for n in range(40):  # 40 orders take the stock, then a rush on the empty shelf
+        store.count("stock:tea", f"order:{n}", redemptions.take_stock(1, "tea"))
+    for n in range(3):
+        with pytest.raises(domain.Refused):
+            store.count("stock:tea", f"order:late-{n}", redemptions.take_stock(1, "tea"))
+    assert store.count("stock:tea", "order:1", redemptions.take_stock(1, "tea"))["points"] == -1
+    assert queries.count == 0
+    assert balances(store, "p-1", "held:c1:0") == [0, 40]
+
+
+def test_entries_from_before_guard_records_are_recorded_when_the_store_opens(settings, ledger_db):
+    """A database from before guard records (an upgrade): opening the store records the guards
+    of its refusable entries once, so a redelivered old debit still counts as made. A store
+    not opened so (a script's) does not trust a missing record."""
+    client, name = ledger_db
+    spend = spent_long_ago(settings, name)
+    client[name]["ledger_entries_guards"].drop()
+    unopened = PointsStore(MongoClient(settings.mongo_url, tz_aware=True)[name])
+    assert unopened.execute(spend) is False  # found by a query
+    store, queries = watched_store_on(settings, name)
+    records = {r["_id"]: r.get("seq") for r in client[name]["ledger_entries_guards"].find()}
+    assert records == {"#backfilled": None, "order-1@p-1": 2}
+    assert store.execute(spend) is False
+    assert queries.count == 0
+
+
+def test_a_debit_refused_after_losing_its_slot_to_another_process_asks_no_query(settings, ledger_db):
+    """Two processes spend the same 40 points: the one with the older view builds on a slot the
+    other has just taken, walks on and is refused. Its guard was recorded with the slot it
+    tried, so that refusal, and the retries of both debits, look only from there on."""
+    _, name = ledger_db
+    spent_long_ago(settings, name)
+    here, here_queries = watched_store_on(settings, name)
+    there, there_queries = watched_store_on(settings, name)
+    here.execute(transfer("fund-again", 40))
+    there.execute(transfer("credit-there", 0))  # there now knows a balance of 40
+    first = transfer("order-2", 40, to="held:c1:0", source="p-1")
+    second = transfer("order-3", 40, to="held:c1:0", source="p-1")
+    assert here.execute(first) is True
+    with pytest.raises(domain.Refused):
+        there.execute(second)  # built on 40, its slot taken by `first`: refused on 0
+    with pytest.raises(domain.Refused):
+        here.execute(second)
+    assert there.execute(first) is False
+    assert (here_queries.count, there_queries.count) == (0, 0)
+    assert balances(here, "p-1", "held:c1:0") == [0, 80]
