@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stack import bench_stack
+from bench_stack import bench_stack, in_threads
 
 CLIENT_THREADS = int(os.environ.get("BENCH_CLIENTS", "16"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
@@ -148,13 +148,8 @@ def closed_loop(work, seconds: float, threads: int) -> tuple[int, float]:
             work(i)
             counts[i] += 1
 
-    started = time.monotonic()
-    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return sum(counts), time.monotonic() - started
+    seconds = in_threads(loop, threads)
+    return sum(counts), seconds
 
 
 @contextmanager
@@ -295,12 +290,8 @@ def run(client: Client, env: dict[str, str]) -> None:
                 with lock:
                     posted_at[act_id] = sent
 
-        pool = [threading.Thread(target=post, args=(i,)) for i in range(CLIENT_THREADS)]
         cpu_before, started = cpu_seconds(env["STACK_HOME"]), time.monotonic()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
+        in_threads(post, CLIENT_THREADS)
         seconds = wait_effects(total_before + count) - started
         # Read now: finding the acts' entries below scans the ledger on FerretDB (a filter on
         # a field other than `_id`), which is the bench's work, not the acts'.
@@ -340,13 +331,8 @@ def run(client: Client, env: dict[str, str]) -> None:
             for _ in range(per_client):
                 results[i] += client.batch([people[k % len(people)] for k in range(500)])
 
-        pool = [threading.Thread(target=send_batches, args=(i,)) for i in range(BATCH_CLIENTS)]
-        started = time.monotonic()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        return sum(results), time.monotonic() - started
+        seconds = in_threads(send_batches, BATCH_CLIENTS)
+        return sum(results), seconds
 
     total_before = credited()
     cpu_before, started = cpu_seconds(env["STACK_HOME"]), time.monotonic()

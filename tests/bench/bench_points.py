@@ -11,7 +11,14 @@ gunicorn settings) and prints, from one run:
    monthly disclosure (2,000 people, 20,000 acts), then p50 / p95 / p99 of it and of the
    community's leaderboard (the burst's people are put in the points bank's read model of the
    registry's people before the burst);
-3. balance reads of accounts with 100 entries each: first with 400 such accounts loaded (40,000
+3. a sold-out rush: RUSH_ORDERS orders of one item with RUSH_STOCK in stock, one each from the
+   burst's people (who hold the points), sent through the points bank's RPC from
+   READ_THREADS threads: p50 / p95 / p99 of the orders placed and of those refused for want of
+   stock, and whether exactly the stock was sold. Each refusal must tell whether its take was
+   made before, on a stock chain far longer than the last entries it looks at by `_id`
+   (one points bank process: the refusals of takes that lost their slot to another process
+   are covered by tests/integration/test_ledger.py);
+4. balance reads of accounts with 100 entries each: first with 400 such accounts loaded (40,000
    entries, written straight into the points bank's database), then with 1,000,000 loaded
    (10,000 accounts): how long loading took, and p50 / p95 / p99 of
    GET /api/v1/points/accounts/<person> through the gateway for 200 of the first accounts whose
@@ -37,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stack import bench_stack  # a script: its folder is not a package
+from bench_stack import bench_stack, in_threads  # a script: its folder is not a package
 
 COMMUNITY = "420391-001-001"
 POOLS = [f"pool:{COMMUNITY}:{n}" for n in range(8)]  # domain.POOL_SHARDS
@@ -69,7 +76,7 @@ def percentile(values: list[float], p: float) -> float:
 def latency_line(label: str, took_ms: list[float]) -> str:
     return (
         f"  {label:58s} p50 {percentile(took_ms, 50):6.1f}  p95 {percentile(took_ms, 95):6.1f}  "
-        f"p99 {percentile(took_ms, 99):6.1f}  (ms, {len(took_ms)} reads)"
+        f"p99 {percentile(took_ms, 99):6.1f}  (ms, {len(took_ms)} calls)"
     )
 
 
@@ -285,7 +292,63 @@ def figure_reports(base: str, key: str) -> None:
         print(latency_line(f"gateway GET {name}", [read(name)[0] for _ in range(REPORT_READS)]))
 
 
-# --- figure 3: balance reads on a large ledger ----------------------------------------------
+# --- figure 3: a sold-out rush -------------------------------------------------------------
+
+RUSH_STOCK = 1_000
+RUSH_ORDERS = 1_200
+RUSH_ITEM = "bench-rush-tea"
+
+
+def figure_rush(env: dict[str, str]) -> None:
+    from nameko.exceptions import RemoteError
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from shared.errors import Conflict
+    from shared.settings import local_today
+
+    if BURST_EVENTS < RUSH_ORDERS:  # some buyers would hold no points
+        print(f"\n3. sold-out rush: skipped, it needs a burst of at least {RUSH_ORDERS:,} events")
+        return
+    config = {"AMQP_URI": env["AMQP_URI"]}
+    item = {"item_id": RUSH_ITEM, "community_id": COMMUNITY, "name": "茶叶礼盒", "kind": "goods", "price": 10,
+            "available_from": local_today().isoformat()}  # fmt: skip
+    with ClusterRpcProxy(config, timeout=600) as cluster:
+        cluster.points_bank.add_catalogue_item(item)
+        cluster.points_bank.restock_item(RUSH_ITEM, "bench-rush", {"quantity": RUSH_STOCK})
+    buyers = [f"burst-{i:04d}" for i in range(RUSH_ORDERS)]
+    took: dict[str, list[float]] = {"placed": [], "out_of_stock": [], "failed": []}
+    lock = threading.Lock()
+
+    def buy(thread: int) -> None:
+        with ClusterRpcProxy(config, timeout=600) as cluster:
+            for buyer in buyers[thread::READ_THREADS]:
+                started = time.perf_counter()
+                try:
+                    cluster.points_bank.place_order(
+                        "bench", f"rush-{buyer}", {"person_id": buyer, "item_id": RUSH_ITEM}
+                    )
+                    outcome = "placed"
+                except Conflict as exc:  # nameko raises the service's own error again here
+                    outcome = "out_of_stock" if exc.code == "out_of_stock" else "failed"
+                except RemoteError:
+                    outcome = "failed"
+                with lock:
+                    took[outcome].append((time.perf_counter() - started) * 1000)
+
+    seconds = in_threads(buy, READ_THREADS)
+    print(
+        f"\n3. sold-out rush: {RUSH_ORDERS:,} orders of one item with {RUSH_STOCK:,} in stock, "
+        f"{READ_THREADS} threads over RPC: {seconds:.1f}s = {RUSH_ORDERS / seconds:,.0f} orders/s"
+    )
+    for outcome in ("placed", "out_of_stock"):
+        if took[outcome]:
+            print(latency_line(f"{outcome} ({len(took[outcome]):,})", took[outcome]))
+    exact = len(took["placed"]) == RUSH_STOCK and len(took["out_of_stock"]) == RUSH_ORDERS - RUSH_STOCK
+    print(f"  {'exact' if exact else 'NOT EXACT'}: {len(took['placed']):,} placed for {RUSH_STOCK:,} in stock"
+          + (f"; {len(took['failed'])} orders FAILED otherwise" if took["failed"] else ""))  # fmt: skip
+
+
+# --- figure 4: balance reads on a large ledger ----------------------------------------------
 
 
 def register_people(amqp_uri: str, person_ids: list[str]) -> None:
@@ -431,11 +494,7 @@ def timed_reads(
                 took.append((time.perf_counter() - started) * 1000)
         getattr(client, "close", lambda: None)()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(READ_THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(worker, READ_THREADS)
     return took, failed
 
 
@@ -523,7 +582,7 @@ def figure_reads(base: str, key: str, env: dict[str, str]) -> None:
     registered = first[:REGISTERED_SAMPLE]
     wanted = LOAD_ACCOUNTS * ENTRIES_PER_ACCOUNT
     print(
-        f"\n3. balance reads, {READS} per line from {READ_THREADS} client threads, of accounts with "
+        f"\n4. balance reads, {READS} per line from {READ_THREADS} client threads, of accounts with "
         f"{ENTRIES_PER_ACCOUNT} entries; gateway reads ask the registry first, so they read "
         f"{REGISTERED_SAMPLE} registered people's accounts"
     )
@@ -554,6 +613,7 @@ def main() -> None:
         )
         figure_burst(env)
         figure_reports(base, key)
+        figure_rush(env)
         figure_reads(base, key, env)
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import io
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stack import bench_stack  # a script: its folder is not a package
+from bench_stack import bench_stack, in_threads  # a script: its folder is not a package
 
 STREET = "420399-001"
 PEOPLE_ROWS = 5_000
@@ -86,11 +85,7 @@ def cold_start(stack: Any, get: Callable[..., Any]) -> None:
         get("/api/v1/people", community_id=f"{STREET}-{n % COMMUNITIES + 1:03d}")
         took.append((time.perf_counter() - started) * 1000)
 
-    readers = [threading.Thread(target=first_read, args=(n,)) for n in range(COLD_READERS)]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join()
+    in_threads(first_read, COLD_READERS)
     took.sort()
     pid = int((stack.home / "run" / "registry.pid").read_text())
     print(

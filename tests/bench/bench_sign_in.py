@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stack import bench_stack  # a script: its folder is not a package
+from bench_stack import bench_stack, in_threads  # a script: its folder is not a package
 
 MEMBERS = 16
 SIGN_INS_EACH = 10
@@ -55,13 +55,7 @@ def sign_in_burst(base_url: str) -> tuple[float, list[float], int]:
                     latencies.append(time.perf_counter() - started)
                     refused += answer.status_code != 200
 
-    threads = [threading.Thread(target=member, args=(n,)) for n in range(MEMBERS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, latencies, refused
+    return in_threads(member, MEMBERS), latencies, refused
 
 
 def measure(cap: int) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,3 +53,14 @@ def bench_stack(name: str, **settings: str) -> Iterator[tuple[str, str, dict[str
         yield f"http://127.0.0.1:{stack.gateway_port}", key, env, stack
     finally:
         stack.stop_all()
+
+
+def in_threads(work: Callable[[int], None], count: int) -> float:
+    """Run work(0), ..., work(count - 1) each in a thread of its own; the seconds until all end."""
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
