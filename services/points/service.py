@@ -418,6 +418,12 @@ class PointsBank(HealthEntrypoints):
             if granted["points"] < points:
                 capped = {"requested": requested, "granted": granted["points"], "cap": f"{label} {cap}"}
             points = used[key] = granted["points"]
+        for key, held in used.items():  # a later cap granted less: an earlier one gives back the rest
+            if held > points:  # once per event and cap (`count` guards by cause and key)
+                self.store.count(
+                    key, f"{envelope.id}:beyond-later-cap", domain.released_from_cap(held - points)
+                )
+                used[key] = points
         self._apply(domain.volunteer_act_transfer(envelope, act, rule, points, capped, used), consumed)
 
     def _apply(self, transfer: domain.Transfer, consumed: bool = False) -> bool:
