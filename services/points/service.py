@@ -157,7 +157,18 @@ class PointsBank(HealthEntrypoints):
             raise Conflict(
                 "not_reversible", f"a {legs[0]['kind']} transfer is not reversed; cancel the order"
             )
-        return self._reverse(legs[0], wanted.actor, wanted.reason)
+        # Marked: a call that dies after the reversal, before its event is recorded or the act's
+        # caps are given back, is finished by `finish_interrupted_calls`. A refused one moved nothing.
+        mark = self.store.under_way(
+            "reversal", transfer_id, leg=legs[0], actor=wanted.actor, reason=wanted.reason
+        )
+        try:
+            reversed_ = self._reverse(legs[0], wanted.actor, wanted.reason)
+        except Conflict:
+            self.store.done(mark)
+            raise
+        self.store.done(mark)
+        return reversed_
 
     # --- redemptions ---------------------------------------------------------------------------
 
@@ -285,14 +296,19 @@ class PointsBank(HealthEntrypoints):
     def finish_interrupted_calls(self) -> None:
         """Finish the calls that died midway (a crash, a lost connection), which would leave:
         - an approval decided but its act never credited, and gone from the waiting list;
-        - an order's stock, quota or points reserved but no order to fulfil or cancel.
+        - an order's stock, quota or points reserved but no order to fulfil or cancel;
+        - a staff reversal made, but its event not recorded or its act's caps not given back.
         Each marks itself under way first and unmarks itself when done; a mark older than
         GRIDLINK_RECOVERY_GRACE_SECONDS (its call is over by then) is finished here as the call
         would have finished. Runs that meet all the same (a call slower than that, the check
         of another process) agree: each step is made once whoever makes it, and an order's
         fate and an approval's decision are each recorded once."""
         grace = timedelta(seconds=get_settings().recovery_grace_seconds)
-        finishers = {"approval": self._finish_approval, "order": self._finish_order}
+        finishers = {
+            "approval": self._finish_approval,
+            "order": self._finish_order,
+            "reversal": self._finish_reversal,
+        }
         for mark in self.store.left_under_way(datetime.now(UTC) - grace):
             try:
                 finishers[mark["kind"]](mark)
@@ -324,6 +340,12 @@ class PointsBank(HealthEntrypoints):
                 reservation = redemptions.reservation(order).id
                 reserved = self.store.leg(reservation, order["person_id"]) is not None
                 self._settle_refusal(order, fate, reserved)
+        self.store.done(mark["_id"])
+
+    def _finish_reversal(self, mark: dict[str, Any]) -> None:
+        log.warning("a staff reversal of transfer %s died midway; finishing it", mark["identifier"])
+        with suppress(Conflict):  # refused: it moved nothing, and gives nothing back
+            self._reverse(mark["leg"], mark["actor"], mark["reason"])
         self.store.done(mark["_id"])
 
     def _release(self, order: dict[str, Any], guard: str) -> None:

@@ -1,5 +1,6 @@
-"""Approvals on the real broker and database: an approved act is credited even when the call
-that approved it died before the credit."""
+"""Calls that change several documents, on the real broker and database: an approved act is
+credited even when the call that approved it died before the credit, and a staff reversal
+gives back its act's caps even when its call died before that."""
 
 from __future__ import annotations
 
@@ -90,3 +91,31 @@ def test_a_rejection_that_comes_after_an_approval_whose_call_died_leaves_the_act
     assert caught.value.code == "already_decided"
     account = rpc.points_bank.get_account(person_id)
     assert (account["balance"], account["entries_total"]) == (50, 1)
+
+
+def test_a_staff_reversal_whose_call_died_before_giving_back_the_caps_is_finished(rpc, databases):
+    """The reversal of an act recorded in error was made, then its call died before the act's
+    share of the daily cap was given back: the check gives it back, once, so the act recorded
+    instead earns in full."""
+    person, community = new_id("p"), new_id("c")
+    rule = {"rule_id": new_id("rule"), "community_id": community, "valid_from": "2026-01-01"}
+    rpc.points_bank.add_earning_rule({**rule, "points_per_hour": "10", "daily_cap": 25})
+    wrong = act_recorded_event(person_id=person, community_id=community, hours=Decimal(2))
+    publish_as_intake(wrong)
+    eventually(lambda: rpc.points_bank.get_account(person)["balance"] == 20)
+    store, calls = points_bank_store(), databases["points_bank"].calls_under_way
+    transfer_id = domain.act_transfer_id(wrong.id)
+    debit = store.legs_of(transfer_id)[0]  # the leg a staff reversal starts from
+    store.execute(domain.reversal_of(debit, "staff-1", "录入错误"))  # made; then the call died
+    mark = store.under_way("reversal", transfer_id, leg=debit, actor="staff-1", reason="录入错误")
+
+    eventually(lambda: calls.find_one({"_id": mark}) is None, timeout=30)
+    released = databases["points_bank"].counter_entries.find(
+        {"kind": "cap_released", "key": {"$regex": person}}
+    )
+    assert [entry["points"] for entry in released] == [-20]
+    publish_as_intake(act_recorded_event(person_id=person, community_id=community, hours=Decimal(2)))
+    eventually(lambda: rpc.points_bank.get_account(person)["entries_total"] == 3)
+    account = rpc.points_bank.get_account(person)
+    assert account["balance"] == 20  # the first act reversed once, the second in full
+    assert (account["entries"][0]["points"], account["entries"][0].get("capped")) == (20, None)
