@@ -88,6 +88,18 @@ def rabbitmq_booted() -> bool:
     return subprocess.run(command, capture_output=True).returncode == 0
 
 
+def running_broker() -> str | None:
+    """Which broker runs: this boot's id and the broker's process id (after a reboot the same
+    pid may name another), or None if no broker answers."""
+    try:
+        done = subprocess.run(["rabbitmqctl", "-q", "eval", "os:getpid()."], capture_output=True, text=True)
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    pid = done.stdout.strip().strip('"')
+    return f"{boot} {pid}" if done.returncode == 0 and pid else None
+
+
 def ensure_rabbitmq() -> bool:
     """Start the machine's RabbitMQ if it is not running. Returns True if this call started it."""
     if rabbitmq_running():
@@ -199,7 +211,8 @@ class Stack:
         )
         if local_broker and ensure_rabbitmq():
             (self.home / "run").mkdir(parents=True, exist_ok=True)
-            (self.home / "run" / "rabbitmq.started").write_text("started by GridLink\n")
+            # Which broker: after a reboot the marker outlives it, and another may run then.
+            (self.home / "run" / "rabbitmq.started").write_text(f"{running_broker()}\n")
         self.start_database()
 
     # --- GridLink processes ---------------------------------------------------------
@@ -286,7 +299,8 @@ class Stack:
                 self.stop_process(name)
         marker = self.home / "run" / "rabbitmq.started"
         if marker.exists():
-            subprocess.run(["rabbitmqctl", "-q", "stop"], capture_output=True)
+            if marker.read_text().strip() == running_broker():  # the broker this stack started
+                subprocess.run(["rabbitmqctl", "-q", "stop"], capture_output=True)
             marker.unlink()
 
 

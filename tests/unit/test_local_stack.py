@@ -120,3 +120,23 @@ def test_make_run_against_another_machines_database_loads_no_demo_data_key_or_ac
     main("start")
     assert loaded == []
     assert "No demo data, key or account" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("marked", "running", "stopped"),
+    [("boot-1 4242", "boot-1 4242", True), ("boot-1 4242", "boot-2 4242", False), ("None", None, False)],
+    ids=["ours", "another-boot", "unknown"],
+)
+def test_stop_stops_the_broker_it_started_and_no_other(tmp_path, monkeypatch, marked, running, stopped):
+    """The broker a start left running is stopped; one started since by someone else (after a
+    reboot, say, when the marker outlived the broker it named) is left alone."""
+    import deploy.local.stack as stack
+
+    commands = []
+    monkeypatch.setattr(stack, "running_broker", lambda: running)
+    monkeypatch.setattr(stack.subprocess, "run", lambda command, **_: commands.append(command))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "rabbitmq.started").write_text(f"{marked}\n")
+    Stack(home=tmp_path, env={}).stop_all()
+    assert (["rabbitmqctl", "-q", "stop"] in commands) is stopped
+    assert not (tmp_path / "run" / "rabbitmq.started").exists()
