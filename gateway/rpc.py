@@ -103,8 +103,10 @@ class Coalesced:
             else:
                 self._waiting.append(call)
         if not call.sends:
-            call.woken.wait()
-            if not call.sends:
+            # Bounded like an RPC: behind slow RPCs a call would wait for theirs, then for its own.
+            if not call.woken.wait(self.pool.timeout) and self._give_up(call):
+                raise ServiceTimeout(f"{self.service} did not answer within {self.pool.timeout}s")
+            if not call.sends:  # answered
                 return call.answer()
         with self._lock:
             batch, self._waiting = [call, *self._waiting], []
@@ -131,6 +133,15 @@ class Coalesced:
                 waiting.outcome = outcome
                 waiting.woken.set()
         return call.answer()
+
+    def _give_up(self, call: _Call) -> bool:
+        """Stop waiting, unless the call has just been handed the turn to send (then it must
+        send: the calls waiting behind it count on it). A call already in an RPC out is
+        answered there, with no one waiting for the answer."""
+        with self._lock:
+            if call in self._waiting:
+                self._waiting.remove(call)
+            return not call.sends
 
 
 class _Call:

@@ -16,10 +16,10 @@ class GatedPool:
     """Stands in for RpcPool: holds its first `held` RPCs until released; answers each call by
     its one argument (upper-cased, or NotFound for names starting with x), or fails them all."""
 
-    def __init__(self, failure: BaseException | None = None, held: int = 1) -> None:
+    def __init__(self, failure: BaseException | None = None, held: int = 1, timeout: float = 5) -> None:
         self.rpcs: list[tuple[str, list[list[str]]]] = []
         self.release = threading.Event()
-        self.failure, self.held = failure, held
+        self.failure, self.held, self.timeout = failure, held, timeout
 
     def call(self, service: str, method: str, calls: list[list[str]]):
         assert (service, method) == ("issue_intake", "record_volunteer_acts_apart")
@@ -111,3 +111,20 @@ def test_an_rpc_ended_by_its_thread_exiting_still_answers_its_calls_and_hands_ov
     assert isinstance(answer, ServiceUnavailable)
     pool.failure = None
     assert coalesced("after") == "AFTER"  # nothing is left holding the sender's turn
+
+
+def test_a_call_waits_for_a_turn_no_longer_than_the_rpc_timeout():
+    """Behind an RPC that takes the whole timeout, a waiting call would wait for it and then
+    for its own: it gives up at the timeout instead, and is not sent later."""
+    pool = GatedPool(timeout=0.2)
+    coalesced = Coalesced(pool, "issue_intake", "record_volunteer_acts_apart", senders=1)
+    first = threading.Thread(target=coalesced, args=("a",))
+    first.start()
+    eventually(lambda: len(pool.rpcs) == 1, timeout=5, interval=0.01)
+    with pytest.raises(ServiceTimeout):
+        coalesced("b")
+    pool.release.set()
+    first.join(5)
+    assert [calls for _, calls in pool.rpcs] == [[["a"]]]
+    assert coalesced._out == 0 and coalesced._waiting == []
+    assert coalesced("after") == "AFTER"
