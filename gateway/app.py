@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import responses as r
-from gateway.audit import AuditTrail, is_audited
+from gateway.audit import WRITES, AuditTrail, is_audited
 from gateway.http import (
     PATH_CONVERTERS,
     ApiError,
@@ -133,6 +133,8 @@ def create_app(
                 f"retry after {seconds} s",
                 headers={"Retry-After": str(seconds)},
             )
+        if record.get("read_only") and request.method in WRITES:
+            raise ApiError(403, "read_only_key", "this API key only reads; a write needs another key")
 
     @app.after_request
     def tag_response(response: Response) -> Response:

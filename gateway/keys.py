@@ -1,7 +1,7 @@
 """API keys: stored as SHA-256 hashes in the gateway's own database, shown once.
 
     python -m gateway.keys create <name> [--role R]… [--scope CODE] [--rate R --burst B]
-                                         [--expires YYYY-MM-DD]
+                                         [--expires YYYY-MM-DD] [--read-only]
     python -m gateway.keys list
     python -m gateway.keys revoke <client_id>
     python -m gateway.keys ensure-demo <file>
@@ -9,7 +9,8 @@
 `create` prints a new key. A key acts with its roles (staff actions need one) within the
 subtree of its scope (none: everywhere), at up to R requests per second in bursts of B
 (default: GRIDLINK_RATE_LIMIT and GRIDLINK_RATE_BURST; a rate of 0 lifts the limit, for a
-trusted system), through the day it expires (local time; none: until revoked). `list` shows
+trusted system), through the day it expires (local time; none: until revoked). A read-only key
+(a dashboard, say) is refused every write, volunteer acts too (403). `list` shows
 every key by client id, never the key; `revoke` ends one. `ensure-demo` makes sure the demo key
 exists (GRIDLINK_DEMO_API_KEY if set, else the one saved in <file>, else a new one saved there)
 and prints it.
@@ -35,7 +36,8 @@ from shared.mongo import connect
 from shared.settings import get_settings, local_zone
 
 GATEWAY = "gateway"
-# Staff actions and the role each needs. A key without roles reads and records volunteer acts.
+# Staff actions and the role each needs. A key without roles reads and records volunteer acts;
+# a read-only one only reads.
 ROLES = {
     "rules_admin": "sets earning rules and the redemption catalogue",
     "approver": "approves or rejects long acts, reverses transfers",
@@ -72,12 +74,15 @@ class ApiKeys:
         rate: float | None = None,
         burst: int | None = None,
         expires: date | None = None,
+        read_only: bool = False,
     ) -> str:
         """Create the key (or reset the one given). `rate`/`burst`: its own request limit;
-        `expires`: the last local day it works."""
+        `expires`: the last local day it works; `read_only`: it may not write."""
         unknown = set(roles or []) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+        if read_only and roles:
+            raise ValueError("a read-only key takes no roles: each role is a kind of write")
         if (rate is not None and rate < 0) or (burst is not None and burst < 1):
             raise ValueError("rate must be ≥ 0 requests per second (0: no limit), burst ≥ 1")
         limit = {"per_second": rate, "burst": burst}
@@ -97,6 +102,7 @@ class ApiKeys:
                     "scope": scope,
                     "rate_limit": {k: v for k, v in limit.items() if v is not None},
                     "expires_at": expires and end_of_local_day(expires),
+                    "read_only": read_only,
                 },
             },
             upsert=True,
@@ -175,6 +181,7 @@ def main(argv: list[str]) -> int:
     create.add_argument("--rate", type=float, help="requests per second (0: no limit)")
     create.add_argument("--burst", type=int, help="requests in one burst")
     create.add_argument("--expires", type=date.fromisoformat, help="last day it works, YYYY-MM-DD")
+    create.add_argument("--read-only", action="store_true", help="it only reads: every write is refused")
     commands.add_parser("list", help="every key, by client id (never the key itself)")
     revoke = commands.add_parser("revoke", help="end a key")
     revoke.add_argument("client_id")
@@ -188,6 +195,7 @@ def main(argv: list[str]) -> int:
     code = 0
     if options.command == "create":
         limits = {"rate": options.rate, "burst": options.burst, "expires": options.expires}
+        limits["read_only"] = options.read_only
         target = {"name": options.name}
         try:
             key = api_keys().create(options.name, roles=options.role, scope=options.scope, **limits)

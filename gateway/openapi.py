@@ -14,7 +14,8 @@ from gateway.responses import ErrorResponse
 
 STANDARD_ERRORS = {
     401: "missing, unknown, revoked or expired API key",
-    403: "a staff session's write without its CSRF token, or a session that must change its password first",
+    403: "a write with a read-only API key, or a staff session's write without its CSRF token, or by a "
+    "session that must change its password first",
     413: "request body too large",
     429: "over the API key's request rate; the Retry-After header says when to try again",
     503: "a service or the message broker is unavailable",

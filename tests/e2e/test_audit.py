@@ -74,3 +74,23 @@ def test_a_request_over_the_rate_is_recorded_as_refused(stack):
     [record] = audited(stack, over)
     assert record["status"] == 429 and record["error"] == "rate_limited"
     assert record["action"] == "GET /api/v1/volunteer-acts/<act_id>" and "act_id" in record["target"]
+
+
+def test_a_read_only_key_reads_and_is_refused_every_write(stack, databases, cadre):
+    """A dashboard's key: it reads; a volunteer act, the write any other key may make, is
+    refused before it reaches a service, and recorded as refused."""
+    from gateway.keys import api_keys, client_id
+    from services.intake.domain import act_id_for
+
+    reader_key = api_keys().create(new_id("dashboard"), read_only=True)
+    reader = Api(stack.base_url, reader_key)
+    assert reader.get(f"/api/v1/points/accounts/{cadre}").status_code == 200
+    idempotency_key = new_id("idem")
+    refused = reader.record_act(an_act(cadre), key=idempotency_key)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "read_only_key"
+    [record] = audited(stack, refused)
+    assert record["error"] == "read_only_key" and record["target"]["idempotency_key"] == idempotency_key
+    act_id = act_id_for(client_id(reader_key), idempotency_key)
+    assert databases["issue_intake"].volunteer_acts.find_one({"_id": act_id}) is None
+    with pytest.raises(ValueError, match="no roles"):
+        api_keys().create(new_id("dashboard"), read_only=True, roles=["approver"])
