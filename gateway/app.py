@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import responses as r
-from gateway.audit import WRITES, AuditTrail, is_audited
+from gateway.audit import WRITES, AuditTrail, identifiers, is_audited
 from gateway.http import (
     PATH_CONVERTERS,
     ApiError,
@@ -142,7 +142,7 @@ def create_app(
         audited = is_audited(request.method, response.status_code) or g.get("outside_scope", False)
         signing = request.path.startswith("/auth/") and request.method == "POST"
         if (request.path.startswith("/api/") and audited) or signing:
-            entry = audit_record(response.status_code)
+            entry = audit_record(response)
             try:
                 audit.record(entry)
             except OSError:
@@ -153,7 +153,7 @@ def create_app(
                 )
         return response
 
-    def audit_record(status: int) -> dict[str, Any]:
+    def audit_record(response: Response) -> dict[str, Any]:
         key = g.get("key") or {}
         presented = request.headers.get("X-API-Key", "")
         path = route_template(request.url_rule.rule) if request.url_rule else request.path
@@ -166,13 +166,24 @@ def create_app(
             "scope": key.get("scope"),
             "action": f"{request.method} {path}",
             "target": {
+                **g.get("body_target", {}),
                 **(request.view_args or {}),
+                **created(response),
                 **({"idempotency_key": idem} if (idem := request.headers.get("Idempotency-Key")) else {}),
             },
-            "status": status,
+            "status": response.status_code,
             "error": g.get("error_code"),
             "remote_addr": request.remote_addr,
         }
+
+    def created(response: Response) -> dict[str, str]:
+        """The ids of what a write made, from its (small) answer: a person registered without
+        an id gets one there."""
+        size = response.content_length
+        if response.status_code not in (201, 202) or not response.is_json or size is None or size > 4096:
+            return {}
+        body = response.get_json(silent=True)
+        return identifiers(body.items()) if isinstance(body, dict) else {}
 
     # --- volunteer acts ----------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The audit trail: one record for every write and every refused access at the gateway.
 
-A record says who (the API key's name and client id, its scope), did what (the operation, its
-path parameters, the Idempotency-Key), with which outcome (HTTP status and error code), when,
+A record says who (the API key's name and client id, its scope), did what (the operation, and
+its target: the path parameters, the ids and codes its body names, the id of what it created,
+the Idempotency-Key), with which outcome (HTTP status and error code), when,
 and the request id that ties it to the logs. Reads that succeed are not recorded. Changes made
 from the command line (`gateway.keys`, `gateway.staff`) are recorded too (record_command).
 
@@ -23,7 +24,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,16 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 def is_audited(method: str, status: int) -> bool:
     return method in WRITES or status in REFUSALS
+
+
+def identifiers(fields: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    """The fields that name what a request is about: ids, codes and usernames, never a value
+    that could be personal (a name, a phone or ID number) or secret."""
+    return {
+        name: value
+        for name, value in fields
+        if isinstance(value, str) and (name == "id" or name.endswith("_id") or name in ("code", "username"))
+    }
 
 
 class AuditTrail:

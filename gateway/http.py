@@ -15,6 +15,7 @@ from flask import Response, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.routing import BaseConverter
 
+from gateway.audit import identifiers
 from shared.errors import InvalidInput, NotFound
 from shared.events import REGISTRY
 from shared.schemas import IDENTIFIER, MONTH, field_errors
@@ -65,7 +66,7 @@ def json_body(model: type[BaseModel]) -> Any:
     # One parse, strict: a value must have the JSON type the document gives it. Lax, pydantic
     # would take 0 for the date 1970-01-01 and false for the number 0.
     try:
-        return model.model_validate_json(request.get_data(cache=False) or b"null", strict=True)
+        body = model.model_validate_json(request.get_data(cache=False) or b"null", strict=True)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
@@ -79,6 +80,8 @@ def json_body(model: type[BaseModel]) -> Any:
                 [{"field": "body", "message": "must be an object"}],
             ) from exc
         raise InvalidInput(field_errors(exc)) from exc
+    g.body_target = identifiers(body)  # what the request is about, for the audit trail
+    return body
 
 
 def idempotency_key() -> str:

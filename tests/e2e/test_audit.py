@@ -37,13 +37,16 @@ def test_every_write_and_refusal_leaves_one_record_and_a_read_none(stack, api, c
     [record] = audited(stack, recorded)
     assert record["actor"] == "tests" and record["client_id"].startswith("client_")
     assert record["action"] == "POST /api/v1/volunteer-acts" and record["status"] == 202
-    assert record["target"] == {"idempotency_key": idempotency_key} and record["error"] is None
+    assert record["error"] is None
+    act_id = recorded.json()["act_id"]
+    assert record["target"] == {
+        "person_id": cadre, "community_id": COMMUNITY, "act_id": act_id, "idempotency_key": idempotency_key
+    }  # fmt: skip
 
     invalid = api.record_act(an_act(cadre, hours=0))
     assert invalid.status_code == 422
     assert [r["error"] for r in audited(stack, invalid)] == ["validation_error"]
 
-    act_id = recorded.json()["act_id"]
     read = api.get(f"/api/v1/volunteer-acts/{act_id}")
     assert read.status_code == 200 and audited(stack, read) == []
 
@@ -74,6 +77,17 @@ def test_a_request_over_the_rate_is_recorded_as_refused(stack):
     [record] = audited(stack, over)
     assert record["status"] == 429 and record["error"] == "rate_limited"
     assert record["action"] == "GET /api/v1/volunteer-acts/<act_id>" and "act_id" in record["target"]
+
+
+def test_a_record_names_what_its_write_is_about_from_the_body_and_the_answer(stack, api):
+    """A write addressed by its body names the ids and codes there; one that creates names
+    what it created. Never a name, a phone or an ID number."""
+    body = {"name": "审计居民", "community_id": COMMUNITY, "phone": "13912345678"}
+    registered = api.post("/api/v1/people", json=body)
+    assert registered.status_code == 201
+    [record] = audited(stack, registered)
+    assert record["target"] == {"community_id": COMMUNITY, "id": registered.json()["id"]}
+    assert "13912345678" not in str(record) and "审计居民" not in str(record)
 
 
 def test_a_read_only_key_reads_and_is_refused_every_write(stack, databases, cadre):
