@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -83,6 +84,16 @@ class ServicePost(StrEnum):
     EPIDEMIC = "epidemic"  # 疫情防控
 
 
+MOST_COMPOUNDS = 200  # compounds one property company serves
+
+
+def once_each(field: str, values: list[str]) -> None:
+    """A list that names things, each once (a code twice is a slip in the list)."""
+    twice = sorted({value for value in values if values.count(value) > 1})
+    if twice:
+        raise ValueError(f"{field}: listed more than once: {', '.join(twice)}")
+
+
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -96,10 +107,13 @@ class NewOrganisation(Input):
     compound_id: str | None = Field(None, description="the compound (place) a 小区党支部 or 业委会 serves")
     party_status: PartyStatus | None = Field(None, description="property companies: 两建一派 status")
     party_branch_id: str | None = Field(None, description="property companies: their own or joint branch")
-    serves_compounds: list[str] = Field(default_factory=list, description="property companies: compounds")
+    serves_compounds: list[Annotated[str, Field(pattern=CODE_PATTERN)]] = Field(
+        default_factory=list, max_length=MOST_COMPOUNDS, description="property companies: compounds"
+    )
 
     @model_validator(mode="after")
     def company_fields_only_on_companies(self) -> NewOrganisation:
+        once_each("serves_compounds", self.serves_compounds)
         if self.classification != Classification.PROPERTY_COMPANY:
             for name in ("party_status", "party_branch_id"):
                 if getattr(self, name) is not None:
@@ -200,7 +214,11 @@ class NewDualReport(Input):
     community_id: str = Field(pattern=CODE_PATTERN)
     reported_on: date
     commitment: str = Field(min_length=1, max_length=500, description="the signed service commitment")
-    posts: list[ServicePost] = Field(default_factory=list, description="service posts claimed")
+    posts: list[ServicePost] = Field(
+        default_factory=list,
+        max_length=len(ServicePost),
+        description="service posts claimed (each counts once)",
+    )
 
     @model_validator(mode="after")
     def one_reporter(self) -> NewDualReport:

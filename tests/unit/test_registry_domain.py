@@ -438,3 +438,22 @@ def test_people_are_found_by_the_search_index_of_a_number():
     assert [p["_id"] for p in people.with_number(everyone, "phone", "i1")] == ["a", "b"]
     assert [p["_id"] for p in people.with_number(everyone, "id_number", "i2")] == ["c"]
     assert people.with_number(everyone, "phone", "i2") == []
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "field"),
+    [
+        (NewOrganisation, {"serves_compounds": ["xq-1", "xq-2", "xq-1"]}, "serves_compounds"),
+        (NewOrganisation, {"serves_compounds": [f"xq-{n}" for n in range(201)]}, "serves_compounds"),
+        (NewOrganisation, {"serves_compounds": ["小区 1"]}, "serves_compounds[0]"),
+        (NewDualReport, {"posts": ["patrol"] * 8}, "posts"),
+    ],
+    ids=["compound-twice", "too-many-compounds", "not-a-code", "more-posts-than-there-are"],
+)
+def test_lists_in_a_body_are_bounded_and_name_each_thing_once(model, body, field):
+    """A list field holds codes, a bounded number of them: a huge one is refused, not stored."""
+    company = {"code": "wy-1", "name": "红色物业", "classification": "property_company"}
+    report = {"person_id": "p1", "community_id": COMMUNITY, "reported_on": "2024-03-01", "commitment": "巡逻"}
+    with pytest.raises(InvalidInput) as caught:
+        validated(model, {**(company if model is NewOrganisation else report), **body})
+    assert errors_of(caught) == {field}
