@@ -174,7 +174,10 @@ def revoked_event(recorded: Envelope) -> Envelope:
     return new_event(revoked, subject=act["act_id"])
 
 
-def test_a_revocation_that_arrives_before_its_credit_waits_for_it_and_the_end_is_net_zero(cadre, databases):
+def test_a_revocation_that_arrives_before_its_credit_waits_for_it_and_the_end_is_net_zero(
+    cadre, databases, rpc
+):
+    """In the ledger and in the cadre's dossier, each waiting for the act on its own queue."""
     recorded = recorded_event(cadre, hours="2")
     revoked = revoked_event(recorded)
     publish_as_intake(revoked)
@@ -189,6 +192,16 @@ def test_a_revocation_that_arrives_before_its_credit_waits_for_it_and_the_end_is
     assert legs == {"volunteer_act": 20, "reversal": -20}
     assert account(databases, cadre)["balance"] == 0
     assert databases["points_bank"].parked_events.find_one({"payload.id": revoked.id}) is None
+    act_id = recorded.data["act_id"]
+
+    def dossier_revoked() -> dict | None:
+        dossier = rpc.cadre_evaluation.get_dossier(cadre)
+        [act] = [a for a in dossier["volunteer_acts"] if a["act_id"] == act_id] or [None]
+        return dossier if act and act["revoked"] else None
+
+    dossier = eventually(dossier_revoked)
+    assert (dossier["acts_total"], dossier["hours_total"]) == (0, "0")
+    assert databases["cadre_evaluation"].parked_events.find_one({"payload.id": revoked.id}) is None
 
 
 def test_a_revocation_whose_credit_never_comes_is_parked_once_it_has_waited_long_enough(cadre, databases):
