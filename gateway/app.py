@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import responses as r
-from gateway.audit import WRITES, AuditTrail, identifiers, is_audited
+from gateway.audit import WRITES, identifiers, is_audited
 from gateway.http import (
     PATH_CONVERTERS,
     ApiError,
@@ -44,6 +44,7 @@ from gateway.rpc import Coalesced, RpcPool, ServiceTimeout, ServiceUnavailable
 from gateway.staff import StaffAccounts, staff_accounts
 from gateway.staff_account_routes import add_staff_account_routes
 from gateway.staff_routes import add_staff_routes, session_caller
+from shared.audit import AuditTrail
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE
 from shared.schemas import BATCH_MAX_ITEMS, ActRevocation, VolunteerActBatch, VolunteerActInput

@@ -31,7 +31,7 @@ from typing import Any
 
 from pymongo.collection import Collection
 
-from gateway.audit import record_command
+from shared.audit import record_command
 from shared.mongo import connect
 from shared.settings import get_settings, local_zone
 

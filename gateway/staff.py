@@ -55,8 +55,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from gateway.audit import record_command
 from gateway.keys import GATEWAY, ROLES
+from shared.audit import record_command
 from shared.mongo import connect
 from shared.settings import Settings, get_settings
 

@@ -20,6 +20,7 @@ from typing import Any
 from kombu import Connection, Producer
 from pymongo.database import Database
 
+from shared.audit import record_command
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE, POINTS_BANK, REGISTRY, SUBSCRIPTIONS
 from shared.mongo import PARKED_EVENTS, connect
 from shared.settings import get_settings
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{service}: {sent} replayed"
                 + (f"; kept, no queue for {', '.join(unknown)}" if unknown else "")
             )
+            target = {"service": service, "replayed": sent, "kept_for": unknown}
+            record_command("shared.parked", "replay", target, 0)
         records = parked_in(db)
         left += len(records)
         print(f"{service}: {len(records)} parked")

@@ -104,6 +104,7 @@ def missing_leg(present: dict[str, Any]) -> domain.Transfer:
 
 def main(argv: list[str] | None = None) -> int:
     from services.points.store import PointsStore
+    from shared.audit import record_command
     from shared.events import POINTS_BANK
     from shared.mongo import connect
     from shared.settings import local_zone
@@ -121,12 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     # Months are the services' local ones: checked in another zone, entries near midnight
     # would seem filed in the wrong month.
     print(f"months in {local_zone()} (GRIDLINK_TIMEZONE): the services' own, or files seem off")
+    code = 0 if report.exact else 1
     if options.repair and not report.exact:
-        repair(store, report)
+        repaired = repair(store, report)
         print("after the repairs:")
         report = examined(store)
+        code = 0 if report.exact else 1
+        record_command("services.points.reconcile", "repair", repaired, code)
     print(f"checked in {(datetime.now(UTC) - started).total_seconds():.1f}s")
-    return 0 if report.exact else 1
+    return code
 
 
 def examined(store: PointsStore) -> Report:
@@ -140,8 +144,8 @@ def examined(store: PointsStore) -> Report:
     return report
 
 
-def repair(store: PointsStore, report: Report) -> None:
-    """Complete what a crash left half-done, then correct the month files."""
+def repair(store: PointsStore, report: Report) -> dict[str, list[str]]:
+    """Complete what a crash left half-done, then correct the month files; what was repaired."""
     for transfer_id in report.one_legged:
         legs = store.legs_of(transfer_id)
         if len(legs) == 1:
@@ -158,6 +162,7 @@ def repair(store: PointsStore, report: Report) -> None:
         f"repaired {len(report.one_legged)} transfers, {len(report.stale_summaries)} summaries"
         f" and {len(corrected)} month files"
     )
+    return {"transfers": report.one_legged, "summaries": report.stale_summaries, "month_files": corrected}
 
 
 if __name__ == "__main__":

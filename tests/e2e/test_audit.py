@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from gateway.audit import records
+from shared.audit import records
 from shared.settings import local_today
 from tests.conftest import COMMUNITY, Api, new_id
 from tests.e2e.test_volunteer_act_flow import an_act

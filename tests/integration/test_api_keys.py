@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway import keys
-from gateway.audit import records
 from gateway.keys import ApiKeys, key_hash
+from shared.audit import records
 from shared.settings import get_settings, local_today
 
 pytestmark = pytest.mark.integration

@@ -18,6 +18,7 @@ from pymongo import MongoClient, monitoring
 
 from services.points import domain, redemptions
 from services.points.store import PointsStore
+from shared.audit import records
 from shared.journal import slot_id
 from shared.settings import local_today
 from tests.conftest import ROOT
@@ -214,6 +215,13 @@ def test_make_reconcile_finds_a_lost_leg_and_a_month_file_off_and_repair_makes_b
         assert repaired.returncode == 0 and ": exact" in after  # checked again once repaired
         checked = reconcile_command(name)
         assert checked.returncode == 0 and ": exact" in checked.stdout, checked.stdout + checked.stderr
+        [audited] = [
+            r
+            for r in records(settings.audit_dir, local_today())
+            if r["target"].get("transfers") == ["award:a2"]
+        ]
+        assert (audited["action"], audited["status"]) == ("services.points.reconcile repair", 0)
+        assert audited["target"]["month_files"] == [month_file]
         fresh = store_on(settings, name)
         tallies = fresh.pool_month_tallies(["c1"], month)
         assert tallies.earned["p-6"].points == 15 and fresh.account("p-6")["balance"] == 15

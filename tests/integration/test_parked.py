@@ -3,12 +3,16 @@ the handler that parked them once what made them fail is fixed."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from shared.audit import records
 from shared.events import POINTS_BANK
 from shared.mongo import PARKED_EVENTS
-from shared.parked import main, parked_in, queue_of, replay
+from shared.parked import SERVICES, main, parked_in, queue_of, replay
 from shared.partitions import Partitioned
+from shared.settings import local_today
 from tests.conftest import COMMUNITY, TEST_ENV
 from tests.support import act_recorded_event, eventually
 
@@ -52,6 +56,19 @@ def test_a_parked_event_is_replayed_to_its_handler_and_an_invalid_one_comes_back
 
     eventually(lambda: bad["id"] in parked_ids() and good.id not in parked_ids())  # parked again
     assert points.ledger_entries.count_documents({"key": cadre}) == 1
+
+
+def test_a_replay_leaves_an_audit_record_per_service(settings):
+    """Replaying changes what the services apply: an operator's command, recorded as one."""
+    started = datetime.now(UTC).isoformat()
+    main(["--replay"])
+    replays = [
+        record
+        for record in records(settings.audit_dir, local_today())
+        if record["action"] == "shared.parked replay" and record["time"] >= started
+    ]
+    assert sorted(r["target"]["service"] for r in replays) == sorted(SERVICES)
+    assert all(r["actor"].endswith("(command line)") and r["status"] == 0 for r in replays)
 
 
 def test_only_handlers_that_consume_a_queue_have_one():

@@ -13,7 +13,6 @@ from argon2 import PasswordHasher
 
 from gateway import staff as staff_module
 from gateway.app import create_app
-from gateway.audit import records
 from gateway.keys import ROLES, ApiKeys
 from gateway.staff import (
     SignInBusy,
@@ -23,6 +22,7 @@ from gateway.staff import (
     StaffInputRejected,
     session_digest,
 )
+from shared.audit import records
 from shared.settings import Settings, get_settings, local_today
 
 pytestmark = pytest.mark.integration

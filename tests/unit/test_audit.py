@@ -1,4 +1,5 @@
-"""The audit trail's files (gateway/audit.py): one JSON line per record, whole, per day."""
+"""The audit trail's files (shared/audit.py): one JSON line per record, whole, per day; and the
+gateway's reader of them (gateway/audit.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from datetime import date
 import pytest
 
 from gateway import audit
-from gateway.audit import AuditTrail, is_audited, records
+from gateway.audit import is_audited
+from shared import audit as trails
+from shared.audit import AuditTrail, records
 
 
 def test_writes_and_refusals_are_audited_successful_reads_are_not():
@@ -19,7 +22,7 @@ def test_writes_and_refusals_are_audited_successful_reads_are_not():
 
 
 def test_records_from_several_processes_are_whole_lines_of_the_day(tmp_path, monkeypatch):
-    monkeypatch.setattr(audit, "local_today", lambda: date(2026, 12, 7))
+    monkeypatch.setattr(trails, "local_today", lambda: date(2026, 12, 7))
     trail = AuditTrail(tmp_path)
     trail.record({"request_id": "parent-0", "note": "房屋漏水" * 50})
     # gunicorn forks its workers: each child appends to the same file through its own descriptor.
@@ -47,7 +50,7 @@ def test_records_from_several_processes_are_whole_lines_of_the_day(tmp_path, mon
 
 def test_a_new_day_starts_a_new_file(tmp_path, monkeypatch):
     today = [date(2026, 12, 7)]
-    monkeypatch.setattr(audit, "local_today", lambda: today[0])
+    monkeypatch.setattr(trails, "local_today", lambda: today[0])
     trail = AuditTrail(tmp_path)
     trail.record({"request_id": "a"})
     today[0] = date(2026, 12, 8)
@@ -58,7 +61,8 @@ def test_a_new_day_starts_a_new_file(tmp_path, monkeypatch):
 
 
 def test_the_reader_filters_by_actor_outcome_and_action(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(audit, "local_today", lambda: date(2026, 12, 7))
+    for module in (audit, trails):
+        monkeypatch.setattr(module, "local_today", lambda: date(2026, 12, 7))
     monkeypatch.setattr(audit, "get_settings", lambda: type("S", (), {"audit_dir": tmp_path}))
     trail = AuditTrail(tmp_path)
     trail.record({"actor": "街道", "action": "POST /api/v1/volunteer-acts", "status": 202})

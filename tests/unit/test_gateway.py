@@ -452,7 +452,7 @@ def test_a_sign_in_with_no_turn_free_for_its_password_check_is_503_with_retry_af
 def test_behind_a_trusted_proxy_the_client_is_the_address_it_forwards(rpc, tmp_path, hops, client_address):
     """The address the sign-in limit and the audit trail count; X-Forwarded-For is believed only
     from the proxies GRIDLINK_PROXY_HOPS says there are."""
-    from gateway.audit import records
+    from shared.audit import records
     from shared.settings import local_today
 
     settings = Settings(GRIDLINK_AUDIT_DIR=tmp_path, GRIDLINK_PROXY_HOPS=hops)
