@@ -66,6 +66,11 @@ def test_every_write_and_refusal_leaves_one_record_and_a_read_none(stack, api, c
     assert record["scope"] == COMMUNITY and record["action"] == "POST /api/v1/points/awards"
     assert record["error"] == "forbidden"
 
+    # No key, valid or not, reaches any process's log.
+    for log in (stack.home / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert api.key not in text and wrong_key not in text and inspector_key not in text, log.name
+
 
 def test_a_request_over_the_rate_is_recorded_as_refused(stack):
     from gateway.keys import api_keys

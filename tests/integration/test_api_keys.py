@@ -42,6 +42,7 @@ def test_a_revoked_key_stops_working_and_keys_are_listed_without_secrets(api_key
     [record] = api_keys.records()
     assert record["name"] == "old system" and record["roles"] == ["awarder"]
     assert key not in json.dumps(record, default=str) and key_hash(key) not in json.dumps(record, default=str)
+    assert key not in json.dumps(list(scratch["api_keys"].find()), default=str)  # stored as its hash only
     assert api_keys.revoke(record["client_id"]) is True
     assert ApiKeys(scratch["api_keys"]).authenticate(key) is None  # a gateway that has not cached it
     assert api_keys.revoke("client_nobody") is False
