@@ -5,6 +5,8 @@ timeout); after a broker restart nobody waits any more. So neither is written to
 nameko would by default, and replies go without publisher confirms: a lost reply is a timeout
 (504) either way, and the caller retries with its idempotency key. Requests keep confirms:
 with `mandatory` they are how a call to a service that is not running fails at once (503).
+A request expires when its caller stops waiting: one left queued for a stopped or swamped
+service is dropped, not carried out minutes after its caller was told 504.
 Events are another matter: the outbox relay publishes them persistent and confirmed.
 """
 
@@ -62,12 +64,14 @@ class ConfirmedRequests(Publisher):
     _local = threading.local()
 
     def publish(self, payload: Any, **options: Any) -> None:
+        timeout = self.publish_kwargs["confirm_timeout"]  # the RPC timeout
         message = _message(
             payload,
             self.serializer,
             correlation_id=options["correlation_id"],
             reply_to=options["reply_to"],
             application_headers=options.get("extra_headers") or None,
+            expiration=str(max(1, round(timeout * 1000))),
         )
         channels = self._local.__dict__.setdefault("channels", {})
         for attempt in (1, 2):
@@ -80,7 +84,7 @@ class ConfirmedRequests(Publisher):
                     exchange=options["exchange"].name,
                     routing_key=options["routing_key"],
                     mandatory=True,
-                    confirm_timeout=self.publish_kwargs["confirm_timeout"],
+                    confirm_timeout=timeout,
                 )
                 return
             except Exception as exc:

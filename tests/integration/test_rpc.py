@@ -7,7 +7,7 @@ import time
 
 import pytest
 from kombu import Connection, Exchange, Queue
-from nameko.exceptions import UnknownService
+from nameko.exceptions import RpcTimeout, UnknownService
 
 from shared.rpc import standalone_proxy
 from tests.conftest import TEST_ENV
@@ -35,6 +35,7 @@ def test_a_call_and_its_reply_travel_as_transient_messages(stack):
             assert request.payload == {"args": [], "kwargs": {}}
             assert reply.payload == {"result": "pong", "error": None}
             assert [m.properties["delivery_mode"] for m in (request, reply)] == [1, 1]
+            assert request.properties["expiration"] == "10000"  # the caller's timeout, in ms
     finally:
         runner.stop()
 
@@ -50,3 +51,25 @@ def test_a_call_to_a_service_that_is_not_running_fails_at_once_and_the_next_call
         assert proxy.issue_intake.ping() == "pong"
     finally:
         runner.stop()
+
+
+def test_a_request_nobody_waits_for_any_more_is_never_carried_out(stack):
+    """A service that is stopped keeps its queue: a call to it times out (504), and its request
+    expires there instead of being carried out when the service is back."""
+    with Connection(TEST_ENV["AMQP_URI"]) as connection:
+        channel = connection.channel()
+        exchange = Exchange("nameko-rpc", type="topic", durable=True)
+        stopped = Queue(
+            "rpc-stopped_service", exchange=exchange, routing_key="stopped_service.*", channel=channel
+        )
+        stopped.declare()  # as the service declared it before it stopped
+        runner = standalone_proxy(TEST_ENV["AMQP_URI"], timeout=0.5)
+        proxy = runner.start()
+        try:
+            with pytest.raises(RpcTimeout):
+                proxy.stopped_service.record_volunteer_act()
+            time.sleep(0.2)
+            assert stopped.get(no_ack=True) is None  # expired: the service will never see it
+        finally:
+            runner.stop()
+            stopped.delete()
