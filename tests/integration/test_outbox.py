@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
 
 import eventlet
 import eventlet.event
@@ -14,12 +15,13 @@ from kombu import Connection, Exchange, Queue
 from shared.outbox import (
     ORPHAN_GRACE,
     OUTBOX,
+    EventPublisher,
     OutboxRelay,
     PublishFailed,
     insert_with_events,
     record_events_of_done,
 )
-from tests.support import act_recorded_event
+from tests.support import FaultyLink, act_recorded_event
 
 pytestmark = pytest.mark.integration
 SERVICE = "outbox_test"  # its own database and exchange: no service of the stack interferes
@@ -201,3 +203,89 @@ def test_a_consumers_publish_that_is_not_confirmed_raises_at_once(running, publi
         running.publish_now("t1", [act_recorded_event()])
     assert time.monotonic() - started < 1  # told by the failed publish, not by the timeout
     assert published() == [] and running.db.list_collection_names() == []
+
+
+def green_eventually(condition, timeout: float):
+    """Wait for `condition` while the relay's green threads run (the tests are not monkey-patched:
+    a plain sleep would stop them)."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"still false after {timeout}s"
+        eventlet.sleep(0.05)
+    return result
+
+
+@pytest.mark.parametrize("fault", ["lose_replies", "black_hole"])
+def test_a_publish_left_unconfirmed_keeps_its_record_until_a_publish_is_confirmed(relay, published, fault):
+    """The relay as it runs, through a link that loses the broker's confirms or swallows
+    everything: the publish fails within its timeout, the record stays, its lease given up so
+    that the sweep retries at once; once the link heals the sweep publishes it and the record
+    goes. (A lost confirm may leave two copies; consumers apply an event id once.)"""
+    broker = urlparse(relay.settings.amqp_uri)
+    link = FaultyLink((broker.hostname, broker.port or 5672))
+    through = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{link.port}").geturl()
+    timeout = 1.0
+    relay.publishers = [EventPublisher(through, SERVICE, timeout) for _ in relay.publishers]
+    for publisher in relay.publishers:  # connected, as a running relay's are when the fault comes
+        warm_up = act_recorded_event()
+        assert publisher.publish(record_events_of_done(relay.db, [(warm_up.id, [warm_up])])) == [warm_up.id]
+    relay.db[OUTBOX].delete_many({})
+    published()
+    relay.settings = relay.settings.model_copy(update={"relay_sweep_seconds": 0.5})
+    relay.running = True
+    loops = [
+        eventlet.spawn(relay._run, publisher, sweeps=n == 0) for n, publisher in enumerate(relay.publishers)
+    ]
+    try:
+        getattr(link, fault)()
+        event = act_recorded_event()
+        [handed] = record_events_of_done(relay.db, [("a1", [event])])
+        leased = relay.db[OUTBOX].find_one({"_id": handed["outbox_id"]})["lease_until"]
+        relay.publish_soon([handed])
+        released = green_eventually(
+            lambda: (
+                (r := relay.db[OUTBOX].find_one({"_id": handed["outbox_id"]})) and r["lease_until"] < leased
+            ),
+            timeout=timeout + 2,
+        )
+        assert released
+        copies = published()
+        assert copies == ([event.id] if fault == "lose_replies" else [])  # routed, or never arrived
+        link.heal()
+        green_eventually(lambda: relay.db[OUTBOX].count_documents({}) == 0, timeout=15)
+        copies += published()
+        assert set(copies) == {event.id} and 1 <= len(copies) <= 2
+    finally:
+        relay.running = False
+        for loop in loops:
+            loop.kill()
+        link.close()
+
+
+def test_a_record_claimed_by_a_relay_that_died_is_published_by_another_once_the_lease_is_out(
+    relay, published
+):
+    """Two relays of one service: one claims a record in its sweep and dies before publishing.
+    The other leaves the record alone while the lease holds, then publishes it."""
+    event = act_recorded_event()
+    [handed] = record_events_of_done(relay.db, [("a1", [event])])
+    now = datetime.now(UTC)
+    relay.db[OUTBOX].update_one({"_id": handed["outbox_id"]}, {"$set": {"lease_until": now}})
+    dying = OutboxRelay(SERVICE)
+    dying.setup()
+    dying.settings = dying.settings.model_copy(update={"relay_lease_seconds": 2.0})
+
+    def die(events):
+        raise SystemExit("the process died here")
+
+    dying.publishers[0].publish = die
+    with pytest.raises(SystemExit):
+        dying.sweep()
+    claimed = relay.db[OUTBOX].find_one({"_id": handed["outbox_id"]})
+    assert claimed["relay"] == dying.instance and claimed["lease_until"] > datetime.now(UTC)
+
+    assert relay.sweep() == 0 and published() == []  # the lease holds
+    time.sleep(max(0.0, (claimed["lease_until"] - datetime.now(UTC)).total_seconds()) + 0.1)
+    assert relay.sweep() == 1
+    assert published() == [event.id]
+    assert relay.db[OUTBOX].count_documents({}) == 0
