@@ -89,6 +89,38 @@ def test_the_same_event_delivered_many_times_credits_once(cadre, databases):
     applied_exactly(databases, cadre, acts=1, balance=20)
 
 
+def books_of(databases, person_id: str) -> dict:
+    """Everything the person's events made, in the points bank and the dossier."""
+    return {
+        "account": account(databases, person_id),
+        "ledger": sorted(e["_id"] for e in databases["points_bank"].ledger_entries.find({"key": person_id})),
+        "dossier": sorted(
+            e["_id"] for e in databases["cadre_evaluation"].dossier_acts.find({"key": person_id})
+        ),
+        "points_moves": dossier_points(databases, person_id),
+    }
+
+
+def test_replaying_a_window_of_events_changes_nothing(cadre, databases):
+    """An operator replays a window of issue intake's events (acts and a revocation) after
+    they were all applied: the points bank finds each credit and reversal made, and publishes
+    its `points.transferred` again, which the dossier finds made too. Nothing moves."""
+    acts = [recorded_event(cadre, hours=hours) for hours in ("1", "2", "3")]
+    revoked = revoked_event(acts[1])
+    publish_as_intake(*acts)
+    applied_exactly(databases, cadre, acts=3, balance=60)
+    publish_as_intake(revoked)
+    eventually(
+        lambda: account(databases, cadre)["balance"] == 40 and dossier_points(databases, cadre) == (4, 40)
+    )
+    before = books_of(databases, cadre)
+
+    publish_as_intake(*acts, revoked, *acts, revoked)  # the window, twice over
+    time.sleep(3.0)  # the replayed events, and the points events they publish again, land
+    assert books_of(databases, cadre) == before
+    assert len(before["ledger"]) == 4 and len(before["dossier"]) == 4  # three acts and a revocation
+
+
 def test_a_malformed_event_is_parked_and_the_rest_keep_flowing(cadre, databases):
     poison = {
         "id": new_id("poison"),
