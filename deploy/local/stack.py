@@ -217,9 +217,12 @@ class Stack:
 
     # --- GridLink processes ---------------------------------------------------------
 
-    def start_service(self, service: str, extra_env: Mapping[str, str] | None = None) -> None:
+    def start_service(
+        self, service: str, extra_env: Mapping[str, str] | None = None, name: str | None = None
+    ) -> None:
+        """Start a service's process; `name` another instance of it (the tests scale out)."""
         self._spawn(
-            service,
+            name or service,
             [str(VENV_BIN / "nameko"), "run", "--config", "deploy/nameko.yaml", SERVICES[service]],
             extra_env,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,8 +22,9 @@ from kombu import Connection
 
 from services.intake import domain
 from services.intake.store import IntakeStore
-from shared.events import Envelope, VolunteerActRevoked, new_event
+from shared.events import CADRE_EVALUATION, POINTS_BANK, Envelope, VolunteerActRevoked, new_event
 from shared.outbox import EventPublisher, PublishFailed, publishable, records_with_ids
+from shared.parked import queue_of
 from shared.partitions import Partitioned
 from shared.schemas import VolunteerActInput
 from tests.conftest import COMMUNITY, TEST_ENV, TEST_VHOST, new_id
@@ -119,6 +121,42 @@ def test_replaying_a_window_of_events_changes_nothing(cadre, databases):
     time.sleep(3.0)  # the replayed events, and the points events they publish again, land
     assert books_of(databases, cadre) == before
     assert len(before["ledger"]) == 4 and len(before["dossier"]) == 4  # three acts and a revocation
+
+
+def test_copies_of_an_event_spread_over_two_instances_of_each_consumer_apply_once(cadre, databases, stack):
+    """Scaled out: two processes of the points bank and two of cadre evaluation share each
+    queue, and copies of one event sent at once from two publishers reach both: applied once."""
+    queues = [queue_of(POINTS_BANK, "credit_volunteer_act"), queue_of(CADRE_EVALUATION, "add_act_to_dossier")]
+    for service in (POINTS_BANK, CADRE_EVALUATION):
+        stack.start_service(service, name=f"{service}-2")
+    try:
+        with Connection(TEST_ENV["AMQP_URI"]) as connection:
+            channel = connection.channel()
+
+            def consumers() -> list[int]:
+                return [channel.queue_declare(queue, passive=True).consumer_count for queue in queues]
+
+            eventually(lambda: consumers() == [2, 2], timeout=30)
+        event = recorded_event(cadre, hours="2")
+        [record] = publishable([event], event.subject)
+
+        def send_copies(_: int) -> None:
+            publisher = EventPublisher(TEST_ENV["AMQP_URI"], "issue_intake", timeout=5)
+            try:
+                for _ in range(10):  # each copy its own message, so that both instances get some
+                    assert publisher.publish([record]) == [event.id]
+            finally:
+                publisher.close()
+
+        senders = [threading.Thread(target=send_copies, args=(n,)) for n in range(2)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(30)
+        applied_exactly(databases, cadre, acts=1, balance=20)
+    finally:
+        for service in (POINTS_BANK, CADRE_EVALUATION):
+            stack.stop_process(f"{service}-2")
 
 
 def test_a_malformed_event_is_parked_and_the_rest_keep_flowing(cadre, databases):
