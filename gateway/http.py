@@ -69,6 +69,14 @@ def json_body(model: type[BaseModel]) -> Any:
         body = model.model_validate_json(request.get_data(cache=False) or b"null", strict=True)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
+            # Well-formed perhaps, but nested deeper than any body of this API: refused unread.
+            raise ApiError(
+                422,
+                "nested_too_deep",
+                "body is nested too deep",
+                [{"field": "body", "message": "nested too deep"}],
+            ) from exc
         if first["type"] == "json_invalid":
             reason = first["msg"].removeprefix("Invalid JSON: ")
             raise ApiError(400, "malformed_json", f"body is not valid JSON: {reason}") from exc

@@ -157,15 +157,17 @@ def test_body_must_be_a_json_object(client, rpc):
     assert rpc.calls == []
 
 
-def test_deep_nesting_is_refused_cleanly(client, rpc):
-    deep = "[" * 5000 + "]" * 5000
+@pytest.mark.parametrize("deep", ["[" * 5000 + "]" * 5000, '{"person_id": ' + "[" * 5000 + "]" * 5000 + "}"])
+def test_deep_nesting_is_refused_cleanly(client, rpc, deep):
     response = client.post(
         "/api/v1/volunteer-acts",
         data=deep,
         content_type="application/json",
         headers={"X-API-Key": KEY, "Idempotency-Key": "k"},
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "nested_too_deep"
+    assert response.get_json()["error"]["fields"] == [{"field": "body", "message": "nested too deep"}]
     assert rpc.calls == []
 
 
