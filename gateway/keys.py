@@ -47,7 +47,6 @@ ROLES = {
     "registrar": "keeps the registry: organisations, places, people, posts, 双报到, ledger imports",
     "account_admin": "keeps staff accounts: creates them, sets roles and scope, resets passwords, disables",
 }
-CACHE_SECONDS = 30.0  # a revoked key stops working within this time
 
 
 def key_hash(key: str) -> str:
@@ -62,6 +61,7 @@ def client_id(key: str) -> str:
 class ApiKeys:
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
+        self._cache_seconds = get_settings().api_key_cache_seconds
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
 
@@ -122,7 +122,7 @@ class ApiKeys:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[digest] = (now + CACHE_SECONDS, record)
+                self._cache[digest] = (now + self._cache_seconds, record)
         return record if is_valid(record) else None
 
     def records(self) -> list[dict[str, Any]]:
@@ -130,7 +130,7 @@ class ApiKeys:
         return list(self.collection.find({}, {"_id": 0}).sort("created_at", 1))
 
     def revoke(self, client_id: str) -> bool:
-        """End the key; gateways stop taking it within CACHE_SECONDS."""
+        """End the key; gateways stop taking it within GRIDLINK_KEY_CACHE_SECONDS."""
         revoked = self.collection.update_one({"client_id": client_id}, {"$set": {"revoked": True}})
         return revoked.matched_count == 1
 

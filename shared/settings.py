@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # (`python -m gateway.keys create … --rate R --burst B`); 0 lifts the limit.
     rate_limit_per_second: float = Field(50.0, alias="GRIDLINK_RATE_LIMIT", ge=0)
     rate_limit_burst: int = Field(100, alias="GRIDLINK_RATE_BURST", ge=1)
+    # How long a gateway process trusts what it read of an API key: a revoked key stops
+    # working within this time; each key costs a database read once per period.
+    api_key_cache_seconds: float = Field(30.0, alias="GRIDLINK_KEY_CACHE_SECONDS", ge=0)
     # Where the gateway appends its audit records, a JSON-lines file per day (gateway/audit.py).
     audit_dir: Path = Field(Path(".data/audit"), alias="GRIDLINK_AUDIT_DIR")
 

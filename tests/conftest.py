@@ -47,6 +47,7 @@ TEST_ENV = {
     "GATEWAY_ACCESS_LOG": "-",  # in .data/test/logs/gateway.log, to diagnose a failure
     # Sign-ins from 127.0.0.1, all the tests' together (the limit itself: test_staff_accounts.py).
     "GRIDLINK_LOGIN_ATTEMPTS_PER_MINUTE": "60",
+    "GRIDLINK_KEY_CACHE_SECONDS": "1",  # a revoked key's refusal, seen over HTTP (test_audit.py)
     # The gateway's and the command-line tools' audit records, in the tests' own data folder.
     "GRIDLINK_AUDIT_DIR": str(Path(__file__).resolve().parents[1] / ".data" / f"test{INSTANCE}" / "audit"),
 }

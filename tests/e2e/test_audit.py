@@ -12,6 +12,7 @@ from shared.audit import records
 from shared.settings import local_today
 from tests.conftest import COMMUNITY, Api, new_id
 from tests.e2e.test_volunteer_act_flow import an_act
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -113,3 +114,23 @@ def test_a_read_only_key_reads_and_is_refused_every_write(stack, databases, cadr
     assert databases["issue_intake"].volunteer_acts.find_one({"_id": act_id}) is None
     with pytest.raises(ValueError, match="no roles"):
         api_keys().create(new_id("dashboard"), read_only=True, roles=["approver"])
+
+
+def test_a_revoked_key_is_refused_over_http_within_the_cache_time(stack, cadre):
+    """Gateways keep what they read of a key for GRIDLINK_KEY_CACHE_SECONDS (1 in the tests):
+    after that a revoked key is a 401, recorded as refused."""
+    from gateway.keys import api_keys, client_id
+
+    key = api_keys().create(new_id("retired"))
+    retired = Api(stack.base_url, key)
+    assert retired.get(f"/api/v1/points/accounts/{cadre}").status_code == 200  # now cached
+    assert api_keys().revoke(client_id(key)) is True
+    answers = []  # a Response is false when it is an error: keep them here instead
+    eventually(
+        lambda: (
+            answers.append(retired.get(f"/api/v1/points/accounts/{cadre}")) or answers[-1].status_code == 401
+        ),
+        timeout=5,
+    )
+    [record] = audited(stack, answers[-1])
+    assert record["status"] == 401 and record["key_hint"] and key not in str(record)
