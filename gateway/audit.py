@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
 from shared.audit import records
+from shared.schemas.registry import ID_NUMBER_PATTERN, PHONE_PATTERN
 from shared.settings import get_settings, local_today
 
+# A value shaped like a phone or ID number (shared/schemas/registry.py): kept out of the trail.
+PERSONAL_NUMBER = re.compile(f"{PHONE_PATTERN}|{ID_NUMBER_PATTERN}".replace("^", "").replace("$", ""))
 # Refused accesses: no key or a wrong one, a role or subtree the key lacks, over its rate.
 REFUSALS = {401, 403, 429}
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -35,11 +39,14 @@ def is_audited(method: str, status: int) -> bool:
 
 def identifiers(fields: Iterable[tuple[str, Any]]) -> dict[str, str]:
     """The fields that name what a request is about: ids, codes and usernames, never a value
-    that could be personal (a name, a phone or ID number) or secret."""
+    that could be personal (a name; a phone or ID number, which some communities use as a
+    person's code) or secret."""
     return {
         name: value
         for name, value in fields
-        if isinstance(value, str) and (name == "id" or name.endswith("_id") or name in ("code", "username"))
+        if isinstance(value, str)
+        and (name == "id" or name.endswith("_id") or name in ("code", "username"))
+        and not PERSONAL_NUMBER.fullmatch(value)
     }
 
 

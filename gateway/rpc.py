@@ -123,25 +123,34 @@ class Coalesced:
             outcomes = [exc] * len(batch)
         finally:
             with self._lock:
-                if self._waiting:  # arrived meanwhile: the first of them sends the next batch
-                    successor = self._waiting.pop(0)
-                    successor.sends = True
-                    successor.woken.set()
-                else:
-                    self._out -= 1
+                self._pass_turn()  # to a call that arrived meanwhile: it sends the next batch
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 waiting.outcome = outcome
                 waiting.woken.set()
         return call.answer()
 
     def _give_up(self, call: _Call) -> bool:
-        """Stop waiting, unless the call has just been handed the turn to send (then it must
-        send: the calls waiting behind it count on it). A call already in an RPC out is
-        answered there, with no one waiting for the answer."""
+        """Whether a call that waited its time gives up (→ 504). One answered meanwhile does
+        not. One handed the turn meanwhile passes it on, as its RPC would have, and gives up.
+        One taken into an RPC out gives up too, and may still be carried out (like any call
+        that times out)."""
         with self._lock:
+            if call.woken.is_set() and not call.sends:
+                return False  # answered
             if call in self._waiting:
                 self._waiting.remove(call)
-            return not call.sends
+            elif call.sends:
+                self._pass_turn()
+            return True
+
+    def _pass_turn(self) -> None:
+        """The sender's turn goes to the first call waiting, if any (under the lock)."""
+        if self._waiting:
+            successor = self._waiting.pop(0)
+            successor.sends = True
+            successor.woken.set()
+        else:
+            self._out -= 1
 
 
 class _Call:

@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     for service in SERVICES:
         db = connect(service)
         if args.replay:
-            sent, unknown = replay(db, service, get_settings().amqp_uri)
+            try:
+                sent, unknown = replay(db, service, get_settings().amqp_uri)
+            except Exception as exc:  # some may have gone: the trail says it was tried
+                record_command("shared.parked", "replay", {"service": service, "failed": repr(exc)[:300]}, 2)
+                raise
             print(
                 f"{service}: {sent} replayed"
                 + (f"; kept, no queue for {', '.join(unknown)}" if unknown else "")

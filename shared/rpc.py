@@ -5,8 +5,9 @@ timeout); after a broker restart nobody waits any more. So neither is written to
 nameko would by default, and replies go without publisher confirms: a lost reply is a timeout
 (504) either way, and the caller retries with its idempotency key. Requests keep confirms:
 with `mandatory` they are how a call to a service that is not running fails at once (503).
-A request expires when its caller stops waiting: one left queued for a stopped or swamped
-service is dropped, not carried out minutes after its caller was told 504.
+A request expires when its caller stops waiting: one left in the queue of a stopped or swamped
+service is dropped, not carried out minutes after its caller was told 504. (One a service has
+taken already, among the few each process takes ahead, still runs.)
 Events are another matter: the outbox relay publishes them persistent and confirmed.
 """
 

@@ -8,16 +8,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from pymongo import MongoClient
 
 from services.points.store import PointsStore
+from shared.audit import records
 from shared.events import Envelope, VolunteerActRecorded, new_event
 from shared.outbox import EventPublisher, publishable
-from shared.settings import get_settings
+from shared.settings import get_settings, local_today
 
 T = TypeVar("T")
 
@@ -130,3 +131,11 @@ class FaultyLink:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def audit_records_since(moment: datetime) -> list[dict[str, Any]]:
+    """The audit trail's records written since `moment` (yesterday's file too: a test may
+    straddle midnight)."""
+    today, since = local_today(), moment.astimezone(UTC).isoformat()
+    days = (today - timedelta(days=1), today)
+    return [r for day in days for r in records(get_settings().audit_dir, day) if r["time"] >= since]

@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"months in {local_zone()} (GRIDLINK_TIMEZONE): the services' own, or files seem off")
     code = 0 if report.exact else 1
     if options.repair and not report.exact:
-        repaired = repair(store, report)
+        try:
+            repaired = repair(store, report)
+        except Exception as exc:  # part may be repaired: the trail says it was tried
+            record_command("services.points.reconcile", "repair", {"failed": repr(exc)[:300]}, 2)
+            raise
         print("after the repairs:")
         report = examined(store)
         code = 0 if report.exact else 1

@@ -12,7 +12,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CODE_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_-]{1,39}$"
 Code = Field(pattern=CODE_PATTERN, description="stable code: letters, digits, '-' and '_'")
@@ -87,13 +87,6 @@ class ServicePost(StrEnum):
 MOST_COMPOUNDS = 200  # compounds one property company serves
 
 
-def once_each(field: str, values: list[str]) -> None:
-    """A list that names things, each once (a code twice is a slip in the list)."""
-    twice = sorted({value for value in values if values.count(value) > 1})
-    if twice:
-        raise ValueError(f"{field}: listed more than once: {', '.join(twice)}")
-
-
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -108,12 +101,18 @@ class NewOrganisation(Input):
     party_status: PartyStatus | None = Field(None, description="property companies: 两建一派 status")
     party_branch_id: str | None = Field(None, description="property companies: their own or joint branch")
     serves_compounds: list[Annotated[str, Field(pattern=CODE_PATTERN)]] = Field(
-        default_factory=list, max_length=MOST_COMPOUNDS, description="property companies: compounds"
+        default_factory=list,
+        max_length=MOST_COMPOUNDS,
+        description="property companies: compounds (each counts once)",
     )
+
+    @field_validator("serves_compounds")
+    @classmethod
+    def each_compound_once(cls, compounds: list[str]) -> list[str]:
+        return list(dict.fromkeys(compounds))  # as a dual report's posts: a repeat is a slip
 
     @model_validator(mode="after")
     def company_fields_only_on_companies(self) -> NewOrganisation:
-        once_each("serves_compounds", self.serves_compounds)
         if self.classification != Classification.PROPERTY_COMPANY:
             for name in ("party_status", "party_branch_id"):
                 if getattr(self, name) is not None:

@@ -95,6 +95,14 @@ def test_a_record_names_what_its_write_is_about_from_the_body_and_the_answer(sta
     assert record["target"] == {"community_id": COMMUNITY, "id": registered.json()["id"]}
     assert "13912345678" not in str(record) and "审计居民" not in str(record)
 
+    # Some communities use the ID number as a person's code: it stays out all the same.
+    coded_by_id_number = {**body, "person_id": "420102199003071234"}
+    del coded_by_id_number["phone"]
+    registered = api.post("/api/v1/people", json=coded_by_id_number)
+    assert registered.status_code == 201
+    [record] = audited(stack, registered)
+    assert record["target"] == {"community_id": COMMUNITY} and "420102199003071234" not in str(record)
+
 
 def test_a_read_only_key_reads_and_is_refused_every_write(stack, databases, cadre):
     """A dashboard's key: it reads; a volunteer act, the write any other key may make, is
@@ -112,6 +120,9 @@ def test_a_read_only_key_reads_and_is_refused_every_write(stack, databases, cadr
     assert record["error"] == "read_only_key" and record["target"]["idempotency_key"] == idempotency_key
     act_id = act_id_for(client_id(reader_key), idempotency_key)
     assert databases["issue_intake"].volunteer_acts.find_one({"_id": act_id}) is None
+    # A search is a read, sent by POST only to keep the number out of the URL.
+    found = reader.post("/api/v1/people:search", json={"phone": "13800000000"})
+    assert found.status_code == 200 and found.json()["total"] == 0
     with pytest.raises(ValueError, match="no roles"):
         api_keys().create(new_id("dashboard"), read_only=True, roles=["approver"])
 

@@ -18,10 +18,10 @@ from pymongo import MongoClient, monitoring
 
 from services.points import domain, redemptions
 from services.points.store import PointsStore
-from shared.audit import records
 from shared.journal import slot_id
 from shared.settings import local_today
 from tests.conftest import ROOT
+from tests.support import audit_records_since
 
 pytestmark = pytest.mark.integration
 
@@ -205,6 +205,7 @@ def test_make_reconcile_finds_a_lost_leg_and_a_month_file_off_and_repair_makes_b
         store.ledger.append(*debit)  # the crash: the pool gave, p-6 never received
         store.write_behind()
 
+        started = datetime.now(UTC)
         found = reconcile_command(name)
         assert found.returncode == 1, found.stdout + found.stderr
         assert "transfers missing a leg (1): award:a2" in found.stdout
@@ -217,8 +218,9 @@ def test_make_reconcile_finds_a_lost_leg_and_a_month_file_off_and_repair_makes_b
         assert checked.returncode == 0 and ": exact" in checked.stdout, checked.stdout + checked.stderr
         [audited] = [
             r
-            for r in records(settings.audit_dir, local_today())
-            if r["target"].get("transfers") == ["award:a2"]
+            for r in audit_records_since(started)
+            if r["action"].startswith("services.points.reconcile")
+            and r["target"].get("transfers") == ["award:a2"]
         ]
         assert (audited["action"], audited["status"]) == ("services.points.reconcile repair", 0)
         assert audited["target"]["month_files"] == [month_file]

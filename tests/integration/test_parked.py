@@ -7,14 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.audit import records
 from shared.events import POINTS_BANK
 from shared.mongo import PARKED_EVENTS
 from shared.parked import SERVICES, main, parked_in, queue_of, replay
 from shared.partitions import Partitioned
-from shared.settings import local_today
 from tests.conftest import COMMUNITY, TEST_ENV
-from tests.support import act_recorded_event, eventually
+from tests.support import act_recorded_event, audit_records_since, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +56,11 @@ def test_a_parked_event_is_replayed_to_its_handler_and_an_invalid_one_comes_back
     assert points.ledger_entries.count_documents({"key": cadre}) == 1
 
 
-def test_a_replay_leaves_an_audit_record_per_service(settings):
+def test_a_replay_leaves_an_audit_record_per_service():
     """Replaying changes what the services apply: an operator's command, recorded as one."""
-    started = datetime.now(UTC).isoformat()
+    started = datetime.now(UTC)
     main(["--replay"])
-    replays = [
-        record
-        for record in records(settings.audit_dir, local_today())
-        if record["action"] == "shared.parked replay" and record["time"] >= started
-    ]
+    replays = [r for r in audit_records_since(started) if r["action"] == "shared.parked replay"]
     assert sorted(r["target"]["service"] for r in replays) == sorted(SERVICES)
     assert all(r["actor"].endswith("(command line)") and r["status"] == 0 for r in replays)
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from nameko.exceptions import serialize
 
-from gateway.rpc import Coalesced, ServiceTimeout, ServiceUnavailable
+from gateway.rpc import Coalesced, ServiceTimeout, ServiceUnavailable, _Call
 from shared.errors import NotFound
 from tests.support import eventually
 
@@ -128,3 +128,20 @@ def test_a_call_waits_for_a_turn_no_longer_than_the_rpc_timeout():
     assert [calls for _, calls in pool.rpcs] == [[["a"]]]
     assert coalesced._out == 0 and coalesced._waiting == []
     assert coalesced("after") == "AFTER"
+
+
+def test_a_call_handed_the_turn_as_its_time_runs_out_passes_it_on():
+    """The turn to send reaches a waiting call just as it gives up: it goes to the next call
+    waiting, or, with none, is freed, so later calls never wait for a sender that left."""
+    pool = GatedPool(held=0)
+    coalesced = Coalesced(pool, "issue_intake", "record_volunteer_acts_apart", senders=1)
+    late, next_in_line = _Call(["late"]), _Call(["next"])
+    with coalesced._lock:
+        coalesced._out = 1
+        late.sends = True  # handed the turn by the sender that just finished
+        late.woken.set()
+        coalesced._waiting.append(next_in_line)
+    assert coalesced._give_up(late) is True
+    assert next_in_line.sends and next_in_line.woken.is_set() and coalesced._out == 1
+    assert coalesced._give_up(next_in_line) is True  # it too gives up: the turn is free again
+    assert coalesced._out == 0 and coalesced("after") == "AFTER"
