@@ -387,6 +387,15 @@ def create_app(
     def unavailable(exc: ServiceUnavailable) -> Any:
         return error(503, "service_unavailable", str(exc))
 
+    @app.errorhandler(ConnectionFailure)
+    def own_database_unavailable(exc: ConnectionFailure) -> Any:
+        # The gateway's own database (API keys, staff sessions): a key not read lately is
+        # checked there, so its outage is an outage of the API, not a fault of the request.
+        log.warning("the gateway's database is unavailable: %s (request %s)", exc, g.get("request_id"))
+        return error(
+            503, "database_unavailable", "the gateway's database is unavailable; nothing was changed"
+        )
+
     @app.errorhandler(ServiceTimeout)
     def timeout(exc: ServiceTimeout) -> Any:
         return error(504, "service_timeout", str(exc))

@@ -18,7 +18,7 @@ STANDARD_ERRORS = {
     "session that must change its password first",
     413: "request body too large",
     429: "over the API key's request rate; the Retry-After header says when to try again",
-    503: "a service or the message broker is unavailable",
+    503: "a service, the message broker or a database is unavailable",
     504: "a service did not answer in time",
 }
 # What the gateway itself refuses before any service sees the request, by what it reads.

@@ -492,3 +492,20 @@ def test_the_openapi_document_is_built_once_and_again_after_an_operation_is_adde
     assert docs.document() is one and list(one["paths"]) == ["/a"]
     docs.add(Operation("GET", "/b", "B", None))
     assert list(docs.document()["paths"]) == ["/a", "/b"]
+
+
+def test_the_gateways_own_database_down_is_a_503_not_a_server_error(rpc, tmp_path):
+    """A key not read lately is checked in the gateway's database: while that is down, the
+    request is refused as unavailable, and no service is called."""
+    from pymongo.errors import AutoReconnect
+
+    class KeysOnADatabaseThatIsDown:
+        def authenticate(self, key):
+            raise AutoReconnect("127.0.0.1:27017: [Errno 111] Connection refused")
+
+    settings = Settings(GRIDLINK_AUDIT_DIR=tmp_path)
+    client = create_app(settings, keys=KeysOnADatabaseThatIsDown(), rpc=rpc).test_client()
+    response = post_act(client)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unavailable"
+    assert rpc.calls == []
