@@ -186,6 +186,25 @@ def test_copies_of_an_event_spread_over_two_instances_of_each_consumer_apply_onc
             stack.stop_process(f"{service}-2")
 
 
+def test_an_event_whose_handling_keeps_failing_is_parked_after_its_attempts(cadre, databases):
+    """A well-formed event that fails each time it is handled (here: a damaged read model, a
+    person the dossier service holds without `is_cadre`) is tried a few times in place, then
+    parked with its reason, not requeued for ever; the events after it keep flowing."""
+    damaged = new_id("damaged")
+    databases["cadre_evaluation"].people.insert_one({"_id": damaged, "version": 1, "name": "读模型损坏"})
+    stuck = recorded_event(damaged)
+    publish_as_intake(stuck)
+    parked = eventually(
+        lambda: databases["cadre_evaluation"].parked_events.find_one({"payload.id": stuck.id})
+    )
+    assert parked["handler"] == "add_act_to_dossier" and parked["reason"].startswith("KeyError")
+    flowing = recorded_event(cadre, hours="2")
+    publish_as_intake(flowing)
+    eventually(lambda: dossier_acts(databases, cadre) == 1 and account(databases, cadre)["balance"] == 20)
+    assert dossier_acts(databases, damaged) == 0
+    assert databases["cadre_evaluation"].parked_events.count_documents({"payload.id": stuck.id}) == 1
+
+
 def test_a_malformed_event_is_parked_and_the_rest_keep_flowing(cadre, databases):
     poison = {
         "id": new_id("poison"),
