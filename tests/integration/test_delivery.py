@@ -22,6 +22,7 @@ from kombu import Connection
 
 from services.intake import domain
 from services.intake.store import IntakeStore
+from services.points.domain import act_transfer_id
 from shared.events import CADRE_EVALUATION, POINTS_BANK, Envelope, VolunteerActRevoked, new_event
 from shared.outbox import EventPublisher, PublishFailed, publishable, records_with_ids
 from shared.parked import queue_of
@@ -457,6 +458,18 @@ def test_a_credit_whose_event_the_broker_refuses_is_told_to_the_dossier_once_it_
 CONSUMERS = ("points_bank", "cadre_evaluation")
 
 
+def queued_event_ids(queue: str) -> list[str]:
+    """The ids of the events waiting in a queue, read without taking them (closing the
+    channel with them unacknowledged puts them back)."""
+    ids = []
+    with Connection(TEST_ENV["AMQP_URI"]) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(queue, no_ack=False)) is not None:
+            body = json.loads(message.body)  # one CloudEvent, or a batch of them
+            ids += [event["id"] for event in (body if isinstance(body, list) else [body])]
+    return ids
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 def test_consumers_killed_or_stopped_mid_stream_apply_every_act_once(cadre, databases, api, stack, how):
     """Both consumers go down while a stream of acts is being applied: killed outright (some
@@ -471,8 +484,13 @@ def test_consumers_killed_or_stopped_mid_stream_apply_every_act_once(cadre, data
     assert account(databases, cadre)["seq"] < acts  # they go down mid-stream
     for name in CONSUMERS:
         stack.stop_process(name, how)
-    if how == signal.SIGTERM:  # a clean exit
+    if how == signal.SIGTERM:  # a clean exit, having finished and acknowledged what it held
         assert {name: p.returncode for name, p in processes.items()} == dict.fromkeys(CONSUMERS, 0)
+        credited = {e["transfer_id"] for e in databases["points_bank"].ledger_entries.find({"key": cadre})}
+        waiting = queued_event_ids(queue_of(POINTS_BANK, "credit_volunteer_act"))
+        # Each act is either credited or still queued, never both (applied, unacknowledged).
+        waiting_credits = {act_transfer_id(event_id) for event_id in waiting}
+        assert not waiting_credits & credited and len(credited) + len(waiting_credits) == acts
     for name in CONSUMERS:
         stack.start_service(name)
     stack.wait_until_healthy(list(CONSUMERS))
