@@ -71,25 +71,22 @@ def json_body(model: type[BaseModel]) -> Any:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
             # Well-formed perhaps, but nested deeper than any body of this API: refused unread.
-            raise ApiError(
-                422,
-                "nested_too_deep",
-                "body is nested too deep",
-                [{"field": "body", "message": "nested too deep"}],
-            ) from exc
+            raise body_refused(422, "nested_too_deep", "body is nested too deep", "nested too deep") from exc
         if first["type"] == "json_invalid":
             reason = first["msg"].removeprefix("Invalid JSON: ")
             raise ApiError(400, "malformed_json", f"body is not valid JSON: {reason}") from exc
         if first["type"] == "model_type" and not first["loc"]:
-            raise ApiError(
-                400,
-                "malformed_json",
-                "body must be a JSON object",
-                [{"field": "body", "message": "must be an object"}],
+            raise body_refused(
+                400, "malformed_json", "body must be a JSON object", "must be an object"
             ) from exc
         raise InvalidInput(field_errors(exc)) from exc
     g.body_target = identifiers(body)  # what the request is about, for the audit trail
     return body
+
+
+def body_refused(status: int, code: str, message: str, why: str) -> ApiError:
+    """The body as a whole is refused (not one of its fields)."""
+    return ApiError(status, code, message, [{"field": "body", "message": why}])
 
 
 def idempotency_key() -> str:
