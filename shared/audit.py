@@ -16,6 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,17 @@ def record_command(
             "remote_addr": None,
         }
     )
+
+
+@contextmanager
+def failure_recorded(program: str, command: str, target: dict[str, Any]) -> Iterator[None]:
+    """Around a command's changes: if they fail partway, the trail says they were tried (its
+    outcome 2) before the error goes on."""
+    try:
+        yield
+    except Exception as exc:
+        record_command(program, command, {**target, "failed": repr(exc)[:300]}, 2)
+        raise
 
 
 def records(folder: Path, day: date) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 from kombu import Connection, Producer
 from pymongo.database import Database
 
-from shared.audit import record_command
+from shared.audit import failure_recorded, record_command
 from shared.events import CADRE_EVALUATION, ISSUE_INTAKE, POINTS_BANK, REGISTRY, SUBSCRIPTIONS
 from shared.mongo import PARKED_EVENTS, connect
 from shared.settings import get_settings
@@ -78,11 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     for service in SERVICES:
         db = connect(service)
         if args.replay:
-            try:
+            with failure_recorded("shared.parked", "replay", {"service": service}):  # some may have gone
                 sent, unknown = replay(db, service, get_settings().amqp_uri)
-            except Exception as exc:  # some may have gone: the trail says it was tried
-                record_command("shared.parked", "replay", {"service": service, "failed": repr(exc)[:300]}, 2)
-                raise
             print(
                 f"{service}: {sent} replayed"
                 + (f"; kept, no queue for {', '.join(unknown)}" if unknown else "")

@@ -104,7 +104,7 @@ def missing_leg(present: dict[str, Any]) -> domain.Transfer:
 
 def main(argv: list[str] | None = None) -> int:
     from services.points.store import PointsStore
-    from shared.audit import record_command
+    from shared.audit import failure_recorded, record_command
     from shared.events import POINTS_BANK
     from shared.mongo import connect
     from shared.settings import local_zone
@@ -122,19 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     # Months are the services' local ones: checked in another zone, entries near midnight
     # would seem filed in the wrong month.
     print(f"months in {local_zone()} (GRIDLINK_TIMEZONE): the services' own, or files seem off")
-    code = 0 if report.exact else 1
     if options.repair and not report.exact:
-        try:
+        with failure_recorded("services.points.reconcile", "repair", {}):
             repaired = repair(store, report)
-        except Exception as exc:  # part may be repaired: the trail says it was tried
-            record_command("services.points.reconcile", "repair", {"failed": repr(exc)[:300]}, 2)
-            raise
         print("after the repairs:")
         report = examined(store)
-        code = 0 if report.exact else 1
-        record_command("services.points.reconcile", "repair", repaired, code)
+        record_command("services.points.reconcile", "repair", repaired, 0 if report.exact else 1)
     print(f"checked in {(datetime.now(UTC) - started).total_seconds():.1f}s")
-    return code
+    return 0 if report.exact else 1
 
 
 def examined(store: PointsStore) -> Report:

@@ -80,3 +80,14 @@ def test_the_reader_refuses_bad_arguments_naming_them(argv, capsys):
     with pytest.raises(SystemExit):
         audit.main(argv)
     assert argv[0] in capsys.readouterr().err
+
+
+def test_a_command_that_fails_partway_is_recorded_as_tried(tmp_path, monkeypatch):
+    monkeypatch.setattr(trails, "get_settings", lambda: type("S", (), {"audit_dir": tmp_path}))
+    monkeypatch.setattr(trails, "local_today", lambda: date(2026, 12, 7))
+    tried = trails.failure_recorded("shared.parked", "replay", {"service": "points_bank"})
+    with pytest.raises(RuntimeError, match="broker gone"), tried:
+        raise RuntimeError("broker gone")
+    [record] = records(tmp_path, date(2026, 12, 7))
+    assert (record["action"], record["status"]) == ("shared.parked replay", 2)
+    assert record["target"]["service"] == "points_bank" and "broker gone" in record["target"]["failed"]
