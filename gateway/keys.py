@@ -194,8 +194,12 @@ def main(argv: list[str]) -> int:
         return 0
     code = 0
     if options.command == "create":
-        limits = {"rate": options.rate, "burst": options.burst, "expires": options.expires}
-        limits["read_only"] = options.read_only
+        limits = {
+            "rate": options.rate,
+            "burst": options.burst,
+            "expires": options.expires,
+            "read_only": options.read_only,
+        }
         target = {"name": options.name}
         try:
             key = api_keys().create(options.name, roles=options.role, scope=options.scope, **limits)
