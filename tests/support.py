@@ -23,8 +23,15 @@ from shared.settings import get_settings, local_today
 T = TypeVar("T")
 
 
-def eventually(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.05) -> T:
-    """Call `probe` until it returns a truthy value or raises no AssertionError."""
+def eventually(
+    probe: Callable[[], T],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> T:
+    """Call `probe` until it returns a truthy value or raises no AssertionError. `sleep`:
+    `eventlet.sleep` while green threads of the test's own must run (the tests are not
+    monkey-patched, so a plain sleep stops them)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -36,7 +43,7 @@ def eventually(probe: Callable[[], T], timeout: float = 15.0, interval: float = 
                 raise
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout}s: {probe}")
-        time.sleep(interval)
+        sleep(interval)
 
 
 def act_recorded(**overrides: Any) -> VolunteerActRecorded:

@@ -21,7 +21,7 @@ from shared.outbox import (
     insert_with_events,
     record_events_of_done,
 )
-from tests.support import FaultyLink, act_recorded_event
+from tests.support import FaultyLink, act_recorded_event, eventually
 
 pytestmark = pytest.mark.integration
 SERVICE = "outbox_test"  # its own database and exchange: no service of the stack interferes
@@ -205,16 +205,6 @@ def test_a_consumers_publish_that_is_not_confirmed_raises_at_once(running, publi
     assert published() == [] and running.db.list_collection_names() == []
 
 
-def green_eventually(condition, timeout: float):
-    """Wait for `condition` while the relay's green threads run (the tests are not monkey-patched:
-    a plain sleep would stop them)."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"still false after {timeout}s"
-        eventlet.sleep(0.05)
-    return result
-
-
 @pytest.mark.parametrize("fault", ["lose_replies", "black_hole"])
 def test_a_publish_left_unconfirmed_keeps_its_record_until_a_publish_is_confirmed(relay, published, fault):
     """The relay as it runs, through a link that loses the broker's confirms or swallows
@@ -242,17 +232,18 @@ def test_a_publish_left_unconfirmed_keeps_its_record_until_a_publish_is_confirme
         [handed] = record_events_of_done(relay.db, [("a1", [event])])
         leased = relay.db[OUTBOX].find_one({"_id": handed["outbox_id"]})["lease_until"]
         relay.publish_soon([handed])
-        released = green_eventually(
+        released = eventually(
             lambda: (
                 (r := relay.db[OUTBOX].find_one({"_id": handed["outbox_id"]})) and r["lease_until"] < leased
             ),
             timeout=timeout + 2,
+            sleep=eventlet.sleep,
         )
         assert released
         copies = published()
         assert copies == ([event.id] if fault == "lose_replies" else [])  # routed, or never arrived
         link.heal()
-        green_eventually(lambda: relay.db[OUTBOX].count_documents({}) == 0, timeout=15)
+        eventually(lambda: relay.db[OUTBOX].count_documents({}) == 0, timeout=15, sleep=eventlet.sleep)
         copies += published()
         assert set(copies) == {event.id} and 1 <= len(copies) <= 2
     finally:
